@@ -1,0 +1,84 @@
+"""Images of one weak-label folder (all with a lesion, or all without), for training.
+
+One dataset per folder, so train.py gives A and B each its own sampler and loader (under DDP, a
+DistributedSampler per folder) and the two streams stay unaligned, as in the paper.
+"""
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
+
+from data.image_io import read_image
+
+
+def to_float_tensor(rgb, img_ch):
+    """uint8 HxWx3 numpy array -> float CxHxW tensor in [0, 1]; ``img_ch=1`` gives grayscale."""
+    if img_ch not in (1, 3):
+        raise ValueError(f'img_ch must be 1 (grayscale) or 3 (RGB), got {img_ch}')
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+    return F.rgb_to_grayscale(tensor) if img_ch == 1 else tensor
+
+
+def resize_square(tensor, size):
+    """Bilinear (antialiased) resize of a CxHxW float tensor to ``size`` x ``size``."""
+    return F.resize(tensor, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+
+
+def default_load_size(img_size):
+    """Size images are resized to before the random crop (the paper's 256 -> 306 margin, scaled)."""
+    return img_size + round(50 * img_size / 256)
+
+
+class WeakImageDataset(Dataset):
+    """Images of one weak-label folder.
+
+    Args:
+        paths: image file paths (e.g. ``data.image_io.list_images(dir_A)``).
+        img_size: side of the square output image.
+        img_ch: 1 (grayscale) or 3 (RGB).
+        augment: random flips, resize to ``load_size`` + random crop, brightness/contrast jitter
+            (factors in ``1 +- jitter``); off: plain resize to ``img_size``.
+        load_size: size before the random crop; default ``default_load_size(img_size)``.
+        jitter: half-width of the brightness and contrast factor range.
+
+    Items are ``{'image': float tensor img_ch x img_size x img_size in [-1, 1], 'path': str}``.
+    Randomness comes only from torch's global RNG, so ``torch.manual_seed`` and DataLoader worker
+    seeding make augmentation reproducible.
+    """
+
+    def __init__(self, paths, img_size, img_ch=3, augment=False, load_size=None, jitter=0.1):
+        self.paths = [str(p) for p in paths]
+        if not self.paths:
+            raise ValueError('WeakImageDataset needs at least one image path')
+        if img_ch not in (1, 3):
+            raise ValueError(f'img_ch must be 1 (grayscale) or 3 (RGB), got {img_ch}')
+        self.img_size = int(img_size)
+        self.img_ch = img_ch
+        self.augment = augment
+        self.load_size = default_load_size(self.img_size) if load_size is None else int(load_size)
+        if self.load_size < self.img_size:
+            raise ValueError(f'load_size ({self.load_size}) must be at least img_size ({self.img_size})')
+        self.jitter = jitter
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        path = self.paths[index]
+        image = to_float_tensor(read_image(path), self.img_ch)
+        image = self._augment(image) if self.augment else resize_square(image, self.img_size)
+        return {'image': image.mul_(2.0).sub_(1.0), 'path': path}
+
+    def _augment(self, image):
+        """Random flips, resize + random crop, brightness/contrast jitter; CxHxW in [0, 1] in and out."""
+        if torch.rand(()) < 0.5:
+            image = F.hflip(image)
+        if torch.rand(()) < 0.5:
+            image = F.vflip(image)
+        image = resize_square(image, self.load_size)
+        margin = self.load_size - self.img_size
+        top, left = torch.randint(0, margin + 1, (2,)).tolist()
+        image = F.crop(image, top, left, self.img_size, self.img_size)
+        brightness, contrast = (1.0 + self.jitter * (2.0 * torch.rand(2) - 1.0)).tolist()
+        image = F.adjust_brightness(image, brightness)
+        # adjust_* clamp to [0, 1], so the output range holds after jitter.
+        return F.adjust_contrast(image, contrast)

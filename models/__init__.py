@@ -1,0 +1,27 @@
+"""Model registry: ``--model NAME`` loads ``models/NAME_model.py`` and its ``*Model`` class.
+
+A new model or baseline is one new file; nothing here needs editing.
+"""
+import importlib
+import inspect
+
+from .base_model import BaseModel
+
+
+def find_model_class(name):
+    """The BaseModel subclass defined in models/<name>_model.py."""
+    try:
+        module = importlib.import_module(f'models.{name}_model')
+    except ModuleNotFoundError as error:
+        if error.name != f'models.{name}_model':
+            raise
+        raise SystemExit(f"error: unknown --model {name!r}: there is no models/{name}_model.py") from None
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if issubclass(cls, BaseModel) and cls is not BaseModel and cls.__module__ == module.__name__:
+            return cls
+    raise SystemExit(f"error: models/{name}_model.py defines no BaseModel subclass")
+
+
+def create_model(opt):
+    """Instantiate the model named by ``opt.model``."""
+    return find_model_class(opt.model)(opt)

@@ -1,0 +1,139 @@
+"""Shared machinery of every model: declared nets/losses, device and precision, atomic checkpoints.
+
+A model subclass declares ``model_names`` (its networks, attributes of the same name),
+``loss_names``, ``loss_groups`` (one visdom window each) and ``visual_names``, and implements
+``set_input``, ``optimize_parameters`` and ``lesion_map``.
+"""
+import contextlib
+
+import torch
+
+from util.atomic import atomic_write
+
+CHECKPOINT_FORMAT = 'cltnet-seg-checkpoint'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not ours, or does not match the model's architecture."""
+
+
+def set_requires_grad(nets, flag):
+    """Freeze (False) or unfreeze (True) every parameter of ``nets``."""
+    for net in nets:
+        for param in net.parameters():
+            param.requires_grad_(flag)
+
+
+def amp_dtype(amp, device):
+    """The autocast dtype for ``--amp`` on ``device``, or None for full precision."""
+    if amp == 'off':
+        return None
+    if amp == 'fp16':
+        return torch.float16
+    if amp == 'bf16':
+        return torch.bfloat16
+    if device.startswith('cuda'):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # On CPU bf16 only pays with native support (AVX512-BF16 / AMX); emulated bf16 is slower.
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def atomic_torch_save(obj, path):
+    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    atomic_write(path, lambda handle: torch.save(obj, handle), mode='wb')
+
+
+class BaseModel:
+    """Holds options, device and precision; saves and loads the declared networks."""
+
+    model_names = []
+    loss_names = []
+    loss_groups = {}
+    visual_names = []
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.device = torch.device(opt.device)
+        self.dtype = amp_dtype(opt.amp, opt.device)
+        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
+        self.optimizers = {}
+        self.scalers = {}
+
+    def autocast(self):
+        """Autocast context for the forward passes (a no-op in full precision)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def nets(self):
+        return {name: getattr(self, name) for name in self.model_names}
+
+    def to_device(self, tensor):
+        """Move an input batch to the model's device and memory format."""
+        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def train(self, mode=True):
+        for net in self.nets().values():
+            net.train(mode)
+
+    def get_current_losses(self):
+        """Loss name -> detached scalar tensor of the last step (no device sync here)."""
+        return {name: getattr(self, 'loss_' + name).detach() for name in self.loss_names}
+
+    def get_current_visuals(self):
+        """Visual name -> tensor B x C x H x W of the last step, for sample grids and visdom."""
+        return {name: getattr(self, name).detach().float() for name in self.visual_names}
+
+    def architecture(self):
+        """The options that fix tensor shapes; a checkpoint loads only into the same architecture."""
+        keys = ('model', 'img_size', 'img_ch', 'ch', 'n_res', 'n_dis', 'light')
+        return {key: getattr(self.opt, key) for key in keys}
+
+    def state_dict(self, nets_only=False):
+        """Everything needed to resume (or just the networks): plain state dicts, no DDP prefix."""
+        state = {'format': CHECKPOINT_FORMAT, 'architecture': self.architecture(),
+                 'nets': {name: _unwrap(net).state_dict() for name, net in self.nets().items()}}
+        if not nets_only:
+            state['optimizers'] = {name: o.state_dict() for name, o in self.optimizers.items()}
+            state['scalers'] = {name: s.state_dict() for name, s in self.scalers.items()}
+        return state
+
+    def load_state_dict(self, state, source='checkpoint', nets=None):
+        """Restore from ``state``; raises CheckpointError naming ``source`` on any mismatch."""
+        if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{source}: not a CLTNet-Seg checkpoint; give a file written by train.py")
+        theirs, ours = state['architecture'], self.architecture()
+        diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+        if diff:
+            detail = ', '.join(f'--{k} {a} (checkpoint) vs {b} (now)' for k, (a, b) in diff.items())
+            raise CheckpointError(f"{source}: written for another architecture: {detail}; "
+                                  f"pass the checkpoint's values")
+        for name in nets or self.model_names:
+            _unwrap(getattr(self, name)).load_state_dict(state['nets'][name])
+        for name, optimizer in self.optimizers.items():
+            if 'optimizers' in state:
+                optimizer.load_state_dict(state['optimizers'][name])
+        for name, scaler in self.scalers.items():
+            if 'scalers' in state:
+                scaler.load_state_dict(state['scalers'][name])
+
+    def save(self, path, **extra):
+        """Write networks, optimisers and ``extra`` (step, options, RNG states) atomically."""
+        state = self.state_dict()
+        state.update(extra)
+        atomic_torch_save(state, path)
+
+    def load(self, path):
+        """Load a checkpoint written by ``save``; returns the full dict (step, rng, ...)."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as error:
+            raise CheckpointError(f"{path}: cannot be read ({type(error).__name__}); "
+                                  f"delete it to fall back to an earlier checkpoint") from None
+        self.load_state_dict(state, source=path)
+        return state
+
+
+def _unwrap(net):
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(net, 'module', net)

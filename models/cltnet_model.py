@@ -1,0 +1,171 @@
+"""CLTNet: cycle-consistent lesion translation with CAM heads, attention masks and joint discrimination.
+
+Domain A holds lesion images, domain B normal ones. ``G_AB`` removes lesions, ``G_BA`` adds them.
+Each generator output is judged twice per discriminator: the translation itself and the composite
+(translation inside the attention mask, input outside it), by a global and a local PatchGAN.
+"""
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from .base_model import BaseModel, set_requires_grad
+from .networks import CLTGenerator, Discriminator
+
+
+def _lsgan(outputs, target):
+    """Least-squares GAN loss over the patch logits and the CAM logits of one discriminator."""
+    patches, cam_logit, _ = outputs
+    return F.mse_loss(patches.float(), torch.full_like(patches.float(), target)) + \
+        F.mse_loss(cam_logit.float(), torch.full_like(cam_logit.float(), target))
+
+
+def _bce(logit, target):
+    return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit.float(), target))
+
+
+class CLTNetModel(BaseModel):
+    """Two generators, four discriminators (global + local per domain), trained jointly."""
+
+    model_names = ['G_AB', 'G_BA', 'D_A_global', 'D_A_local', 'D_B_global', 'D_B_local']
+    loss_names = ['D_A', 'D_B', 'G_adv_A', 'G_adv_B', 'G_cycle', 'G_identity', 'G_cam', 'G_recon',
+                  'G_mask', 'G_total']
+    loss_groups = {'discriminators': ['D_A', 'D_B'],
+                   'generator adversarial': ['G_adv_A', 'G_adv_B'],
+                   'generator L1, CAM and mask': ['G_cycle', 'G_identity', 'G_cam', 'G_recon', 'G_mask'],
+                   'generator total': ['G_total']}
+    visual_names = ['real_A', 'heatmap_A', 'fake_B', 'mask_A', 'composite_B', 'recon_A']
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        gen = dict(img_ch=opt.img_ch, ch=opt.ch, n_res=opt.n_res, img_size=opt.img_size, light=opt.light)
+        self.G_AB = CLTGenerator(**gen)
+        self.G_BA = CLTGenerator(**gen) if opt.is_train else None
+        if opt.is_train:
+            dis = dict(img_ch=opt.img_ch, ch=opt.ch, img_size=opt.img_size)
+            self.D_A_global = Discriminator(n_layers=opt.n_dis + 1, **dis)
+            self.D_A_local = Discriminator(n_layers=opt.n_dis - 1, **dis)
+            self.D_B_global = Discriminator(n_layers=opt.n_dis + 1, **dis)
+            self.D_B_local = Discriminator(n_layers=opt.n_dis - 1, **dis)
+        else:
+            self.model_names = ['G_AB']
+        for net in self.nets().values():
+            net.to(self.device, memory_format=self.memory_format)
+        if opt.is_train:
+            generators = [self.G_AB, self.G_BA]
+            self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
+            adam = dict(lr=opt.lr, betas=(0.5, 0.999), weight_decay=opt.weight_decay)
+            self.optimizers = {
+                'G': torch.optim.Adam([p for g in generators for p in g.parameters()], **adam),
+                'D': torch.optim.Adam([p for d in self.discriminators for p in d.parameters()], **adam)}
+            use_scaler = self.dtype == torch.float16
+            self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for k in self.optimizers}
+
+    map_modes = ('attention', 'difference', 'fused')
+
+    @torch.inference_mode()
+    def infer(self, images):
+        """images: B x C x H x W in [-1, 1] -> lesion maps of every ``map_modes`` entry (B x H x W in
+        [0, 1]), the image-level lesion ``score`` (B,), and ``translated`` / ``heatmap`` visuals.
+
+        difference: the per-pixel change made by the lesion-removing generator (mean absolute
+        difference over channels / 2), Gaussian-smoothed over ~1.5 % of the image side to suppress
+        texture noise. fused: the geometric mean of attention and difference, so a pixel needs both
+        the attention branch and an actual change of the image to count as lesion.
+        """
+        images = self.to_device(images)
+        with self.autocast():
+            out = self.G_AB(images, with_reconstruction=False)
+        translated = out.translated.float()
+        difference = (images.float() - translated).abs().mean(1, keepdim=True) / 2
+        sigma = max(0.5, 0.015 * images.shape[-1])
+        difference = gaussian_blur(difference, [2 * round(2 * sigma) + 1] * 2, [sigma, sigma])
+        attention = out.mask.float()
+        maps = {'attention': attention[:, 0], 'difference': difference[:, 0].clamp(0, 1),
+                'fused': (attention * difference).clamp_min(0).sqrt()[:, 0]}
+        return {'maps': maps, 'score': torch.sigmoid(out.cam_logit.float().mean(1)),
+                'translated': translated, 'heatmap': _normalise_map(out.heatmap)[:, 0]}
+
+    def wrap_distributed(self, wrap):
+        """Replace every network by ``wrap(net)`` (DistributedDataParallel), keeping the lists in sync."""
+        for name in self.model_names:
+            setattr(self, name, wrap(getattr(self, name)))
+        self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
+
+    def set_input(self, batch):
+        """batch: {'A': B x C x H x W lesion images, 'B': normal images}, both in [-1, 1]."""
+        self.real_A = self.to_device(batch['A'])
+        self.real_B = self.to_device(batch['B'])
+
+    def set_learning_rate(self, step):
+        """Constant lr, then (with --decay_flag) linear decay to 0 over the second half."""
+        opt = self.opt
+        half = opt.iteration // 2
+        lr = opt.lr
+        if opt.decay_flag and step > half:
+            lr = opt.lr * max(0.0, 1 - (step - half) / max(1, opt.iteration - half))
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group['lr'] = lr
+
+    def _judge(self, discriminators, images, target):
+        """Sum of LSGAN losses of ``discriminators`` on a list of image batches (one forward each)."""
+        batch = torch.cat(images, 0)
+        return sum(_lsgan(d(batch), target) for d in discriminators)
+
+    def optimize_parameters(self):
+        """One generator step (discriminators frozen), then one discriminator step on the same,
+        detached fakes: the generators run once per step."""
+        opt = self.opt
+        real_A, real_B = self.real_A, self.real_B
+        D_A, D_B = self.discriminators[:2], self.discriminators[2:]
+        set_requires_grad(self.discriminators, False)
+        with self.autocast():
+            ab, ba = self.G_AB(real_A), self.G_BA(real_B)
+            aba = self.G_BA(ab.translated, with_reconstruction=False)
+            bab = self.G_AB(ba.translated, with_reconstruction=False)
+            aa = self.G_BA(real_A, with_reconstruction=False)
+            bb = self.G_AB(real_B, with_reconstruction=False)
+            self.loss_G_adv_A = opt.adv_weight * self._judge(D_A, [ba.translated, ba.composite], 1.0)
+            self.loss_G_adv_B = opt.adv_weight * self._judge(D_B, [ab.translated, ab.composite], 1.0)
+        self.loss_G_cycle = opt.cycle_weight * (F.l1_loss(aba.translated.float(), real_A) +
+                                                F.l1_loss(bab.translated.float(), real_B))
+        self.loss_G_identity = opt.identity_weight * (F.l1_loss(aa.translated.float(), real_A) +
+                                                      F.l1_loss(bb.translated.float(), real_B))
+        # Each generator's CAM tells its source domain (logit 1) from its target domain (logit 0).
+        self.loss_G_cam = opt.cam_weight * (_bce(ab.cam_logit, 1.0) + _bce(bb.cam_logit, 0.0) +
+                                            _bce(ba.cam_logit, 1.0) + _bce(aa.cam_logit, 0.0))
+        self.loss_G_recon = opt.recon_weight * (F.l1_loss(ab.reconstruction.float(), real_A) +
+                                                F.l1_loss(ba.reconstruction.float(), real_B))
+        # An image already in the target domain needs no region translated.
+        self.loss_G_mask = opt.mask_weight * (bb.mask.float().mean() + aa.mask.float().mean())
+        self.loss_G_total = (self.loss_G_adv_A + self.loss_G_adv_B + self.loss_G_cycle + self.loss_G_identity +
+                             self.loss_G_cam + self.loss_G_recon + self.loss_G_mask)
+        self._step(self.loss_G_total, 'G')
+        for generator in (self.G_AB, self.G_BA):
+            getattr(generator, 'module', generator).clip_rho()
+
+        set_requires_grad(self.discriminators, True)
+        fakes_A = [ba.translated.detach(), ba.composite.detach()]
+        fakes_B = [ab.translated.detach(), ab.composite.detach()]
+        with self.autocast():
+            self.loss_D_A = opt.adv_weight * (self._judge(D_A, [real_A], 1.0) + self._judge(D_A, fakes_A, 0.0))
+            self.loss_D_B = opt.adv_weight * (self._judge(D_B, [real_B], 1.0) + self._judge(D_B, fakes_B, 0.0))
+        self._step(self.loss_D_A + self.loss_D_B, 'D')
+
+        self.fake_B, self.composite_B, self.recon_A = ab.translated, ab.composite, ab.reconstruction
+        self.mask_A = ab.mask
+        self.heatmap_A = _normalise_map(ab.heatmap)
+
+    def _step(self, loss, name):
+        optimizer, scaler = self.optimizers[name], self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+def _normalise_map(heatmap):
+    """Scale each map of a batch to [0, 1] for display."""
+    flat = heatmap.detach().float().flatten(1)
+    low, high = flat.min(1)[0], flat.max(1)[0]
+    return ((flat - low[:, None]) / (high - low).clamp_min(1e-8)[:, None]).view_as(heatmap)

@@ -1,0 +1,230 @@
+"""Building blocks of CLTNet: the U-GAT-IT-style generator with a CAM head and an
+attention-mask branch, and the spectral-norm PatchGAN discriminators with their own CAM logits.
+
+Every shape comes from the input; the only size fixed at construction is the flattened
+feature size of the non-light gamma/beta MLP (as in U-GAT-IT), which needs ``img_size``.
+"""
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import spectral_norm
+
+
+def _norm_stats(x, dims, eps):
+    # Statistics in fp32 even under autocast: bf16 variances of near-constant maps are unstable.
+    xf = x.float()
+    var, mean = torch.var_mean(xf, dim=dims, keepdim=True)
+    return (xf - mean) * torch.rsqrt(var + eps)
+
+
+def _mix_instance_layer(x, rho, eps):
+    """rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x), computed in fp32."""
+    x_in = _norm_stats(x, (2, 3), eps)
+    x_ln = _norm_stats(x, (1, 2, 3), eps)
+    rho = rho.float()
+    return rho * x_in + (1 - rho) * x_ln
+
+
+class AdaILN(nn.Module):
+    """Adaptive instance-layer norm: gamma/beta come from the CAM features (translation branch)."""
+
+    def __init__(self, channels, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.rho = nn.Parameter(torch.full((1, channels, 1, 1), 0.9))
+
+    def forward(self, x, gamma, beta):
+        out = _mix_instance_layer(x, self.rho, self.eps)
+        out = out * gamma.float()[:, :, None, None] + beta.float()[:, :, None, None]
+        return out.to(x.dtype)
+
+
+class ILN(nn.Module):
+    """Instance-layer norm with learned gamma/beta (reconstruction branch and upsampling)."""
+
+    def __init__(self, channels, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.rho = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x):
+        out = _mix_instance_layer(x, self.rho, self.eps)
+        return (out * self.gamma.float() + self.beta.float()).to(x.dtype)
+
+
+def _conv3(channels_in, channels_out, stride=1, bias=False):
+    return [nn.ReflectionPad2d(1), nn.Conv2d(channels_in, channels_out, 3, stride, bias=bias)]
+
+
+class ResnetBlock(nn.Module):
+    """Encoder residual block (instance norm)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.body = nn.Sequential(*_conv3(dim, dim), nn.InstanceNorm2d(dim), nn.ReLU(True),
+                                  *_conv3(dim, dim), nn.InstanceNorm2d(dim))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResnetAdaILNBlock(nn.Module):
+    """Decoder translation block: residual convs normalised by AdaILN."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.conv1 = nn.Sequential(*_conv3(dim, dim))
+        self.norm1 = AdaILN(dim)
+        self.conv2 = nn.Sequential(*_conv3(dim, dim))
+        self.norm2 = AdaILN(dim)
+
+    def forward(self, x, gamma, beta):
+        out = F.relu(self.norm1(self.conv1(x), gamma, beta))
+        return x + self.norm2(self.conv2(out), gamma, beta)
+
+
+class ResnetILNBlock(nn.Module):
+    """Decoder reconstruction block: residual convs normalised by ILN."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.body = nn.Sequential(*_conv3(dim, dim), ILN(dim), nn.ReLU(True),
+                                  *_conv3(dim, dim), ILN(dim))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class CAMHead(nn.Module):
+    """Class-activation head: avg- and max-pooled logits whose weights re-weight the features.
+
+    Returns (re-weighted features fused by a 1x1 conv, logits B x 2, heatmap B x 1 x h x w).
+    """
+
+    def __init__(self, dim, spectral=False, activation=None):
+        super().__init__()
+        wrap = spectral_norm if spectral else (lambda m: m)
+        self.gap_fc = wrap(nn.Linear(dim, 1, bias=False))
+        self.gmp_fc = wrap(nn.Linear(dim, 1, bias=False))
+        self.fuse = nn.Sequential(nn.Conv2d(dim * 2, dim, 1), activation or nn.ReLU(True))
+
+    def forward(self, feats):
+        gap_logit = self.gap_fc(feats.mean((2, 3)))
+        gmp_logit = self.gmp_fc(feats.amax((2, 3)))
+        gap = feats * self.gap_fc.weight[:, :, None, None]
+        gmp = feats * self.gmp_fc.weight[:, :, None, None]
+        fused = self.fuse(torch.cat([gap, gmp], 1))
+        return fused, torch.cat([gap_logit, gmp_logit], 1), fused.sum(1, keepdim=True)
+
+
+class GeneratorOutput(NamedTuple):
+    """What one generator pass returns (all at input resolution except ``cam_logit``)."""
+    translated: torch.Tensor      # B x C x H x W, the image in the other domain, in [-1, 1]
+    cam_logit: torch.Tensor       # B x 2, [avg-pool, max-pool] source-domain logits
+    heatmap: torch.Tensor         # B x 1 x H x W, CAM heatmap (un-normalised, >= 0)
+    mask: torch.Tensor            # B x 1 x H x W, attention mask in [0, 1]
+    reconstruction: torch.Tensor  # B x C x H x W or None, input decoded by the reconstruction branch
+    composite: torch.Tensor       # B x C x H x W, translated inside the mask, input outside
+
+
+class CLTGenerator(nn.Module):
+    """ResNet generator with a CAM head, an attention mask and two fused decoder branches.
+
+    Decoder block k computes ``x = translate_k(x) * mask + x_r * (1 - mask)`` with
+    ``x_r = reconstruct_k(x_r)``; both streams share the upsampling head, so the reconstruction
+    of the input and the translation are decoded by the same layers.
+    """
+
+    def __init__(self, img_ch=3, ch=64, n_res=4, img_size=256, light=True):
+        super().__init__()
+        if img_size % 4:
+            raise ValueError(f"img_size must be divisible by 4, got {img_size}")
+        self.light = light
+        dim = ch * 4
+        self.encoder = nn.Sequential(
+            nn.ReflectionPad2d(3), nn.Conv2d(img_ch, ch, 7, bias=False), nn.InstanceNorm2d(ch), nn.ReLU(True),
+            *_conv3(ch, ch * 2, stride=2), nn.InstanceNorm2d(ch * 2), nn.ReLU(True),
+            *_conv3(ch * 2, dim, stride=2), nn.InstanceNorm2d(dim), nn.ReLU(True),
+            *[ResnetBlock(dim) for _ in range(n_res)])
+        self.cam = CAMHead(dim)
+        self.mask_head = nn.Sequential(*_conv3(dim, 1, bias=True), nn.Sigmoid())
+        mlp_in = dim if light else dim * (img_size // 4) ** 2
+        self.mlp = nn.Sequential(nn.Linear(mlp_in, dim, bias=False), nn.ReLU(True),
+                                 nn.Linear(dim, dim, bias=False), nn.ReLU(True))
+        self.gamma = nn.Linear(dim, dim, bias=False)
+        self.beta = nn.Linear(dim, dim, bias=False)
+        self.translate = nn.ModuleList([ResnetAdaILNBlock(dim) for _ in range(n_res)])
+        self.reconstruct = nn.ModuleList([ResnetILNBlock(dim) for _ in range(n_res)])
+        up = []
+        for i in range(2):
+            c = dim // 2 ** i
+            up += [nn.Upsample(scale_factor=2, mode='nearest'), *_conv3(c, c // 2), ILN(c // 2), nn.ReLU(True)]
+        self.upsample = nn.Sequential(*up, nn.ReflectionPad2d(3), nn.Conv2d(ch, img_ch, 7, bias=False), nn.Tanh())
+
+    def encode(self, x):
+        """Encoder + CAM head: returns (features, cam_logit, heatmap at 1/4 resolution)."""
+        # The CAM weights re-weight the feature maps so the decoder sees where the classifier looks.
+        return self.cam(self.encoder(x))
+
+    def forward(self, x, with_reconstruction=True):
+        """x: B x img_ch x H x W in [-1, 1] -> GeneratorOutput.
+
+        ``with_reconstruction=False`` skips decoding the reconstruction stream (cycle/identity passes).
+        """
+        size = x.shape[-2:]
+        feats, cam_logit, heatmap = self.encode(x)
+        mask_small = self.mask_head(feats)
+        pooled = feats.mean((2, 3)) if self.light else feats.flatten(1)
+        hidden = self.mlp(pooled)
+        gamma, beta = self.gamma(hidden), self.beta(hidden)
+        h, h_r = feats, feats
+        for translate, reconstruct in zip(self.translate, self.reconstruct):
+            h_r = reconstruct(h_r)
+            h = translate(h, gamma, beta) * mask_small + h_r * (1 - mask_small)
+        if with_reconstruction:
+            decoded = self.upsample(torch.cat([h, h_r], 0))
+            translated, reconstruction = decoded.chunk(2, 0)
+        else:
+            translated, reconstruction = self.upsample(h), None
+        mask = F.interpolate(mask_small, size=size, mode='bilinear', align_corners=False)
+        composite = translated * mask + x * (1 - mask)
+        heatmap = F.interpolate(heatmap, size=size, mode='bilinear', align_corners=False)
+        return GeneratorOutput(translated, cam_logit, heatmap, mask, reconstruction, composite)
+
+    def clip_rho(self):
+        """Keep every AdaILN/ILN mixing weight in [0, 1] (called after each generator step)."""
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, (AdaILN, ILN)):
+                    module.rho.clamp_(0, 1)
+
+
+class Discriminator(nn.Module):
+    """Spectral-norm PatchGAN with a CAM head; returns (patch logits, cam_logit B x 2, heatmap).
+
+    ``n_layers`` 7 is the global and 5 the local discriminator of U-GAT-IT. Downsamplings are
+    capped so the last feature map stays at least 4 x 4 for small ``img_size``.
+    """
+
+    def __init__(self, img_ch=3, ch=64, n_layers=7, img_size=256):
+        super().__init__()
+        n_down = max(1, min(n_layers - 2, int(math.log2(img_size)) - 2))
+        layers = [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(img_ch, ch, 4, 2)), nn.LeakyReLU(0.2, True)]
+        c = ch
+        for _ in range(n_down - 1):
+            layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(c, c * 2, 4, 2)), nn.LeakyReLU(0.2, True)]
+            c *= 2
+        layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(c, c * 2, 4, 1)), nn.LeakyReLU(0.2, True)]
+        c *= 2
+        self.body = nn.Sequential(*layers)
+        self.cam = CAMHead(c, spectral=True, activation=nn.LeakyReLU(0.2, True))
+        self.head = nn.Sequential(nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(c, 1, 4, 1, bias=False)))
+
+    def forward(self, x):
+        feats, cam_logit, heatmap = self.cam(self.body(x))
+        return self.head(feats), cam_logit, heatmap

@@ -1,0 +1,142 @@
+"""Options shared by train.py, test.py and crf.py, so one argument list serves all three.
+
+Flag names follow the original CLTNet / U-GAT-IT code. ``--preset`` fills in a group of defaults
+(image size, width, loss weights per dataset...); any flag given explicitly overrides the preset.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+# The original paper settings (256 px, ch 54, light, n_res 4, 7000 iterations, batch 1).
+PAPER_PRESET = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, batch_size=1)
+# Two CPU cores, about an hour: half the resolution and a narrower network make one iteration
+# ~20x cheaper than the paper setting, so the model sees several thousand images instead of ~150.
+CPU_PRESET = dict(img_size=128, ch=32, n_res=4, light=True, iteration=3000, batch_size=1)
+# Loss weights of the original code, per dataset; other datasets (the demo phantom) use BraTS'.
+LOSS_WEIGHTS = {
+    'BraTS': dict(adv_weight=1, cycle_weight=10, identity_weight=10, cam_weight=1000, recon_weight=10),
+    'ISIC': dict(adv_weight=1, cycle_weight=5, identity_weight=50, cam_weight=1400, recon_weight=10),
+}
+PRESETS = {'paper': PAPER_PRESET, 'cpu': CPU_PRESET}
+
+
+def str2bool(value):
+    """Parse the original code's ``True/False`` spelling (and yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.lower()
+    if lowered in ('true', 't', 'yes', 'y', '1'):
+        return True
+    if lowered in ('false', 'f', 'no', 'n', '0'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def resolve_device(name):
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; a named device is checked."""
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    return name
+
+
+class BaseOptions:
+    """Builds the parser; subclasses add their flags in ``add_arguments``."""
+
+    description = 'CLTNet-Seg'
+    is_train = False
+    # Preset entries this script takes; the schedule entries only matter for training.
+    preset_keys = ('img_size', 'ch', 'n_res', 'light')
+
+    def build_parser(self):
+        parser = argparse.ArgumentParser(description=self.description,
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        g = parser.add_argument_group('data and run')
+        g.add_argument('--dataroot', default='./dataset',
+                       help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB)')
+        g.add_argument('--dataset', default='demo',
+                       help="dataset name under --dataroot (ISIC, BraTS, ...); 'demo' builds the embedded "
+                            "synthetic phantom data on first use")
+        g.add_argument('--folder', default=None,
+                       help='data folder under <dataroot>/<dataset>/ (default: isic_1, brats_1 or demo_1)')
+        g.add_argument('--name', default='cltnet', help='run name; outputs go to <result_dir>/<dataset>/<folder>/<name>/')
+        g.add_argument('--result_dir', default='results', help='root folder of all run outputs')
+        g.add_argument('--model', default='cltnet', help='model to use (see models/): cltnet')
+        g.add_argument('--preset', choices=sorted(PRESETS), default=None,
+                       help="default group: 'paper' = the original settings (256 px, ch 54, 7000 it), 'cpu' = "
+                            "128 px, ch 32, 3000 it (about an hour on 2 cores). Default: paper on CUDA, cpu "
+                            "otherwise. Explicit flags override it")
+        g.add_argument('--seed', type=int, default=0, help='random seed (data order, augmentation, initialisation)')
+        g.add_argument('--num_workers', type=int, default=2, help='data loading worker processes (0 = main process)')
+        g.add_argument('--skip_bad_images', type=str2bool, default=False,
+                       help='True: leave out unreadable images (and report how many) instead of stopping')
+        g = parser.add_argument_group('network (must match between training and testing)')
+        g.add_argument('--img_size', type=int, default=None, help='image side in pixels (divisible by 4)')
+        g.add_argument('--img_ch', type=int, default=3, choices=(1, 3), help='image channels')
+        g.add_argument('--ch', type=int, default=None, help='base channel number of generators and discriminators')
+        g.add_argument('--n_res', type=int, default=None, help='residual blocks in the encoder and in each decoder branch')
+        g.add_argument('--n_dis', type=int, default=6,
+                       help='discriminator depth: the global one has n_dis+1 layers, the local one n_dis-1')
+        g.add_argument('--light', type=str2bool, default=None,
+                       help='True: the gamma/beta MLP pools the features first (the light U-GAT-IT)')
+        g = parser.add_argument_group('hardware')
+        g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+        g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
+        g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
+                       help="mixed precision: auto = bf16 on CUDA and on CPUs with native bf16, else off")
+        g.add_argument('--channels_last', type=str2bool, default=True,
+                       help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
+        self.add_arguments(parser)
+        return parser
+
+    def add_arguments(self, parser):
+        """Hook for subclasses."""
+
+    def parse(self, argv=None):
+        """Parse ``argv`` (default sys.argv[1:]), apply presets, validate and return the namespace."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        parser = self.build_parser()
+        first = parser.parse_args(argv)
+        # Second pass with preset values as defaults, so explicit flags still win.
+        preset = first.preset or ('paper' if resolve_device(first.device).startswith('cuda') else 'cpu')
+        values = {key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}
+        parser.set_defaults(preset=preset, **values, **self.preset_extras(first))
+        opt = parser.parse_args(argv)
+        opt.is_train = self.is_train
+        opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + argv)
+        if opt.folder is None:
+            opt.folder = default_folder(opt.dataset)
+        if opt.img_size % 4:
+            parser.error(f'--img_size must be divisible by 4, got {opt.img_size}')
+        opt.device = resolve_device(opt.device)
+        self.validate(parser, opt)
+        return opt
+
+    def preset_extras(self, first):
+        """Extra preset defaults that depend on the first parse (loss weights per dataset)."""
+        return {}
+
+    def validate(self, parser, opt):
+        """Hook for subclasses: extra checks, calling ``parser.error`` on bad values."""
+
+
+def default_folder(dataset):
+    """The data folder used when --folder is not given (isic_1, brats_1, demo_1, <name>_1)."""
+    return {'ISIC': 'isic_1', 'BraTS': 'brats_1'}.get(dataset, f'{dataset.lower()}_1')
+
+
+def run_dir(opt):
+    """<result_dir>/<dataset>/<folder>/<name>: the folder of everything a run writes."""
+    return os.path.join(opt.result_dir, opt.dataset, opt.folder, opt.name)
+
+
+def format_options(opt):
+    """The options as aligned 'name: value' lines (what is printed and saved as opt.txt)."""
+    lines = ['----------------- Options -----------------']
+    for key, value in sorted(vars(opt).items()):
+        lines.append(f'{key:>22}: {value}')
+    lines.append('------------------- End -------------------')
+    return '\n'.join(lines)

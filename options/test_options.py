@@ -1,0 +1,28 @@
+"""Inference flags (test.py): which checkpoints, how lesion maps become masks, which splits."""
+from .base_options import BaseOptions
+
+
+class TestOptions(BaseOptions):
+    description = ('Extract lesion maps with a trained CLTNet, choose checkpoint, map mode, threshold and '
+                   'post-processing on val, apply them to the test splits and score JA/DI/AC/SE/SP.')
+
+    def add_arguments(self, parser):
+        g = parser.add_argument_group('what to test')
+        g.add_argument('--weights', default=None,
+                       help='released weights file (weights/ISIC.pt) to use instead of the run\'s checkpoints; '
+                            'its stored choices are used when the dataset has no val split')
+        g.add_argument('--which_iter', default='all',
+                       help="checkpoints scored on val: 'all', 'latest', or a step number")
+        g.add_argument('--map_mode', default='auto',
+                       help="lesion map: attention, attention-inverted, difference, fused, or auto (chosen on val)")
+        g.add_argument('--splits', default='testA,testB',
+                       help='comma-separated splits to predict with the val-chosen rule (val is always done '
+                            'when present, since selection and crf.py need it)')
+        g.add_argument('--batch_size', type=int, default=8, help='images per inference batch')
+        g.add_argument('--reselect', action='store_true',
+                       help='ignore the cached val selection (test/selection.json) and choose again')
+
+    def validate(self, parser, opt):
+        if opt.which_iter not in ('all', 'latest') and not opt.which_iter.isdigit():
+            parser.error(f"--which_iter must be 'all', 'latest' or a step number, got {opt.which_iter!r}")
+        opt.splits = [s for s in opt.splits.split(',') if s]

@@ -1,0 +1,201 @@
+"""Extract lesion masks with a trained CLTNet and score them.
+
+    python test.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
+    python test.py --dataroot ROOT --dataset ISIC --weights weights/ISIC.pt --name released
+
+Checkpoint, map mode, threshold and post-processing are chosen on ``val`` (best mean Dice) and
+applied unchanged to testA / testB; test labels are read only to score. Outputs go to
+<result_dir>/<dataset>/<folder>/<name>/test/<split>/ and the run's index.html.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from data.image_io import write_json_atomic, write_png_atomic
+from data.layout import LayoutError, check_split
+from data.synthetic import ensure_demo_dataset
+from models import create_model
+from models.base_model import CHECKPOINT_FORMAT, CheckpointError
+from options.base_options import run_dir
+from options.test_options import TestOptions
+from util.checkpoints import list_checkpoints
+from util.html import write_run_report
+from util.inference import predict_split
+from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
+from util.overlay import draw_overlay
+from util.selection import apply_rule, select
+
+ARCHITECTURE_KEYS = ('model', 'img_size', 'img_ch', 'ch', 'n_res', 'n_dis', 'light')
+
+
+def read_state(path):
+    """torch.load a checkpoint or weights file; exit with one line if it is not one of ours."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=False)
+    except FileNotFoundError:
+        raise SystemExit(f'error: {path} not found; train first (bash start_train.sh) or pass --weights FILE')
+    except Exception as error:
+        raise SystemExit(f'error: {path} cannot be read as a CLTNet-Seg file ({type(error).__name__}); '
+                         f'pass a checkpoint written by train.py or a file from weights/')
+    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
+        raise SystemExit(f'error: {path} is not a CLTNet-Seg checkpoint or weights file; '
+                         f'pass one written by train.py or from weights/')
+    return state
+
+
+def build_model(opt, state, source):
+    """A generator-only model with the architecture stored in ``state``, loaded from it."""
+    for key in ARCHITECTURE_KEYS:
+        setattr(opt, key, state['architecture'][key])
+    model = create_model(opt)
+    try:
+        model.load_state_dict(state, source=source, nets=['G_AB'])
+    except CheckpointError as error:
+        raise SystemExit(f'error: {error}')
+    model.train(False)
+    return model
+
+
+def sources(opt, folder):
+    """[(step, path)] of the files to score on val: the run's checkpoints, or the weights file."""
+    if opt.weights:
+        return [(read_state(opt.weights).get('step', 0), opt.weights)]
+    found = list_checkpoints(folder)
+    if not found:
+        raise SystemExit(f'error: no checkpoint in {folder}/checkpoints; train first '
+                         f'(python train.py ... --name {opt.name}) or pass --weights FILE')
+    if opt.which_iter == 'latest':
+        return found[-1:]
+    if opt.which_iter != 'all':
+        chosen = [entry for entry in found if entry[0] == int(opt.which_iter)]
+        if not chosen:
+            raise SystemExit(f'error: no checkpoint for step {opt.which_iter} in {folder}/checkpoints; '
+                             f'available: {", ".join(str(s) for s, _ in found)}')
+        return chosen
+    return found
+
+
+def choose(opt, folder, data_dir, candidates):
+    """The val-chosen rule (cached in test/selection.json), or the one stored with --weights."""
+    val = split_pairs(data_dir, 'val', opt)
+    if val is None:
+        stored = read_state(opt.weights).get('selection') if opt.weights else None
+        if not stored:
+            raise SystemExit(f'error: {data_dir}/val not found, and nothing stored to fall back on; '
+                             f'add a val split (images + labels) or pass --weights FILE')
+        print('no val split: using the choices stored in', opt.weights)
+        return dict(stored, checkpoint=opt.weights)
+    cache_path = os.path.join(folder, 'test', 'selection.json')
+    key = {'sources': [[s, p, os.path.getsize(p), os.path.getmtime(p)] for s, p in candidates],
+           'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
+    if os.path.exists(cache_path) and not opt.reselect:
+        with open(cache_path) as handle:
+            cached = json.load(handle)
+        if cached.get('key') == key:
+            print(f'using the cached val selection in {cache_path} (--reselect to choose again)')
+            return cached['selection']
+    items_by_source = {}
+    for step, path in candidates:
+        model = build_model(opt, read_state(path), path)
+        items_by_source[(step, path)] = predict_split(model, val, opt, f'val @ {step}')
+    modes = [opt.map_mode] if opt.map_mode != 'auto' else list(items_by_source[candidates[0]][0]['maps'])
+    selection = select(items_by_source, modes)
+    write_json_atomic(cache_path, {'key': key, 'selection': selection})
+    return selection
+
+
+def split_pairs(data_dir, split, opt):
+    """(image, label) pairs of ``split``, None when the split folder does not exist."""
+    if not os.path.isdir(os.path.join(data_dir, split)):
+        return None
+    try:
+        files = check_split(data_dir, split, need_labels=split != 'testB', skip_bad=opt.skip_bad_images)
+    except LayoutError as error:
+        raise SystemExit(f'error: {error}\n(use --skip_bad_images True to go on without the listed files)')
+    if files.skipped:
+        print(f'{split}: skipped {len(files.skipped)} file(s):', *files.skipped, sep='\n  ')
+    return files.pairs
+
+
+def write_split(items, rule, out_dir, opt, elapsed):
+    """Masks, calibrated maps, overlays, visuals, metrics.csv and summary.json of one split."""
+    scores = SegmentationScores()
+    areas = []
+    for item in items:
+        mask, calibrated = apply_rule(rule, item['maps'][rule['map_mode']])
+        name = item['name']
+        write_png_atomic(os.path.join(out_dir, 'prob', name + '.png'),
+                         np.round(calibrated * 65535).astype(np.uint16))
+        write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
+        write_png_atomic(os.path.join(out_dir, 'overlays', name + '.png'), draw_overlay(item['raw'], mask, item['gt']))
+        write_png_atomic(os.path.join(out_dir, 'translation', name + '.png'), item['translated'])
+        write_png_atomic(os.path.join(out_dir, 'cam', name + '.png'), item['heatmap'])
+        areas.append(float(mask.mean()))
+        if item['gt'] is not None:
+            scores.add(name, mask, item['gt'])
+    summary = {'n_images': len(items), 'images_per_second': len(items) / max(elapsed, 1e-9)}
+    if len(scores):
+        summary.update(scores.summary())
+        write_metrics_csv(os.path.join(out_dir, 'metrics.csv'), scores.rows())
+    else:
+        summary.update(fp_rate=float(np.mean([a > 0 for a in areas])), mean_area=float(np.mean(areas)))
+    summary.update(selection=rule, command=opt.command_line)
+    return summary
+
+
+def main(argv=None):
+    opt = TestOptions().parse(argv)
+    if opt.num_threads > 0:
+        torch.set_num_threads(opt.num_threads)
+    torch.manual_seed(opt.seed)
+    if opt.dataset == 'demo':
+        ensure_demo_dataset(opt.dataroot, dataset='demo', folder=opt.folder)
+    data_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
+    if not os.path.isdir(data_dir):
+        raise SystemExit(f'error: {data_dir} not found; check --dataroot, --dataset and --folder')
+    folder = run_dir(opt)
+    candidates = sources(opt, folder)
+    rule = choose(opt, folder, data_dir, candidates)
+    model = build_model(opt, read_state(rule['checkpoint']), rule['checkpoint'])
+    print(f"chosen on val: step {rule.get('step')} map {rule['map_mode']} "
+          f"{rule['binarize']} threshold {rule['threshold']} post-processing {rule['postprocess']} "
+          f"(val DI {rule.get('val_DI', float('nan')):.4f})")
+    summaries, scores = {}, {}
+    for split in ['val'] + [s for s in opt.splits if s != 'val']:
+        pairs = split_pairs(data_dir, split, opt)
+        if pairs is None:
+            continue
+        started = time.time()
+        items = predict_split(model, pairs, opt, split, keep_visuals=True)
+        summary = write_split(items, rule, os.path.join(folder, 'test', split), opt, time.time() - started)
+        summaries[split], scores[split] = summary, [item['score'] for item in items]
+    if 'testA' in scores and 'testB' in scores:
+        summaries['testA']['auc'] = roc_auc(scores['testA'] + scores['testB'],
+                                            [1] * len(scores['testA']) + [0] * len(scores['testB']))
+    for split, summary in summaries.items():
+        write_json_atomic(os.path.join(folder, 'test', split, 'summary.json'), summary)
+    report = write_run_report(folder)
+    print(format_table(summaries))
+    print(f'outputs in {folder}/test/; report {report}')
+
+
+def format_table(summaries):
+    """Plain-text table of JA DI AC SE SP per split (testB: false-positive rate and area)."""
+    lines = [f"{'split':<8}{'n':>5}" + ''.join(f'{k:>8}' for k in ('JA', 'DI', 'AC', 'SE', 'SP')) + '    extra']
+    for split, s in summaries.items():
+        if 'DI' in s:
+            extra = f"AUC {s['auc']:.3f}" if 'auc' in s else ''
+            lines.append(f"{split:<8}{s['n_images']:>5}" + ''.join(f"{s[k]:>8.4f}" for k in ('JA', 'DI', 'AC', 'SE', 'SP'))
+                         + f'    {extra}')
+        else:
+            lines.append(f"{split:<8}{s['n_images']:>5}    images with any lesion: {s['fp_rate']:.3f}, "
+                         f"mean predicted area {s['mean_area']:.4f}")
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Tests for data/weak_dataset.py: output shape/range/dtype, augmentation determinism, grayscale."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data import create_dataset
+from data.weak_dataset import WeakImageDataset, default_load_size
+
+
+@pytest.fixture
+def image_paths(tmp_path):
+    """Three small RGB images of different sizes, with structure so flips and crops show."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(40, 48), (32, 32), (50, 36)]):
+        path = tmp_path / f'img{i}.png'
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize('augment', [False, True])
+@pytest.mark.parametrize('img_ch', [1, 3])
+def test_item_shape_range_dtype(image_paths, augment, img_ch):
+    dataset = WeakImageDataset(image_paths, img_size=24, img_ch=img_ch, augment=augment)
+    assert len(dataset) == 3
+    for index in range(3):
+        item = dataset[index]
+        image = item['image']
+        assert image.dtype == torch.float32 and image.shape == (img_ch, 24, 24)
+        assert image.min() >= -1.0 and image.max() <= 1.0
+        assert item['path'] == image_paths[index]
+
+
+def test_plain_resize_matches_extremes(tmp_path):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / 'black.png')
+    Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(tmp_path / 'white.png')
+    dataset = WeakImageDataset([tmp_path / 'black.png', tmp_path / 'white.png'], img_size=8)
+    assert torch.all(dataset[0]['image'] == -1.0) and torch.all(dataset[1]['image'] == 1.0)
+
+
+def test_augment_is_deterministic_under_seed(image_paths):
+    dataset = WeakImageDataset(image_paths, img_size=24, augment=True)
+    torch.manual_seed(3)
+    first = [dataset[i]['image'] for i in range(3)]
+    torch.manual_seed(3)
+    second = [dataset[i]['image'] for i in range(3)]
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    torch.manual_seed(4)
+    assert any(not torch.equal(a, dataset[i]['image']) for i, a in enumerate(first))
+
+
+def test_augment_varies_between_draws(image_paths):
+    dataset = WeakImageDataset(image_paths[:1], img_size=24, augment=True)
+    torch.manual_seed(0)
+    draws = [dataset[0]['image'] for _ in range(4)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+
+
+def test_no_augment_is_reproducible_without_seed(image_paths):
+    dataset = WeakImageDataset(image_paths, img_size=24)
+    assert torch.equal(dataset[1]['image'], dataset[1]['image'])
+
+
+def test_default_load_size_and_validation(image_paths):
+    assert default_load_size(256) == 306 and default_load_size(64) == 76
+    with pytest.raises(ValueError, match='img_ch'):
+        WeakImageDataset(image_paths, img_size=8, img_ch=2)
+    with pytest.raises(ValueError, match='at least one'):
+        WeakImageDataset([], img_size=8)
+    with pytest.raises(ValueError, match='load_size'):
+        WeakImageDataset(image_paths, img_size=8, load_size=4)
+
+
+def test_registry(image_paths):
+    dataset = create_dataset('weak', paths=image_paths, img_size=16)
+    assert isinstance(dataset, WeakImageDataset)
+    with pytest.raises(ValueError, match='labeled, weak'):
+        create_dataset('nope')

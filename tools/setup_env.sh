@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv with everything the project and its tests need. Idempotent and fast when nothing
+# changed: a stamp holding the hash of the requirement files skips the work.
+#
+# Usage: bash tools/setup_env.sh          (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+STAMP="$VENV/.setup-stamp"
+HASH="$(cat requirements.txt requirements-dev.txt tools/setup_env.sh tools/install_visdom_assets.sh | sha256sum | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
+    exit 0
+fi
+echo "setting up $VENV (first time: a few minutes)"
+[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+# visdom 0.2.4 is an sdist whose setup.py imports pkg_resources (gone from setuptools 81).
+"${PIP[@]}" "setuptools<81" wheel
+"${PIP[@]}" -r requirements.txt -r requirements-dev.txt
+"${PIP[@]}" --no-build-isolation visdom==0.2.4
+# MONAI only for the metric cross-check; --no-deps so it cannot replace the installed torch.
+"${PIP[@]}" --no-deps monai==1.6.1
+bash tools/install_visdom_assets.sh "$VENV/bin/python"
+echo "$HASH" > "$STAMP"
+echo "environment ready: $VENV"

@@ -1,0 +1,61 @@
+"""Image-level helpers shared by test.py and crf.py: image foreground, mask clean-up, calibration.
+
+All work on numpy arrays of one image at a time, with scipy's vectorised morphology (no per-pixel
+Python loops).
+"""
+import numpy as np
+from scipy import ndimage
+
+# Pixels at or below this grey level in every channel are image background (air around the head
+# in MRI, the black frame of a dermoscope): no lesion can be there.
+BACKGROUND_LEVEL = 5
+
+
+def foreground_mask(raw):
+    """uint8 H x W x 3 image -> bool H x W: not-black pixels with the holes filled.
+
+    Filling holes keeps dark structures inside the head (ventricles) as foreground; the same rule
+    is applied to every image of every dataset.
+    """
+    bright = raw.max(axis=2) > BACKGROUND_LEVEL if raw.ndim == 3 else raw > BACKGROUND_LEVEL
+    return ndimage.binary_fill_holes(bright)
+
+
+def largest_component(mask):
+    """Keep only the largest 8-connected component of a bool mask (empty stays empty)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def fill_holes(mask):
+    return ndimage.binary_fill_holes(mask)
+
+
+POSTPROCESSING = {
+    'none': lambda mask: mask,
+    'largest': largest_component,
+    'fill': fill_holes,
+    'largest+fill': lambda mask: fill_holes(largest_component(mask)),
+}
+
+
+def postprocess(mask, name):
+    """Apply the post-processing called ``name`` (one of POSTPROCESSING) to a bool mask."""
+    return POSTPROCESSING[name](mask)
+
+
+def calibrate(prob, threshold):
+    """Piecewise-linear, monotone map of [0, 1] onto [0, 1] sending ``threshold`` to 0.5.
+
+    Probability maps are saved calibrated, so ``p >= 0.5`` is exactly the val-chosen decision and
+    a CRF's unary term sees 0.5 as "undecided" whatever map mode or threshold val picked.
+    """
+    threshold = float(np.clip(threshold, 1e-6, 1 - 1e-6))
+    prob = np.asarray(prob, dtype=np.float32)
+    low = prob / (2 * threshold)
+    high = 0.5 + (prob - threshold) / (2 * (1 - threshold))
+    return np.clip(np.where(prob < threshold, low, high), 0.0, 1.0)

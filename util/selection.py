@@ -1,0 +1,96 @@
+"""Turn lesion maps into masks, and choose how on val: map mode, threshold, post-processing.
+
+Only val's labels are ever read here; test.py applies the chosen rule unchanged to the test splits.
+"""
+import numpy as np
+import torch
+from skimage.filters import threshold_otsu
+
+from util.inference import stack_by_shape
+from util.metrics import SegmentationScores, binarize, dice_sweep
+from util.postprocess import POSTPROCESSING, calibrate, postprocess
+
+# Fixed thresholds are tried at these quantiles of val's foreground map values: map modes have
+# very different value ranges, so a fixed 0..1 grid would waste most of its points.
+QUANTILES = np.concatenate([np.linspace(0.30, 0.95, 27), np.linspace(0.955, 0.995, 9)])
+TOP_CANDIDATES = 3
+
+
+def otsu_threshold(prob):
+    """Per-image Otsu threshold of a map (its foreground values); 0.5 for a constant map."""
+    values = prob[prob > 0]
+    if values.size < 2 or values.min() == values.max():
+        return 0.5
+    return float(threshold_otsu(values))
+
+
+def image_threshold(rule, prob):
+    """The threshold ``rule`` ({'binarize': 'fixed'|'otsu', 'threshold': t}) gives for one map."""
+    return rule['threshold'] if rule['binarize'] == 'fixed' else otsu_threshold(prob)
+
+
+def apply_rule(rule, prob):
+    """One map -> (bool mask, calibrated probability map whose >= 0.5 region equals the mask)."""
+    threshold = image_threshold(rule, prob)
+    mask = postprocess(np.asarray(binarize(prob, threshold)), rule['postprocess'])
+    calibrated = calibrate(prob, threshold)
+    # Post-processing adds or removes pixels; move them across 0.5 so the map and mask agree.
+    calibrated = np.where(mask, np.maximum(calibrated, 0.5), np.minimum(calibrated, np.nextafter(0.5, 0)))
+    return mask, calibrated.astype(np.float32)
+
+
+def score_rule(rule, items, mode):
+    """Mean DI of ``rule`` on labelled items (per-image loop; used for the few finalists)."""
+    scores = SegmentationScores()
+    for item in items:
+        scores.add(item['name'], apply_rule(rule, item['maps'][mode])[0], item['gt'])
+    return scores.mean()['DI']
+
+
+def _threshold_grid(items, mode):
+    values = np.concatenate([item['maps'][mode][item['maps'][mode] > 0] for item in items])
+    if values.size == 0:
+        return np.array([0.5])
+    return np.unique(np.quantile(values, QUANTILES))
+
+
+def _sweep(items, mode, thresholds):
+    """Mean DI per fixed threshold over all items (vectorised, images grouped by shape)."""
+    total = np.zeros(len(thresholds))
+    for probs, gts in stack_by_shape(items, mode).values():
+        total += dice_sweep(probs, gts, torch.as_tensor(thresholds, dtype=torch.float32)) * len(probs)
+    return total / len(items)
+
+
+def candidate_rules(items, mode):
+    """The best fixed thresholds (without post-processing) and Otsu, each with every
+    post-processing: [(rule, mean val DI)], best first."""
+    thresholds = _threshold_grid(items, mode)
+    dice = _sweep(items, mode, thresholds)
+    best = [float(thresholds[i]) for i in np.argsort(-dice, kind='stable')[:TOP_CANDIDATES]]
+    bases = [{'binarize': 'fixed', 'threshold': t} for t in best] + [{'binarize': 'otsu', 'threshold': None}]
+    rules = [dict(base, postprocess=name, map_mode=mode) for base in bases for name in POSTPROCESSING]
+    scored = [(rule, score_rule(rule, items, mode)) for rule in rules]
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+def select(items_by_checkpoint, modes):
+    """Choose checkpoint, map mode, threshold and post-processing with the best mean val DI.
+
+    ``items_by_checkpoint``: {(step, path): predict_split items of val}. A cheap vectorised sweep
+    ranks every (checkpoint, mode); only the best few go through the per-image post-processing
+    search. Ties keep the earlier (checkpoint, mode), so the choice is deterministic.
+    """
+    ranked = []
+    for (step, path), items in items_by_checkpoint.items():
+        for mode in modes:
+            dice = _sweep(items, mode, _threshold_grid(items, mode)).max()
+            ranked.append((float(dice), step, path, mode))
+    ranked.sort(key=lambda entry: -entry[0])
+    best = None
+    for _, step, path, mode in ranked[:TOP_CANDIDATES]:
+        rule, dice = candidate_rules(items_by_checkpoint[(step, path)], mode)[0]
+        if best is None or dice > best['val_DI']:
+            best = dict(rule, step=step, checkpoint=path, val_DI=dice)
+    best['ranking'] = [{'step': s, 'map_mode': m, 'val_DI_sweep': d} for d, s, _, m in ranked]
+    return best
