@@ -14,7 +14,7 @@ from .networks import CLTGenerator, Discriminator
 
 def _lsgan(outputs, target):
     """Least-squares GAN loss over the patch logits and the CAM logits of one discriminator."""
-    patches, cam_logit, _ = outputs
+    patches, cam_logit = outputs
     return F.mse_loss(patches.float(), torch.full_like(patches.float(), target)) + \
         F.mse_loss(cam_logit.float(), torch.full_like(cam_logit.float(), target))
 
@@ -107,10 +107,15 @@ class CLTNetModel(BaseModel):
             for group in optimizer.param_groups:
                 group['lr'] = lr
 
-    def _judge(self, discriminators, images, target):
-        """Sum of LSGAN losses of ``discriminators`` on a list of image batches (one forward each)."""
+    def _judge(self, discriminators, images, targets):
+        """Sum of LSGAN losses of ``discriminators`` on a list of same-sized image batches, batch k
+        aimed at ``targets[k]``; one forward pass per discriminator."""
         batch = torch.cat(images, 0)
-        return sum(_lsgan(d(batch), target) for d in discriminators)
+        loss = 0.0
+        for d in discriminators:
+            for outputs, target in zip(zip(*(o.chunk(len(images), 0) for o in d(batch)[:2])), targets):
+                loss = loss + _lsgan(outputs, target)
+        return loss
 
     def optimize_parameters(self):
         """One generator step (discriminators frozen), then one discriminator step on the same,
@@ -125,8 +130,8 @@ class CLTNetModel(BaseModel):
             bab = self.G_AB(ba.translated, with_reconstruction=False)
             aa = self.G_BA(real_A, with_reconstruction=False)
             bb = self.G_AB(real_B, with_reconstruction=False)
-            self.loss_G_adv_A = opt.adv_weight * self._judge(D_A, [ba.translated, ba.composite], 1.0)
-            self.loss_G_adv_B = opt.adv_weight * self._judge(D_B, [ab.translated, ab.composite], 1.0)
+            self.loss_G_adv_A = opt.adv_weight * self._judge(D_A, [ba.translated, ba.composite], (1.0, 1.0))
+            self.loss_G_adv_B = opt.adv_weight * self._judge(D_B, [ab.translated, ab.composite], (1.0, 1.0))
         self.loss_G_cycle = opt.cycle_weight * (F.l1_loss(aba.translated.float(), real_A) +
                                                 F.l1_loss(bab.translated.float(), real_B))
         self.loss_G_identity = opt.identity_weight * (F.l1_loss(aa.translated.float(), real_A) +
@@ -148,8 +153,8 @@ class CLTNetModel(BaseModel):
         fakes_A = [ba.translated.detach(), ba.composite.detach()]
         fakes_B = [ab.translated.detach(), ab.composite.detach()]
         with self.autocast():
-            self.loss_D_A = opt.adv_weight * (self._judge(D_A, [real_A], 1.0) + self._judge(D_A, fakes_A, 0.0))
-            self.loss_D_B = opt.adv_weight * (self._judge(D_B, [real_B], 1.0) + self._judge(D_B, fakes_B, 0.0))
+            self.loss_D_A = opt.adv_weight * self._judge(D_A, [real_A] + fakes_A, (1.0, 0.0, 0.0))
+            self.loss_D_B = opt.adv_weight * self._judge(D_B, [real_B] + fakes_B, (1.0, 0.0, 0.0))
         self._step(self.loss_D_A + self.loss_D_B, 'D')
 
         self.fake_B, self.composite_B, self.recon_A = ab.translated, ab.composite, ab.reconstruction

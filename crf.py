@@ -1,0 +1,188 @@
+"""Refine test.py's lesion probability maps with a dense CRF whose parameters are chosen on val.
+
+Reads  <run>/test/<split>/prob/NAME.png (16-bit, calibrated: p >= 0.5 is test.py's decision), the
+       dataset images, and labels of val (to choose) and testA (to score);
+writes <run>/crf/<split>/masks/, overlays/, metrics.csv, summary.json and <run>/crf/val_grid.json.
+
+    python crf.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
+"""
+import json
+import os
+import time
+
+import numpy as np
+
+from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic
+from data.layout import LayoutError, check_split
+from options.base_options import format_options, run_dir
+from options.crf_options import CRFOptions
+from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search_params
+from util.html import write_run_report
+from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
+from util.overlay import draw_overlay
+
+DETECTION_NAMES = ('fp_rate', 'mean_area')
+
+
+def _test_hint(opt):
+    """The one-line advice to run test.py for this run."""
+    weights = f' --weights {opt.weights}' if opt.weights else ''
+    return (f'run test.py first (python test.py --dataroot {opt.dataroot} --dataset {opt.dataset} '
+            f'--folder {opt.folder}{weights} --name {opt.name})')
+
+
+def _require_probs(opt, test_root, split):
+    if not os.path.isdir(os.path.join(test_root, split, 'prob')):
+        raise SystemExit(f'error: {os.path.join(test_root, split, "prob")} not found: {_test_hint(opt)}')
+
+
+def _read_json(path):
+    """The JSON object in ``path``, or {} when there is no such file."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def split_items(opt, test_root, split):
+    """[(name, image_path, label_path or None, prob_path)] for every image of ``split``.
+
+    Raises LayoutError for dataset problems, SystemExit when test.py left a map out.
+    """
+    files = check_split(os.path.join(opt.dataroot, opt.dataset, opt.folder), split,
+                        skip_bad=opt.skip_bad_images)
+    prob_dir = os.path.join(test_root, split, 'prob')
+    items = []
+    for image, label in files:
+        name = os.path.splitext(os.path.basename(image))[0]
+        items.append((name, image, label, os.path.join(prob_dir, name + '.png')))
+    missing = [prob for *_, prob in items if not os.path.isfile(prob)]
+    if missing:
+        raise SystemExit(f'error: {missing[0]} not found ({len(missing)} of {len(items)} {split} maps '
+                         f'missing): {_test_hint(opt)}')
+    return items
+
+
+def choose_params(opt, test_root, crf_root):
+    """(CRFParams, selection dict): given, searched on val, or stored in the testA summary."""
+    has_val = os.path.isdir(os.path.join(test_root, 'val'))
+    if opt.crf_params is None and not has_val:
+        stored_path = os.path.join(test_root, 'testA', 'summary.json')
+        stored = _read_json(stored_path).get('selection', {}).get('crf')
+        if stored is None:
+            raise SystemExit(f'error: no {os.path.join(test_root, "val")} to choose CRF parameters on and no '
+                             f"selection['crf'] in {stored_path}: pass --crf_params (e.g. alpha=2,sxy=40) "
+                             f'or run test.py on a dataset with a val split')
+        params = CRFParams.from_dict(stored)
+        return params, {'crf': params.as_dict(), 'chosen_on': 'stored', 'val_DI_before': None,
+                        'val_DI_after': None}
+    if not has_val:
+        return opt.crf_params, {'crf': opt.crf_params.as_dict(), 'chosen_on': 'given',
+                                'val_DI_before': None, 'val_DI_after': None}
+    _require_probs(opt, test_root, 'val')
+    items = [(image, prob, label) for _, image, label, prob in split_items(opt, test_root, 'val')]
+    combos = [opt.crf_params] if opt.crf_params else param_grid()
+    best, means, threshold_DI = search_params(items, combos, opt.num_workers)
+    val_before = _read_json(os.path.join(test_root, 'val', 'summary.json')).get('DI', threshold_DI)
+    if opt.crf_params is None:
+        write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
+            'chosen': best, 'val_DI_before': val_before,
+            'grid': [{**c.as_dict(), 'DI': float(m)} for c, m in zip(combos, means)]})
+    return combos[best], {'crf': combos[best].as_dict(), 'chosen_on': 'given' if opt.crf_params else 'val',
+                          'val_DI_before': val_before, 'val_DI_after': float(means[best])}
+
+
+def _test_mask(test_root, split, name):
+    """test.py's mask of one image (its p >= 0.5 when the masks folder is absent)."""
+    path = os.path.join(test_root, split, 'masks', name + '.png')
+    if os.path.isfile(path):
+        return read_mask(path)
+    return read_prob(os.path.join(test_root, split, 'prob', name + '.png')) >= 0.5
+
+
+def _detection(masks):
+    """testB figures: fraction of images with any lesion pixel, mean lesion fraction of the pixels."""
+    return {'fp_rate': float(np.mean([m.any() for m in masks])),
+            'mean_area': float(np.mean([m.mean() for m in masks]))}
+
+
+def _before(test_root, split, items):
+    """test.py's figures for the split: the five means (labelled) or the detection figures (testB)."""
+    if split == 'testB':
+        return _detection([_test_mask(test_root, split, name) for name, *_ in items])
+    summary = _read_json(os.path.join(test_root, split, 'summary.json'))
+    if all(k in summary for k in SCORE_NAMES):
+        return {k: summary[k] for k in SCORE_NAMES}
+    scores = SegmentationScores()
+    for name, _, label, _ in items:
+        scores.add(name, _test_mask(test_root, split, name), read_mask(label))
+    return scores.mean()
+
+
+def refine_split(opt, test_root, crf_root, split, params, selection):
+    """Refine one split with ``params``, write its outputs and return its summary dict.
+
+    testB has no labels: its normal images are scored against empty masks in metrics.csv, and the
+    summary gives ``fp_rate`` and ``mean_area`` instead of the five means.
+    """
+    items = split_items(opt, test_root, split)
+    start = time.perf_counter()
+    masks = refine_many([(image, prob) for _, image, _, prob in items], params, opt.num_workers,
+                        desc=f'CRF {split}')
+    seconds = time.perf_counter() - start
+    out_dir = os.path.join(crf_root, split)
+    scores = SegmentationScores()
+    for (name, image, label, _), mask in zip(items, masks):
+        gt = read_mask(label) if label else None
+        write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
+        write_png_atomic(os.path.join(out_dir, 'overlays', name + '.png'), draw_overlay(read_image(image), mask, gt))
+        scores.add(name, mask, np.zeros_like(mask) if gt is None else gt)
+    write_metrics_csv(os.path.join(out_dir, 'metrics.csv'), scores.rows())
+    if split == 'testB':
+        figures = {'n_images': len(items), **_detection(masks)}
+    else:
+        figures = scores.summary()
+    summary = {**figures, 'before': _before(test_root, split, items), 'selection': selection,
+               'images_per_second': len(items) / max(seconds, 1e-9), 'command': opt.command_line}
+    write_json_atomic(os.path.join(out_dir, 'summary.json'), summary)
+    return summary
+
+
+def format_table(summaries):
+    """Before/after lines per split: JA DI AC SE SP (labelled) or fp_rate mean_area (testB)."""
+    lines = [f'{"split":<7}{"":<8}{"n":>5}  ' + ' '.join(f'{k:>7}' for k in SCORE_NAMES)]
+    for split, summary in summaries.items():
+        keys = DETECTION_NAMES if split == 'testB' else SCORE_NAMES
+        for when, values in (('before', summary['before']), ('after', summary)):
+            cells = ' '.join(f'{k}={values[k]:.4f}' if split == 'testB' else f'{values[k]:>7.4f}' for k in keys)
+            lines.append(f'{split:<7}{when:<8}{summary["n_images"]:>5}  {cells}')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    """Parse ``argv`` (default sys.argv[1:]), choose the CRF parameters, refine and score each split."""
+    opt = CRFOptions().parse(argv)
+    run = run_dir(opt)
+    test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
+    for split in opt.splits:
+        _require_probs(opt, test_root, split)
+    print(format_options(opt))
+    try:
+        params, selection = choose_params(opt, test_root, crf_root)
+        print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
+              + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
+                 if selection['val_DI_after'] is not None else ''))
+        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection)
+                     for split in opt.splits}
+    except (LayoutError, ValueError) as err:
+        raise SystemExit(f'error: {err}') from None
+    print(format_table(summaries))
+    write_run_report(run)
+    speed = np.mean([s['images_per_second'] for s in summaries.values()])
+    print(f'CRF outputs in {crf_root}/<split>/ (masks, overlays, metrics.csv, summary.json); '
+          f'{speed:.1f} images/s with {opt.num_workers} workers')
+    return summaries
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,45 @@
+"""crf.py flags: which splits to refine, fixed CRF parameters, worker processes."""
+import os
+
+from util.crf_utils import CRFParams, parse_crf_params
+
+from .base_options import BaseOptions
+
+SPLITS = ('val', 'testA', 'testB')
+
+
+class CRFOptions(BaseOptions):
+    description = ("Refine test.py's lesion probability maps with a dense CRF. Its parameters are chosen "
+                   "on val (mean DI over a small grid) and applied unchanged to the other splits.")
+
+    def add_arguments(self, parser):
+        g = parser.add_argument_group('CRF')
+        defaults = ','.join(f'{k}={v:g}' for k, v in CRFParams().as_dict().items())
+        g.add_argument('--crf_params', default=None,
+                       help=f'fixed CRF parameters as key=value pairs, e.g. "alpha=2,sxy=40"; the others keep '
+                            f'their defaults ({defaults}). Skips the val search. sxy and gauss_sxy are in '
+                            f'pixels of a 256-px image (scaled with the image size)')
+        g.add_argument('--splits', default='testA,testB',
+                       help='comma-separated splits to refine (val, testA, testB); val is always scored '
+                            'for the parameter choice when test.py wrote it')
+        g.add_argument('--weights', default=None,
+                       help="released generator weights, as given to test.py; crf.py reads test.py's "
+                            'outputs and only repeats this path in its hints')
+        # All cores by default: every image's CRF is independent (the base help speaks of data loading).
+        workers = parser._option_string_actions['--num_workers']
+        workers.default = os.cpu_count() or 1
+        workers.help = 'CRF worker processes, one image each at a time (0 or 1 = main process)'
+
+    def validate(self, parser, opt):
+        splits = [s.strip() for s in opt.splits.split(',') if s.strip()]
+        unknown = [s for s in splits if s not in SPLITS]
+        if not splits or unknown:
+            parser.error(f'--splits takes a comma-separated subset of {",".join(SPLITS)}, got {opt.splits!r}')
+        opt.splits = list(dict.fromkeys(splits))
+        if opt.num_workers < 0:
+            parser.error(f'--num_workers must be >= 0, got {opt.num_workers}')
+        if opt.crf_params is not None:
+            try:
+                opt.crf_params = parse_crf_params(opt.crf_params)
+            except ValueError as err:
+                parser.error(f'--crf_params: {err}')

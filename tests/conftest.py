@@ -1,0 +1,54 @@
+"""Shared fixtures for the training tests: a tiny demo dataset and tiny option/argument factories."""
+import os
+
+import pytest
+import torch
+
+from data.synthetic import ensure_demo_dataset
+from options.train_options import TrainOptions
+
+# One thread: the tests share 2 cores with other jobs, and oversubscribed threads are ~3x slower here.
+torch.set_num_threads(1)
+
+TINY_DATASET, TINY_FOLDER = 'tiny', 'tiny_1'
+# The smallest settings that exercise every part of the model (32 px, 4 base channels, 1 res block).
+TINY_FLAGS = ['--img_size', '32', '--ch', '4', '--n_res', '1', '--num_workers', '0', '--num_threads', '1',
+              '--display_id', '0', '--amp', 'off', '--device', 'cpu', '--batch_size', '1', '--iteration', '4']
+
+
+@pytest.fixture(scope='session')
+def tiny_dataroot(tmp_path_factory):
+    """A dataroot holding ``tiny/tiny_1``: 6 lesion + 6 normal 32 px phantoms (and small val/test splits).
+
+    Not named ``demo``, so train.py does not try to (re)build its default-sized demo data there.
+    """
+    root = tmp_path_factory.mktemp('dataroot')
+    ensure_demo_dataset(root, dataset=TINY_DATASET, folder=TINY_FOLDER, size=32, n_a=6, n_b=6,
+                        n_val=3, n_testA=3, n_testB=2)
+    return str(root)
+
+
+@pytest.fixture
+def tiny_argv(tiny_dataroot, tmp_path):
+    """Factory ``tiny_argv(*extra, name='run')``: train.py arguments of a tiny seeded CPU run on the tiny
+    dataset, writing under ``tmp_path/results``; ``extra`` flags come last, so they win."""
+    def make(*extra, name='run'):
+        return ['--dataroot', tiny_dataroot, '--dataset', TINY_DATASET, '--folder', TINY_FOLDER,
+                '--result_dir', str(tmp_path / 'results'), '--name', name, *TINY_FLAGS, *map(str, extra)]
+    return make
+
+
+@pytest.fixture
+def tiny_opt(tiny_argv):
+    """Factory ``tiny_opt(*extra, name='run')``: parsed TrainOptions of a tiny run (see ``tiny_argv``)."""
+    def make(*extra, name='run'):
+        return TrainOptions().parse(tiny_argv(*extra, name=name))
+    return make
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """Factory ``run_folder(name='run')``: the run folder a ``tiny_argv`` run writes to."""
+    def folder(name='run'):
+        return os.path.join(str(tmp_path / 'results'), TINY_DATASET, TINY_FOLDER, name)
+    return folder

@@ -1,0 +1,171 @@
+"""Tests for models/cltnet_model.py and models/base_model.py: losses, the G/D steps, checkpoints."""
+import os
+
+import pytest
+import torch
+
+from models import create_model
+from models.base_model import CheckpointError
+
+
+@pytest.fixture
+def batch():
+    """One fixed seeded batch of two lesion (A) and two normal (B) 32 px images in [-1, 1]."""
+    gen = torch.Generator().manual_seed(1)
+    return {'A': torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1,
+            'B': torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1}
+
+
+@pytest.fixture
+def make_model(tiny_opt):
+    """Factory ``make_model(*flags, seed=0)``: a tiny CLTNet model on CPU, initialised from ``seed``."""
+    def make(*flags, seed=0):
+        torch.manual_seed(seed)
+        return create_model(tiny_opt(*flags))
+    return make
+
+
+def _generators(model):
+    return [model.G_AB, model.G_BA]
+
+
+def _params(nets):
+    return [p for net in nets for p in net.parameters()]
+
+
+def test_losses_are_finite_scalars_and_visuals_have_input_size(make_model, batch):
+    model = make_model()
+    model.set_input(batch)
+    model.optimize_parameters()
+    losses = model.get_current_losses()
+    assert list(losses) == model.loss_names
+    for name, value in losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+    grouped = [name for names in model.loss_groups.values() for name in names]
+    assert sorted(grouped) == sorted(model.loss_names)  # every loss is plotted exactly once
+    visuals = model.get_current_visuals()
+    assert list(visuals) == model.visual_names
+    for name, tensor in visuals.items():
+        assert tensor.shape[0] == 2 and tensor.shape[-2:] == (32, 32), name
+
+
+def test_a_few_steps_on_one_batch_reduce_the_generator_loss(make_model, batch):
+    model = make_model()
+    model.set_input(batch)
+    history = []
+    for _ in range(9):  # each step reports the loss before its update: 8 updates between first and last
+        model.optimize_parameters()
+        history.append({k: float(v) for k, v in model.get_current_losses().items()})
+    assert history[-1]['G_total'] < 0.95 * history[0]['G_total']
+    assert history[-1]['G_cycle'] < history[0]['G_cycle']
+
+
+def test_discriminators_frozen_in_g_step_and_fakes_detached_in_d_step(make_model, batch):
+    model = make_model()
+    model.set_input(batch)
+    discriminators, generators = _params(model.discriminators), _params(_generators(model))
+    seen = {}
+    step_G, step_D = model.optimizers['G'].step, model.optimizers['D'].step
+
+    def spy_G(*args, **kwargs):
+        # Called after the generator backward: the discriminators must have taken no part in it.
+        seen['D_requires_grad_in_G'] = any(p.requires_grad for p in discriminators)
+        seen['D_grad_after_G'] = [p.grad for p in discriminators if p.grad is not None]
+        seen['G_grad_after_G'] = [p.grad.clone() for p in generators]
+        return step_G(*args, **kwargs)
+
+    def spy_D(*args, **kwargs):
+        seen['G_grad_after_D'] = [p.grad for p in generators]
+        seen['D_has_grad'] = all(p.grad is not None for p in discriminators)
+        return step_D(*args, **kwargs)
+
+    model.optimizers['G'].step, model.optimizers['D'].step = spy_G, spy_D
+    model.optimize_parameters()
+
+    assert seen['D_requires_grad_in_G'] is False
+    assert seen['D_grad_after_G'] == []
+    # The discriminator loss adds nothing to the generators' gradients: the fakes were detached.
+    assert len(seen['G_grad_after_D']) == len(seen['G_grad_after_G'])
+    for before, after in zip(seen['G_grad_after_G'], seen['G_grad_after_D']):
+        assert torch.equal(before, after)
+    assert seen['D_has_grad']
+    assert all(p.requires_grad for p in discriminators + generators)
+
+
+def test_rho_stays_in_unit_interval_after_steps(make_model, batch):
+    model = make_model('--lr', '0.5')  # a huge step pushes rho far out of [0, 1] before clipping
+    model.set_input(batch)
+    model.optimize_parameters()
+    rhos = [p for g in _generators(model) for n, p in g.named_parameters() if n.endswith('rho')]
+    assert rhos and all(r.min() >= 0 and r.max() <= 1 for r in rhos)
+    assert any((r == 1).any() for r in rhos)  # the step did push some past 1, and they were clipped
+
+
+def _assert_same_state(a, b, path='state'):
+    """Recursively: equal structure, bit-equal tensors, equal plain values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), path
+        for key in a:
+            _assert_same_state(a[key], b[key], f'{path}.{key}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f'{path}[{i}]')
+    else:
+        assert a == b, path
+
+
+def test_checkpoint_round_trip_is_bit_exact(make_model, batch, tmp_path):
+    trained = make_model(seed=0)
+    trained.set_input(batch)
+    trained.optimize_parameters()
+    path = tmp_path / 'ckpt' / 'model.pt'
+    trained.save(str(path), step=1)
+    assert os.listdir(tmp_path / 'ckpt') == ['model.pt']  # atomic write leaves no temp file
+
+    fresh = make_model(seed=123)
+    assert not torch.equal(fresh.G_AB.encoder[1].weight, trained.G_AB.encoder[1].weight)
+    state = fresh.load(str(path))
+    assert state['step'] == 1
+    _assert_same_state(trained.state_dict(), fresh.state_dict())
+    assert trained.state_dict()['optimizers']['G']['state']  # Adam moments exist and were compared
+
+    # Both continue identically from the restored state.
+    for model in (trained, fresh):
+        model.set_input(batch)
+        model.optimize_parameters()
+    _assert_same_state(trained.state_dict(), fresh.state_dict())
+
+
+@pytest.mark.parametrize('flags, differing', [(('--ch', '8'), ['--ch 4 (checkpoint) vs 8 (now)']),
+                                              (('--light', 'False', '--n_res', '2'),
+                                               ['--n_res 1 (checkpoint) vs 2 (now)',
+                                                '--light True (checkpoint) vs False (now)'])])
+def test_checkpoint_of_another_architecture_is_refused(make_model, tmp_path, flags, differing):
+    path = str(tmp_path / 'small.pt')
+    make_model().save(path)
+    other = make_model(*flags)
+    with pytest.raises(CheckpointError) as info:
+        other.load(path)
+    message = str(info.value)
+    assert path in message and 'another architecture' in message
+    for text in differing:
+        assert text in message
+
+
+def test_random_file_is_refused(make_model, tmp_path):
+    path = tmp_path / 'garbage.pt'
+    path.write_bytes(bytes(range(256)) * 4)  # fixed bytes: deterministic
+    with pytest.raises(CheckpointError, match='cannot be read') as info:
+        make_model().load(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_foreign_torch_file_is_refused(make_model, tmp_path):
+    path = str(tmp_path / 'foreign.pt')
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError, match='not a CLTNet-Seg checkpoint') as info:
+        make_model().load(path)
+    assert path in str(info.value)

@@ -1,0 +1,196 @@
+"""Tests for util/crf_utils.py, options/crf_options.py and crf.py on tiny synthetic runs (32 px)."""
+import csv
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+import crf
+from util.crf_utils import (CRFParams, dense_crf, param_grid, parse_crf_params, read_prob, refine_many,
+                            search_params)
+from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores, confusion_counts, scores_from_counts
+from util.postprocess import calibrate, foreground_mask
+
+SIZE = 32
+BORDER = 3
+
+
+def _dice(pred, gt):
+    return scores_from_counts(*confusion_counts(pred, gt))['DI']
+
+
+def _scene(rng, lesion=True):
+    """(uint8 image with a black frame and a bright rectangle, bool label, calibrated blurred prob)."""
+    gt = np.zeros((SIZE, SIZE), bool)
+    if lesion:
+        top, left = rng.integers(BORDER + 2, SIZE // 2 - 2, size=2)
+        height, width = rng.integers(8, 12, size=2)
+        gt[top:top + height, left:left + width] = True
+    raw = np.where(gt[..., None], 190.0, 70.0) + rng.normal(0, 6, (SIZE, SIZE, 3))
+    raw[:BORDER] = raw[-BORDER:] = raw[:, :BORDER] = raw[:, -BORDER:] = 0
+    raw = raw.clip(0, 255).astype(np.uint8)
+    # Blurred and miscalibrated (0.5 sits where the blur is 0.3): thresholding gives a fat square.
+    prob = calibrate(ndimage.gaussian_filter(gt.astype(float), 2.5), 0.3) * foreground_mask(raw)
+    return raw, gt, prob
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _make_run(tmp_path, splits=('val', 'testA', 'testB'), n_images=3, seed=0):
+    """Dataset <tmp>/data/ds/f1 and test.py's outputs in <tmp>/results/ds/f1/run/test/<split>/."""
+    rng = np.random.default_rng(seed)
+    data, test_root = tmp_path / 'data' / 'ds' / 'f1', tmp_path / 'results' / 'ds' / 'f1' / 'run' / 'test'
+    for split in ('val', 'testA', 'testB'):
+        scores = SegmentationScores()
+        for index in range(n_images):
+            name = f'{split}_{index}'
+            raw, gt, prob = _scene(rng, lesion=split != 'testB')
+            if split == 'testB':
+                _png(data / split / f'{name}.png', raw)
+            else:
+                _png(data / split / 'images' / f'{name}.png', raw)
+                _png(data / split / 'labels' / f'{name}_segmentation.png', gt.astype(np.uint8) * 255)
+            if split in splits:
+                _png(test_root / split / 'prob' / f'{name}.png', np.round(prob * 65535).astype(np.uint16))
+                _png(test_root / split / 'masks' / f'{name}.png', (prob >= 0.5).astype(np.uint8) * 255)
+                scores.add(name, prob >= 0.5, gt)
+        if split in splits and split != 'testB':
+            (test_root / split / 'summary.json').write_text(json.dumps(
+                {**scores.summary(), 'selection': {'threshold': 0.3}, 'command': 'test.py'}))
+    return tmp_path, test_root
+
+
+def _argv(root, *extra):
+    return ['--dataroot', str(root / 'data'), '--dataset', 'ds', '--folder', 'f1', '--name', 'run',
+            '--result_dir', str(root / 'results'), '--device', 'cpu', '--num_workers', '1', *extra]
+
+
+def _crf_dir(root):
+    return root / 'results' / 'ds' / 'f1' / 'run' / 'crf'
+
+
+def test_blurred_square_gets_sharper():
+    raw, gt, prob = _scene(np.random.default_rng(1))
+    before = _dice(prob >= 0.5, gt)
+    assert before < 0.95
+    assert _dice(dense_crf(raw, prob, CRFParams()), gt) > before
+
+
+def test_outside_foreground_stays_zero():
+    raw, _, _ = _scene(np.random.default_rng(2))
+    mask = dense_crf(raw, np.full((SIZE, SIZE), 0.9), CRFParams(alpha=4))
+    assert not mask[~foreground_mask(raw)].any() and mask[foreground_mask(raw)].all()
+
+
+def test_parse_crf_params_and_grid():
+    params = parse_crf_params('alpha=2, sxy=30,n_iter=5')
+    assert params == CRFParams(alpha=2.0, sxy=30.0, n_iter=5) and isinstance(params.n_iter, int)
+    assert CRFParams.from_dict(params.as_dict()) == params
+    with pytest.raises(ValueError, match="unknown CRF parameter 'sigma'"):
+        parse_crf_params('sigma=3')
+    with pytest.raises(ValueError, match='key=value'):
+        parse_crf_params('alpha')
+    with pytest.raises(ValueError, match='n_iter'):
+        parse_crf_params('n_iter=0')
+    grid = param_grid()
+    assert 30 <= len(grid) <= 60 and len(set(grid)) == len(grid)
+
+
+def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path):
+    root, test_root = _make_run(tmp_path)
+    images = sorted((root / 'data' / 'ds' / 'f1' / 'val' / 'images').iterdir())
+    items = [(str(p), str(test_root / 'val' / 'prob' / p.name),
+              str(p.parent.parent / 'labels' / f'{p.stem}_segmentation.png')) for p in images]
+    combos = param_grid()[:8]
+    best, means, before = search_params(items, combos, num_workers=1)
+    singles = [[_dice(dense_crf(np.asarray(Image.open(i).convert('RGB')), read_prob(p), c),
+                      np.asarray(Image.open(lab)) > 0) for i, p, lab in items] for c in combos]
+    np.testing.assert_allclose(means, np.mean(singles, axis=1))
+    assert best == int(np.argmax(means)) and 0 <= before <= 1
+    pooled = search_params(items, combos, num_workers=2)
+    assert pooled[0] == best and np.array_equal(pooled[1], means)
+    pairs = [(i, p) for i, p, _ in items] * 2
+    one = refine_many(pairs, CRFParams(), num_workers=1)
+    two = refine_many(pairs, CRFParams(), num_workers=2)
+    assert len(one) == len(two) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
+    root, _ = _make_run(tmp_path)
+    reports = []
+    monkeypatch.setitem(sys.modules, 'util.html', types.SimpleNamespace(write_run_report=reports.append))
+    summaries = crf.main(_argv(root))
+    out = _crf_dir(root)
+    assert reports == [str(out.parent)]
+    summary = json.loads((out / 'testA' / 'summary.json').read_text())
+    for key in (*SCORE_NAMES, 'pooled', 'thresholded_JA', 'n_images', 'before', 'selection', 'command',
+                'images_per_second'):
+        assert key in summary, key
+    assert set(summary['before']) == set(SCORE_NAMES) and summary['n_images'] == 3
+    assert summary['selection']['chosen_on'] == 'val'
+    assert set(summary['selection']) == {'crf', 'chosen_on', 'val_DI_before', 'val_DI_after'}
+    assert summary['DI'] > summary['before']['DI']
+    grid = json.loads((out / 'val_grid.json').read_text())
+    assert CRFParams.from_dict({k: grid['grid'][grid['chosen']][k] for k in summary['selection']['crf']}) \
+        == CRFParams.from_dict(summary['selection']['crf'])
+    test_b = summaries['testB']
+    assert {'fp_rate', 'mean_area'} <= set(test_b) and set(test_b['before']) == {'fp_rate', 'mean_area'}
+    for split in ('testA', 'testB'):
+        with open(out / split / 'metrics.csv', newline='') as f:
+            rows = list(csv.DictReader(f))
+        assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 3
+        for name in (r['name'] for r in rows):
+            mask = np.asarray(Image.open(out / split / 'masks' / f'{name}.png'))
+            assert mask.shape == (SIZE, SIZE) and set(np.unique(mask)) <= {0, 255}
+            assert not mask[:BORDER].any() and not mask[:, -BORDER:].any()
+            assert np.asarray(Image.open(out / split / 'overlays' / f'{name}.png')).shape == (SIZE, SIZE, 3)
+
+
+def test_selection_reads_only_val_labels(tmp_path):
+    root, _ = _make_run(tmp_path)
+    first = crf.main(_argv(root))['testA']['selection']
+    for label in (root / 'data' / 'ds' / 'f1' / 'testA' / 'labels').iterdir():
+        _png(label, np.zeros((SIZE, SIZE), np.uint8))
+    second = crf.main(_argv(root))['testA']
+    assert second['selection'] == first
+    assert second['SE'] == 1.0  # the empty testA labels were used for scoring only
+
+
+def test_crf_params_skip_the_search(tmp_path, monkeypatch):
+    root, _ = _make_run(tmp_path)
+    monkeypatch.setattr(crf, 'param_grid', lambda: pytest.fail('the grid must not be searched'))
+    summary = crf.main(_argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'testA'))['testA']
+    assert summary['selection']['chosen_on'] == 'given'
+    assert summary['selection']['crf'] == CRFParams(alpha=2, n_iter=5).as_dict()
+    assert summary['selection']['val_DI_after'] is not None
+    assert not (_crf_dir(root) / 'val_grid.json').exists() and not (_crf_dir(root) / 'testB').exists()
+
+
+def test_stored_params_without_val(tmp_path):
+    root, test_root = _make_run(tmp_path, splits=('testA',))
+    with pytest.raises(SystemExit, match='--crf_params'):
+        crf.main(_argv(root, '--splits', 'testA'))
+    summary_path = test_root / 'testA' / 'summary.json'
+    stored = json.loads(summary_path.read_text())
+    stored['selection']['crf'] = CRFParams(sxy=20, srgb=10).as_dict()
+    summary_path.write_text(json.dumps(stored))
+    summary = crf.main(_argv(root, '--splits', 'testA'))['testA']
+    assert summary['selection']['chosen_on'] == 'stored'
+    assert summary['selection']['crf'] == stored['selection']['crf']
+
+
+def test_missing_test_output_gives_one_line_error(tmp_path, capsys):
+    root, _ = _make_run(tmp_path, splits=('val', 'testA'))
+    with pytest.raises(SystemExit) as info:
+        crf.main(_argv(root))
+    message = str(info.value.code)
+    assert message.startswith('error: ') and '\n' not in message
+    assert 'testB' in message and 'run test.py first' in message and '--name run' in message
+    assert capsys.readouterr().out == ''

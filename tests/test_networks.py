@@ -1,0 +1,146 @@
+"""Tests for models/networks.py: generator and discriminator shapes, ranges, composite, rho clipping."""
+import math
+
+import pytest
+import torch
+
+from models.networks import ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput
+
+CH, N_RES = 4, 1
+
+
+def _images(batch, size, img_ch=3, seed=0):
+    """Seeded images in [-1, 1]."""
+    return torch.rand(batch, img_ch, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _generator(size, light=True, img_ch=3, seed=0):
+    torch.manual_seed(seed)
+    return CLTGenerator(img_ch=img_ch, ch=CH, n_res=N_RES, img_size=size, light=light)
+
+
+@pytest.mark.parametrize('light', [True, False])
+@pytest.mark.parametrize('size', [32, 48, 64])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_generator_output_shapes_and_ranges(batch, size, light):
+    x = _images(batch, size)
+    with torch.no_grad():
+        out = _generator(size, light)(x)
+    assert isinstance(out, GeneratorOutput)
+    image_shape, map_shape = (batch, 3, size, size), (batch, 1, size, size)
+    assert out.translated.shape == image_shape and out.reconstruction.shape == image_shape
+    assert out.composite.shape == image_shape
+    assert out.mask.shape == map_shape and out.heatmap.shape == map_shape
+    assert out.cam_logit.shape == (batch, 2)
+    assert out.translated.abs().max() <= 1 and out.reconstruction.abs().max() <= 1
+    assert out.mask.min() >= 0 and out.mask.max() <= 1
+    assert out.heatmap.min() >= 0
+    assert out.composite.abs().max() <= 1
+    for field in out:
+        assert torch.isfinite(field).all()
+
+
+def test_composite_is_translation_inside_mask_and_input_outside():
+    x = _images(2, 32)
+    with torch.no_grad():
+        out = _generator(32)(x)
+    torch.testing.assert_close(out.composite, out.translated * out.mask + x * (1 - out.mask))
+
+
+def test_without_reconstruction_skips_it_and_keeps_the_translation():
+    generator, x = _generator(32), _images(2, 32)
+    with torch.no_grad():
+        full = generator(x)
+        short = generator(x, with_reconstruction=False)
+    assert short.reconstruction is None
+    # The reconstruction stream is decoded in the same batch; it must not leak into the translation.
+    for name in ('translated', 'cam_logit', 'heatmap', 'mask', 'composite'):
+        torch.testing.assert_close(getattr(short, name), getattr(full, name), rtol=1e-5, atol=1e-5)
+
+
+def test_grayscale_generator():
+    with torch.no_grad():
+        out = _generator(32, img_ch=1)(_images(2, 32, img_ch=1))
+    assert out.translated.shape == out.composite.shape == (2, 1, 32, 32)
+
+
+def test_img_size_not_divisible_by_4_is_refused():
+    with pytest.raises(ValueError, match='divisible by 4'):
+        CLTGenerator(ch=CH, n_res=N_RES, img_size=30)
+
+
+def test_generator_has_no_dead_parameters():
+    generator, x = _generator(32), _images(2, 32)
+    out = generator(x)
+    sum(field.float().sum() for field in out).backward()
+    unused = [name for name, p in generator.named_parameters() if p.grad is None]
+    assert unused == []
+
+
+@pytest.mark.parametrize('size', [32, 64])
+@pytest.mark.parametrize('n_layers', [7, 5])
+def test_discriminator_patch_and_cam_logits(n_layers, size):
+    torch.manual_seed(0)
+    disc = Discriminator(img_ch=3, ch=CH, n_layers=n_layers, img_size=size)
+    with torch.no_grad():
+        patches, cam_logit, heatmap = disc(_images(3, size))
+    n_down = min(n_layers - 2, int(math.log2(size)) - 2)
+    side = size // 2 ** n_down - 2  # then a stride-1 conv and the 4x4 head, each taking one pixel
+    assert patches.shape == (3, 1, side, side)
+    assert cam_logit.shape == (3, 2)
+    assert heatmap.shape == (3, 1, side + 1, side + 1)
+    assert torch.isfinite(patches).all() and torch.isfinite(cam_logit).all()
+
+
+def test_local_discriminator_sees_smaller_patches_than_global():
+    torch.manual_seed(0)
+    x = _images(1, 64)
+    with torch.no_grad():
+        global_patches = Discriminator(ch=CH, n_layers=7, img_size=64)(x)[0]
+        local_patches = Discriminator(ch=CH, n_layers=5, img_size=64)(x)[0]
+    assert local_patches.shape[-1] > global_patches.shape[-1]
+
+
+def test_clip_rho_clamps_every_mixing_weight():
+    generator = _generator(32)
+    norms = [m for m in generator.modules() if isinstance(m, (AdaILN, ILN))]
+    assert any(isinstance(m, AdaILN) for m in norms) and any(isinstance(m, ILN) for m in norms)
+    with torch.no_grad():
+        for i, module in enumerate(norms):
+            module.rho.copy_(torch.linspace(-1.5, 2.5, module.rho.numel()).view_as(module.rho) + i * 0.01)
+    expected = [m.rho.detach().clamp(0, 1) for m in norms]
+    generator.clip_rho()
+    for module, want in zip(norms, expected):
+        assert module.rho.min() >= 0 and module.rho.max() <= 1
+        assert torch.equal(module.rho.detach(), want)  # values inside [0, 1] are untouched
+
+
+def test_channels_last_input_gives_the_same_outputs():
+    generator = _generator(32)
+    torch.manual_seed(0)
+    disc = Discriminator(ch=CH, n_layers=5, img_size=32).eval()  # eval: no spectral-norm power step per call
+    x = _images(2, 32)
+    with torch.no_grad():
+        ref_g, ref_d = generator(x), disc(x)
+        generator.to(memory_format=torch.channels_last)
+        disc.to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        got_g, got_d = generator(x_cl), disc(x_cl)
+    for ref, got in zip(list(ref_g) + list(ref_d), list(got_g) + list(got_d)):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_forward_matches_shapes_and_cpu():
+    generator = _generator(32)
+    torch.manual_seed(0)
+    disc = Discriminator(ch=CH, n_layers=7, img_size=32)
+    x = _images(2, 32)
+    with torch.no_grad():
+        ref = generator(x)
+        out = generator.cuda()(x.cuda())
+        patches, cam_logit, _ = disc.cuda()(out.composite)
+    assert all(field.device.type == 'cuda' for field in out)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-3, atol=1e-3)
+    assert cam_logit.shape == (2, 2) and patches.device.type == 'cuda'

@@ -1,0 +1,117 @@
+"""Tests for options/: presets, per-dataset loss weights, overrides, boolean flags, errors, --help."""
+import argparse
+
+import pytest
+import torch
+
+import train
+from options.base_options import CPU_PRESET, format_options, run_dir
+from options.train_options import TrainOptions
+
+PAPER = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, batch_size=1)  # the issue's values
+WEIGHTS = {'BraTS': dict(adv_weight=1, cycle_weight=10, identity_weight=10, cam_weight=1000, recon_weight=10),
+           'ISIC': dict(adv_weight=1, cycle_weight=5, identity_weight=50, cam_weight=1400, recon_weight=10)}
+
+
+def parse(*argv):
+    return TrainOptions().parse(['--device', 'cpu', *argv])
+
+
+def _subset(opt, keys):
+    return {key: getattr(opt, key) for key in keys}
+
+
+def test_cpu_preset_is_the_default_without_gpu_and_is_smaller_than_paper():
+    opt = parse()
+    assert opt.preset == 'cpu'
+    assert _subset(opt, CPU_PRESET) == CPU_PRESET
+    assert opt.img_size % 4 == 0
+    assert opt.img_size * opt.ch < PAPER['img_size'] * PAPER['ch']
+
+
+def test_paper_preset_has_the_original_settings():
+    opt = parse('--preset', 'paper')
+    assert _subset(opt, PAPER) == PAPER
+    assert (opt.lr, opt.weight_decay, opt.decay_flag, opt.n_dis) == (1e-4, 2e-5, True, 6)
+
+
+@pytest.mark.parametrize('dataset', ['ISIC', 'BraTS'])
+@pytest.mark.parametrize('preset', ['cpu', 'paper'])
+def test_loss_weights_follow_the_dataset(dataset, preset):
+    opt = parse('--preset', preset, '--dataset', dataset)
+    assert _subset(opt, WEIGHTS[dataset]) == WEIGHTS[dataset]
+    assert opt.folder == {'ISIC': 'isic_1', 'BraTS': 'brats_1'}[dataset]
+
+
+def test_other_datasets_use_the_brats_weights():
+    opt = parse('--dataset', 'demo')
+    assert _subset(opt, WEIGHTS['BraTS']) == WEIGHTS['BraTS'] and opt.folder == 'demo_1'
+
+
+def test_explicit_flags_override_the_preset():
+    opt = parse('--preset', 'paper', '--dataset', 'ISIC', '--img_size', '64', '--ch', '8', '--light', 'False',
+                '--iteration', '20', '--cam_weight', '7', '--folder', 'isic_2')
+    assert (opt.img_size, opt.ch, opt.light, opt.iteration, opt.cam_weight, opt.folder) == \
+        (64, 8, False, 20, 7, 'isic_2')
+    assert opt.n_res == PAPER['n_res'] and opt.identity_weight == WEIGHTS['ISIC']['identity_weight']
+    # Flags given before --preset win as well.
+    assert parse('--ch', '8', '--preset', 'paper').ch == 8
+
+
+@pytest.mark.parametrize('text, value', [('True', True), ('False', False), ('true', True), ('no', False),
+                                         ('1', True), ('0', False)])
+def test_boolean_flags_accept_true_false(text, value):
+    opt = parse('--light', text, '--decay_flag', text, '--resume', text)
+    assert opt.light is value and opt.decay_flag is value and opt.resume is value
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--img_size', '30'], '--img_size must be divisible by 4, got 30'),
+    (['--iteration', '0'], '--iteration must be at least 1, got 0'),
+    (['--batch_size', '-1'], '--batch_size must be at least 1, got -1'),
+    (['--light', 'maybe'], "expected True or False, got 'maybe'"),
+    (['--preset', 'huge'], "invalid choice: 'huge'"),
+])
+def test_bad_values_exit_with_a_message(capsys, argv, expected):
+    with pytest.raises(SystemExit) as info:
+        parse(*argv)
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown without a GPU')
+def test_cuda_device_without_gpu_is_a_clear_error():
+    with pytest.raises(SystemExit, match='--device cuda asked for, but torch sees no CUDA GPU'):
+        TrainOptions().parse(['--device', 'cuda'])
+
+
+def test_display_env_defaults_to_the_run_name_and_run_dir(tmp_path):
+    opt = parse('--name', 'exp1', '--dataset', 'ISIC', '--result_dir', str(tmp_path))
+    assert opt.display_env == 'exp1' and opt.is_train
+    assert run_dir(opt) == str(tmp_path / 'ISIC' / 'isic_1' / 'exp1')
+    text = format_options(opt)
+    assert ' name: exp1\n' in text
+    assert all(f'{key}: ' in text for key in vars(opt))
+
+
+def test_every_train_flag_has_a_help_string(capsys):
+    parser = TrainOptions().build_parser()
+    flags = []
+    for action in parser._actions:
+        assert action.help and action.help != argparse.SUPPRESS, action.option_strings
+        flags += [s for s in action.option_strings if s.startswith('--')]
+    assert len(flags) > 30
+    with pytest.raises(SystemExit) as info:
+        train.main(['--help'])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in flags:
+        assert flag in text, flag
+    # The flag names users of the original code know.
+    for flag in ('--dataset', '--folder', '--iteration', '--batch_size', '--print_freq', '--save_freq',
+                 '--decay_flag', '--lr', '--weight_decay', '--adv_weight', '--cycle_weight', '--identity_weight',
+                 '--cam_weight', '--recon_weight', '--ch', '--n_res', '--n_dis', '--img_size', '--img_ch',
+                 '--light', '--result_dir', '--device', '--resume', '--dataroot', '--name', '--seed',
+                 '--num_workers', '--display_server', '--display_port', '--display_env', '--display_id',
+                 '--preset'):
+        assert flag in flags, flag

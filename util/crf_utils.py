@@ -1,0 +1,226 @@
+"""Dense-CRF refinement of lesion probability maps (pydensecrf2's ``pydensecrf.densecrf``).
+
+One image: ``dense_crf(raw, prob, params) -> bool mask``. Many images: ``refine_many`` in worker
+processes. Parameter choice on val: ``param_grid`` and ``search_params`` (mean DI, ties -> earlier).
+
+The maps are calibrated (0.5 = test.py's decision), so the unary term is fg = p, bg = (1 - p)^alpha
+as in the CAM+CRF literature (AffinityNet/PSA): alpha > 1 lets the pairwise terms grow the lesion.
+Spatial widths (``sxy``, ``gauss_sxy``) are given in pixels of a 256-px image and scaled with the
+image's longer side, so one parameter set serves images of any size.
+"""
+import itertools
+import multiprocessing
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+import pydensecrf.densecrf as dcrf
+from PIL import Image
+from tqdm import tqdm
+
+from data.image_io import PIL_READ_ERRORS, ImageReadError, read_image, read_mask
+from util.metrics import confusion_counts, scores_from_counts
+from util.postprocess import foreground_mask
+
+REFERENCE_SIDE = 256
+PROB_SCALE = 65535
+# Probabilities are clipped away from 0 so that -log stays finite.
+MIN_PROB = 1e-5
+# Fork starts workers in milliseconds and shares the imported modules; spawn is the portable fallback.
+START_METHOD = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense-CRF parameters: unary exponent ``alpha``, bilateral ``sxy``/``srgb``/``bi_compat``,
+    Gaussian ``gauss_sxy``/``gauss_compat``, and ``n_iter`` mean-field iterations."""
+    alpha: float = 1.0
+    sxy: float = 40.0
+    srgb: float = 13.0
+    bi_compat: float = 5.0
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    n_iter: int = 10
+
+    def __post_init__(self):
+        # Coerce here, so values from text, JSON or code compare, hash and serialise alike.
+        for f in fields(self):
+            try:
+                object.__setattr__(self, f.name, f.type(getattr(self, f.name)))
+            except (TypeError, ValueError):
+                raise ValueError(f'CRF parameter {f.name} must be {f.type.__name__}, '
+                                 f'got {getattr(self, f.name)!r}') from None
+        for name in ('alpha', 'sxy', 'srgb', 'gauss_sxy'):
+            if not getattr(self, name) > 0:
+                raise ValueError(f'CRF parameter {name} must be > 0, got {getattr(self, name)}')
+        for name in ('bi_compat', 'gauss_compat'):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f'CRF parameter {name} must be >= 0, got {getattr(self, name)}')
+        if self.n_iter < 1:
+            raise ValueError(f'CRF parameter n_iter must be >= 1, got {self.n_iter}')
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict (e.g. a stored ``selection['crf']``); unknown keys raise ValueError."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f'unknown CRF parameter {", ".join(map(repr, unknown))} '
+                             f'(known: {", ".join(known)})')
+        return cls(**values)
+
+    def as_dict(self):
+        """The parameters as a JSON-ready dict."""
+        return asdict(self)
+
+
+def parse_crf_params(text):
+    """'alpha=2,sxy=40,...' -> CRFParams (unnamed keys keep their defaults); ValueError when malformed."""
+    values = {}
+    for item in filter(None, (part.strip() for part in text.split(','))):
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise ValueError(f'expected key=value in CRF parameters, got {item!r} (e.g. alpha=2,sxy=40)')
+        values[key.strip()] = value.strip()
+    return CRFParams.from_dict(values)
+
+
+def param_grid():
+    """The val search space: 48 CRFParams over alpha, (sxy, srgb), bilateral compat and n_iter.
+
+    Milder settings come first, so they win ties.
+    """
+    widths = ((20, 10), (40, 13), (80, 13), (40, 25))
+    return [CRFParams(alpha=alpha, sxy=sxy, srgb=srgb, bi_compat=compat, n_iter=n_iter)
+            for alpha, (sxy, srgb), compat, n_iter in itertools.product((1, 2, 4), widths, (3, 10), (5, 10))]
+
+
+def read_prob(path):
+    """16-bit PNG written by test.py -> float32 H x W probabilities in [0, 1]."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            values = np.asarray(img)
+    except FileNotFoundError:
+        raise ImageReadError(path, 'probability map not found') from None
+    except PIL_READ_ERRORS as err:
+        raise ImageReadError(path, f'not a readable PNG ({type(err).__name__}: {err})') from None
+    if values.ndim != 2 or values.dtype.itemsize < 2:
+        raise ImageReadError(path, f'expected a 16-bit gray probability map, got {img.mode} {values.shape}')
+    return (values.astype(np.float32) / PROB_SCALE).clip(0.0, 1.0)
+
+
+def load_pair(image_path, prob_path):
+    """(uint8 H x W x 3 image, float32 H x W probabilities); ValueError when their sizes differ."""
+    raw, prob = read_image(image_path), read_prob(prob_path)
+    if raw.shape[:2] != prob.shape:
+        raise ValueError(f'probability map {prob_path} is {prob.shape[1]}x{prob.shape[0]} but its image '
+                         f'{image_path} is {raw.shape[1]}x{raw.shape[0]}: rerun test.py')
+    return raw, prob
+
+
+def unary_energy(prob, alpha):
+    """float H x W probabilities -> float32 (2, H*W) energies -log([bg, fg]) with bg = (1 - p)^alpha."""
+    fg = np.clip(prob, 0.0, 1.0).astype(np.float32).ravel()
+    both = np.stack([(1.0 - fg) ** alpha, fg])
+    both /= both.sum(axis=0, keepdims=True)
+    return np.ascontiguousarray(-np.log(np.clip(both, MIN_PROB, 1.0)), dtype=np.float32)
+
+
+def _crf_masks(raw, prob, combos):
+    """Masks (bool H x W) for each CRFParams in ``combos``, in order, outside the foreground 0.
+
+    Combos that differ only in ``n_iter`` share one CRF: its mean field is stepped once up to the
+    largest n_iter and read off at each requested count (the same numbers as ``inference(n)``).
+    """
+    height, width = prob.shape
+    scale = max(height, width) / REFERENCE_SIDE
+    foreground = foreground_mask(raw)
+    # A fresh writable copy: the binding rejects read-only buffers (e.g. arrays viewing PIL images).
+    rgb = np.array(raw, dtype=np.uint8, order='C')
+    unaries, masks = {}, {}
+    for combo in combos:
+        if combo in masks:
+            continue
+        if combo.alpha not in unaries:
+            unaries[combo.alpha] = unary_energy(prob, combo.alpha)
+        group = [c for c in combos if replace(c, n_iter=1) == replace(combo, n_iter=1)]
+        crf = dcrf.DenseCRF2D(width, height, 2)
+        crf.setUnaryEnergy(unaries[combo.alpha])
+        crf.addPairwiseGaussian(sxy=combo.gauss_sxy * scale, compat=combo.gauss_compat)
+        crf.addPairwiseBilateral(sxy=combo.sxy * scale, srgb=combo.srgb, rgbim=rgb, compat=combo.bi_compat)
+        q, tmp1, tmp2 = crf.startInference()
+        wanted = {c.n_iter: c for c in group}
+        for step in range(1, max(wanted) + 1):
+            crf.stepInference(q, tmp1, tmp2)
+            if step in wanted:
+                marginals = np.asarray(q).reshape(2, height, width)
+                # Ties go to background: the CRF must be sure to call a pixel lesion.
+                masks[wanted[step]] = (marginals[1] > marginals[0]) & foreground
+    return [masks[c] for c in combos]
+
+
+def dense_crf(raw, prob, params):
+    """Refine one map: uint8 H x W x 3 image, float H x W probabilities, CRFParams -> bool H x W mask.
+
+    Pixels outside ``foreground_mask(raw)`` are always 0.
+    """
+    return _crf_masks(raw, prob, [params])[0]
+
+
+def _dice(pred, gt):
+    return scores_from_counts(*confusion_counts(pred, gt))['DI']
+
+
+def _refine_task(task):
+    image_path, prob_path, params = task
+    return dense_crf(*load_pair(image_path, prob_path), params)
+
+
+def _score_task(task):
+    """One val image against every combo: (DI of p >= 0.5, [DI after each combo])."""
+    image_path, prob_path, label_path, combos = task
+    raw, prob = load_pair(image_path, prob_path)
+    gt = read_mask(label_path)
+    return _dice(prob >= 0.5, gt), [_dice(mask, gt) for mask in _crf_masks(raw, prob, combos)]
+
+
+def _parallel_map(func, tasks, num_workers, desc):
+    """[func(t) for t in tasks] in order, on a pool of ``num_workers`` processes (<= 1: this one)."""
+    results = []
+    with tqdm(total=len(tasks), desc=desc, unit='img', dynamic_ncols=True) as bar:
+        if num_workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                results.append(func(task))
+                bar.update()
+            return results
+        workers = min(num_workers, len(tasks))
+        chunk = max(1, len(tasks) // (4 * workers))
+        with multiprocessing.get_context(START_METHOD).Pool(workers) as pool:
+            for result in pool.imap(func, tasks, chunksize=chunk):
+                results.append(result)
+                bar.update()
+    return results
+
+
+def refine_many(items, params, num_workers=1, desc='CRF'):
+    """Refine many maps in parallel; workers read the files themselves.
+
+    items: sequence of (image_path, prob_path); params: CRFParams; num_workers: processes (<= 1 runs
+    here). Returns the bool masks in the order of ``items``, identical to a single process.
+    """
+    return _parallel_map(_refine_task, [(image, prob, params) for image, prob in items], num_workers, desc)
+
+
+def search_params(items, combos, num_workers=1):
+    """Score every combo on labelled images by mean DI; one task per image, so the pool is reused.
+
+    items: sequence of (image_path, prob_path, label_path); combos: list of CRFParams.
+    Returns (best index (first of equal means), mean DI per combo as a float64 array, mean DI of
+    p >= 0.5 before the CRF).
+    """
+    combos = list(combos)
+    tasks = [(image, prob, label, combos) for image, prob, label in items]
+    results = _parallel_map(_score_task, tasks, num_workers, f'CRF search ({len(combos)} settings)')
+    before = float(np.mean([b for b, _ in results]))
+    means = np.mean(np.array([after for _, after in results], dtype=np.float64), axis=0)
+    return int(np.argmax(means)), means, before
