@@ -3,6 +3,8 @@
 #   bash start_train.sh                  the embedded demo data (made on first use), a few minutes
 #   DATAROOT=../shared/datasets bash start_train.sh ISIC   (or BraTS) with that dataset's loss weights
 #   NAME=myrun bash start_train.sh ISIC --iteration 500    extra arguments go to train.py
+#   NPROC=4 bash start_train.sh ISIC     4 processes on this machine (torchrun, DistributedDataParallel;
+#                                        one GPU each; --batch_size is per process)
 # The preset is 'paper' on a GPU and 'cpu' otherwise (python train.py --help lists every flag).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,5 +16,15 @@ if [[ "$DATASET" == demo ]]; then
                  --save_freq 100 --print_freq 50)
 else
     train_args+=(--dataset "$DATASET" --dataroot "$DATAROOT")
+fi
+NPROC="${NPROC:-1}"
+if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: NPROC must be a whole number of processes, got '$NPROC'" >&2
+    exit 2
+fi
+if (( NPROC > 1 )); then
+    # torchrun, run as a module of the same Python so that it is the venv's torch.
+    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
+        train.py "${train_args[@]}" "${EXTRA[@]}"
 fi
 exec "$PYTHON" train.py "${train_args[@]}" "${EXTRA[@]}"

@@ -1,7 +1,8 @@
-"""Extract lesion masks with a trained CLTNet and score them.
+"""Extract lesion masks with a trained CLTNet (or a baseline, ``--model cam|otsu``) and score them.
 
     python test.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
     python test.py --dataroot ROOT --dataset ISIC --weights weights/ISIC.pt --name released
+    python test.py --dataroot ROOT --dataset ISIC --model otsu --name otsu   # training-free: no checkpoint
 
 Checkpoint, map mode, threshold and post-processing are chosen on ``val`` (best mean Dice) and
 applied unchanged to testA / testB; test labels are read only to score. Outputs go to
@@ -17,8 +18,8 @@ import torch
 
 from data.image_io import write_json_atomic, write_png_atomic
 from data.layout import LayoutError, check_split
-from data.synthetic import ensure_demo_dataset
-from models import create_model
+from data.synthetic import make_demo_if_missing
+from models import create_model, find_model_class
 from models.base_model import CHECKPOINT_FORMAT, CheckpointError
 from options.base_options import run_dir
 from options.test_options import TestOptions
@@ -27,9 +28,7 @@ from util.html import write_run_report
 from util.inference import predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
-from util.selection import apply_rule, select
-
-ARCHITECTURE_KEYS = ('model', 'img_size', 'img_ch', 'ch', 'n_res', 'n_dis', 'light')
+from util.selection import apply_rule, score_rule, select
 
 
 def read_state(path):
@@ -48,20 +47,34 @@ def read_state(path):
 
 
 def build_model(opt, state, source):
-    """A generator-only model with the architecture stored in ``state``, loaded from it."""
-    for key in ARCHITECTURE_KEYS:
-        setattr(opt, key, state['architecture'][key])
+    """The test-time model (CLTNet: its generator alone) with the architecture stored in ``state``,
+    loaded from it."""
+    for key, value in state['architecture'].items():
+        setattr(opt, key, value)
     model = create_model(opt)
     try:
-        model.load_state_dict(state, source=source, nets=['G_AB'])
+        model.load_state_dict(state, source=source)
     except CheckpointError as error:
         raise SystemExit(f'error: {error}')
     model.train(False)
     return model
 
 
+def load_model(opt, path):
+    """The model to serve from checkpoint ``path``; None (a model that needs no checkpoint) builds it
+    from the options."""
+    if path is None:
+        model = create_model(opt)
+        model.train(False)
+        return model
+    return build_model(opt, read_state(path), path)
+
+
 def sources(opt, folder):
-    """[(step, path)] of the files to score on val: the run's checkpoints, or the weights file."""
+    """[(step, path)] of the files to score on val: the run's checkpoints, or the weights file; one
+    pseudo-source (0, None) for a model with ``needs_checkpoint = False`` (the training-free ones)."""
+    if not getattr(find_model_class(opt.model), 'needs_checkpoint', True):
+        return [(0, None)]
     if opt.weights:
         return [(read_state(opt.weights).get('step', 0), opt.weights)]
     found = list_checkpoints(folder)
@@ -88,9 +101,10 @@ def choose(opt, folder, data_dir, candidates):
             raise SystemExit(f'error: {data_dir}/val not found, and nothing stored to fall back on; '
                              f'add a val split (images + labels) or pass --weights FILE')
         print('no val split: using the choices stored in', opt.weights)
-        return dict(stored, checkpoint=opt.weights)
+        return dict(stored, checkpoint=opt.weights, chosen_on='stored')
     cache_path = os.path.join(folder, 'test', 'selection.json')
-    key = {'sources': [[s, p, os.path.getsize(p), os.path.getmtime(p)] for s, p in candidates],
+    key = {'version': 2, 'sources': [[s, p] + ([os.path.getsize(p), os.path.getmtime(p)] if p else [])
+                                     for s, p in candidates],
            'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
     if os.path.exists(cache_path) and not opt.reselect:
         with open(cache_path) as handle:
@@ -100,12 +114,25 @@ def choose(opt, folder, data_dir, candidates):
             return cached['selection']
     items_by_source = {}
     for step, path in candidates:
-        model = build_model(opt, read_state(path), path)
-        items_by_source[(step, path)] = predict_split(model, val, opt, f'val @ {step}')
+        items_by_source[(step, path)] = predict_split(load_model(opt, path), val, opt, f'val @ {step}')
     modes = [opt.map_mode] if opt.map_mode != 'auto' else list(items_by_source[candidates[0]][0]['maps'])
-    selection = select(items_by_source, modes)
+    fixed_rule = getattr(find_model_class(opt.model), 'fixed_rule', None)
+    if fixed_rule:
+        selection = dict(select_source_and_mode(items_by_source, modes, fixed_rule), chosen_on='val')
+    else:
+        selection = dict(select(items_by_source, modes), chosen_on='val')
     write_json_atomic(cache_path, {'key': key, 'selection': selection})
     return selection
+
+
+def select_source_and_mode(items_by_source, modes, rule):
+    """For a model whose ``fixed_rule`` says how its maps become masks: choose only the source and map
+    mode with the best mean val DI of that rule (ties keep the first)."""
+    ranked = [(score_rule(dict(rule, map_mode=mode), items, mode), step, path, mode)
+              for (step, path), items in items_by_source.items() for mode in modes]
+    dice, step, path, mode = max(ranked, key=lambda entry: entry[0])
+    return dict(rule, map_mode=mode, step=step, checkpoint=path, val_DI=dice,
+                ranking=[{'step': s, 'map_mode': m, 'val_DI': d} for d, s, _, m in ranked])
 
 
 def split_pairs(data_dir, split, opt):
@@ -132,8 +159,9 @@ def write_split(items, rule, out_dir, opt, elapsed):
                          np.round(calibrated * 65535).astype(np.uint16))
         write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
         write_png_atomic(os.path.join(out_dir, 'overlays', name + '.png'), draw_overlay(item['raw'], mask, item['gt']))
-        write_png_atomic(os.path.join(out_dir, 'translation', name + '.png'), item['translated'])
-        write_png_atomic(os.path.join(out_dir, 'cam', name + '.png'), item['heatmap'])
+        for folder, visual in (('translation', 'translated'), ('cam', 'heatmap')):
+            if visual in item:  # not every model has them (cam: no translation; otsu: neither)
+                write_png_atomic(os.path.join(out_dir, folder, name + '.png'), item[visual])
         areas.append(float(mask.mean()))
         if item['gt'] is not None:
             scores.add(name, mask, item['gt'])
@@ -152,16 +180,15 @@ def main(argv=None):
     if opt.num_threads > 0:
         torch.set_num_threads(opt.num_threads)
     torch.manual_seed(opt.seed)
-    if opt.dataset == 'demo':
-        ensure_demo_dataset(opt.dataroot, dataset='demo', folder=opt.folder)
+    make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
     data_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
     if not os.path.isdir(data_dir):
         raise SystemExit(f'error: {data_dir} not found; check --dataroot, --dataset and --folder')
     folder = run_dir(opt)
     candidates = sources(opt, folder)
     rule = choose(opt, folder, data_dir, candidates)
-    model = build_model(opt, read_state(rule['checkpoint']), rule['checkpoint'])
-    print(f"chosen on val: step {rule.get('step')} map {rule['map_mode']} "
+    model = load_model(opt, rule['checkpoint'])
+    print(f"chosen on {rule['chosen_on']}: step {rule.get('step')} map {rule['map_mode']} "
           f"{rule['binarize']} threshold {rule['threshold']} post-processing {rule['postprocess']} "
           f"(val DI {rule.get('val_DI', float('nan')):.4f})")
     summaries, scores = {}, {}
@@ -172,7 +199,9 @@ def main(argv=None):
         started = time.time()
         items = predict_split(model, pairs, opt, split, keep_visuals=True)
         summary = write_split(items, rule, os.path.join(folder, 'test', split), opt, time.time() - started)
-        summaries[split], scores[split] = summary, [item['score'] for item in items]
+        summaries[split] = summary
+        if all(item['score'] is not None for item in items):
+            scores[split] = [item['score'] for item in items]
     if 'testA' in scores and 'testB' in scores:
         summaries['testA']['auc'] = roc_auc(scores['testA'] + scores['testB'],
                                             [1] * len(scores['testA']) + [0] * len(scores['testB']))

@@ -3,8 +3,12 @@
     python train.py --dataroot ../shared/datasets --dataset ISIC --folder isic_1
     python train.py --dataset demo                      # embedded synthetic data, made on first use
 
+    torchrun --nproc_per_node=2 train.py --dataset demo     # DistributedDataParallel, 2 processes
+
 Everything of a run goes to <result_dir>/<dataset>/<folder>/<name>/ (opt.txt, loss_log.csv,
 checkpoints/, samples/). ``--resume True`` continues from the latest checkpoint at the next step.
+Under torchrun every process trains on its own ``--batch_size`` slice of each step's global batch;
+rank 0 alone checks the data, reads and writes files and talks to visdom (see util/distributed.py).
 """
 import os
 import random
@@ -20,12 +24,13 @@ from tqdm import tqdm
 from data.image_io import write_text_atomic
 from data.layout import LayoutError, check_training_layout
 from data.step_sampler import SeededItems, StepSampler
-from data.synthetic import ensure_demo_dataset
+from data.synthetic import make_demo_if_missing
 from data.weak_dataset import WeakImageDataset
 from models import create_model
 from models.base_model import CheckpointError
 from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
+from util import distributed
 from util.checkpoints import checkpoint_path, list_checkpoints
 from util.visualizer import Visualizer
 
@@ -40,22 +45,31 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def _leave_process_group(_worker_id):
+    # torchrun stops a rank by signalling its whole process group, and a terminal's Ctrl-C reaches the
+    # whole foreground group: a loader worker killed that way makes the next batch raise before the
+    # training process has saved. In a group of their own, the workers hear only the training
+    # process, which shuts them down once it has stopped (and they exit if it dies).
+    os.setpgid(0, 0)
+
+
 def make_loader(paths, opt, stream, start_step, device):
-    """An endless loader over one weak-label folder, resumable at ``start_step``."""
+    """An endless loader over one weak-label folder, resumable at ``start_step``; under torchrun
+    each rank draws its own slice of every step's global batch."""
     dataset = SeededItems(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True))
-    sampler = StepSampler(len(paths), opt.batch_size, opt.seed, stream, start_step)
+    sampler = StepSampler(len(paths), opt.batch_size, opt.seed, stream, start_step,
+                          rank=distributed.rank(), world_size=distributed.world_size())
     # Its own generator: starting an iterator draws a base seed, which from the global RNG would
     # shift the stream a resumed run has just restored (items are seeded by SeededItems anyway).
     generator = torch.Generator().manual_seed(opt.seed)
     return iter(DataLoader(dataset, batch_size=opt.batch_size, sampler=sampler, num_workers=opt.num_workers,
                            pin_memory=device.startswith('cuda'), persistent_workers=opt.num_workers > 0,
-                           generator=generator))
+                           generator=generator, worker_init_fn=_leave_process_group))
 
 
 def check_data(opt):
     """Build the demo data if asked for, then check the layout; exit with one clear message if bad."""
-    if opt.dataset == 'demo':
-        ensure_demo_dataset(opt.dataroot, dataset='demo', folder=opt.folder)
+    make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
     try:
         files = check_training_layout(opt.dataroot, opt.dataset, opt.folder, skip_bad=opt.skip_bad_images)
     except LayoutError as error:
@@ -66,7 +80,7 @@ def check_data(opt):
 
 
 def resume(model, folder):
-    """Load the newest loadable checkpoint; returns the step to continue from (1 if none)."""
+    """Load the newest loadable checkpoint (rank 0); returns the step to continue from (1 if none)."""
     for step, path in reversed(list_checkpoints(folder)):
         try:
             state = model.load(path)
@@ -76,15 +90,30 @@ def resume(model, folder):
             print(f'warning: {error}; trying an earlier checkpoint')
             continue
         torch.set_rng_state(state['rng']['torch'])
+        model.prior_train_seconds = state.get('train_seconds', 0.0)
         print(f'resumed from {path} (step {step})')
         return step + 1
     print(f'no checkpoint in {folder}/checkpoints; starting from step 1')
     return 1
 
 
+def share_resumed_state(model):
+    """Give every rank the networks, optimisers and RNG state rank 0 has just resumed from, so no
+    other rank needs to see the run folder (on another node it may not)."""
+    state = distributed.broadcast_state({'model': model.state_dict(), 'rng': torch.get_rng_state()}
+                                        if distributed.is_main() else None)
+    if not distributed.is_main():
+        model.load_state_dict(state['model'], source='the state resumed by rank 0')
+        torch.set_rng_state(state['rng'])
+
+
 class LossBuffer:
     """Keeps the per-step loss tensors and turns them into numbers only when flushed (no per-step
-    device sync); refuses non-finite values so nothing with NaN is ever logged or saved."""
+    device sync); refuses non-finite values so nothing with NaN is ever logged or saved.
+
+    Under torchrun every rank flushes at the same steps: the values are averaged over the ranks
+    (so the log reads the same as one process on the whole global batch) and every rank sees the
+    same NaN and stops."""
 
     def __init__(self):
         self.rows = []
@@ -96,7 +125,8 @@ class LossBuffer:
         if not self.rows:
             return
         names = list(self.rows[0][1])
-        values = torch.stack([torch.stack([l[n].float() for n in names]) for _, l in self.rows]).cpu()
+        values = torch.stack([torch.stack([l[n].float() for n in names]) for _, l in self.rows])
+        values = distributed.mean_over_ranks(values).cpu()
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             row, col = bad[0].tolist()
@@ -111,32 +141,60 @@ class LossBuffer:
         self.rows = []
 
 
-def save_checkpoint(model, folder, step, opt):
+def save_checkpoint(model, folder, step, opt, train_seconds):
+    """Checkpoint of ``step`` with the options, the RNG state and the wall time trained so far."""
     model.save(checkpoint_path(folder, step), step=step, options=vars(opt),
-               rng={'torch': torch.get_rng_state()})
+               rng={'torch': torch.get_rng_state()}, train_seconds=train_seconds)
 
 
 def main(argv=None):
+    """Parse the options, join the torchrun process group (if any) and train; returns the exit code."""
     opt = TrainOptions().parse(argv)
+    with distributed.process_group(opt.device) as device:
+        opt.device = device
+        opt.world_size = distributed.world_size()
+        try:
+            return train(opt)
+        except SystemExit as error:
+            # Rank 0 has printed the reason; the other ranks just fail, without repeating it.
+            if not distributed.is_main() and isinstance(error.code, str):
+                raise SystemExit(1) from None
+            raise
+
+
+def train(opt):
+    """Train with ``opt`` (device and world size already set for this process); returns the exit code,
+    128 + the signal number when a signal stopped the run."""
+    main_rank = distributed.is_main()
     if opt.num_threads > 0:
         torch.set_num_threads(opt.num_threads)
+    files = distributed.from_main(check_data, opt)
+    # Seeded after the data check (which only rank 0 runs), so every rank builds the same initial
+    # weights and spectral-norm buffers.
     seed_everything(opt.seed)
-    files = check_data(opt)
     folder = run_dir(opt)
-    os.makedirs(folder, exist_ok=True)
-    text = format_options(opt)
-    print(text)
-    write_text_atomic(os.path.join(folder, 'opt.txt'), text + '\n')
+    if main_rank:
+        os.makedirs(folder, exist_ok=True)
+        text = format_options(opt)
+        print(text)
+        write_text_atomic(os.path.join(folder, 'opt.txt'), text + '\n')
 
     model = create_model(opt)
-    start = resume(model, folder) if opt.resume else 1
+    start = 1
+    if opt.resume:
+        start = distributed.from_main(resume, model, folder)
+        if start > 1:
+            share_resumed_state(model)
     if start > opt.iteration:
-        print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')
-        return
+        if main_rank:
+            print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')
+        return 0
+    if distributed.is_distributed():
+        model.wrap_distributed(distributed.wrap)
     loader_A = make_loader(files.paths_A, opt, 0, start, opt.device)
     loader_B = make_loader(files.paths_B, opt, 1, start, opt.device)
     visualizer = Visualizer(folder, opt.display_id, opt.display_server, opt.display_port, opt.display_env,
-                            resume_step=start - 1 if opt.resume else None)
+                            enabled=main_rank, resume_step=start - 1 if opt.resume else None)
     torch.autograd.set_detect_anomaly(opt.detect_anomaly)
 
     stop = []
@@ -147,7 +205,7 @@ def main(argv=None):
     model.train()
     losses = LossBuffer()
     progress = tqdm(range(start, opt.iteration + 1), initial=start - 1, total=opt.iteration,
-                    desc=f'train {opt.dataset}', dynamic_ncols=True, file=sys.stdout)
+                    desc=f'train {opt.dataset}', dynamic_ncols=True, file=sys.stdout, disable=not main_rank)
     started = time.time()
     step = start - 1
     try:
@@ -156,28 +214,36 @@ def main(argv=None):
             model.set_input({'A': next(loader_A)['image'], 'B': next(loader_B)['image']})
             model.optimize_parameters()
             losses.add(step, model.get_current_losses())
-            if step % opt.display_freq == 0 or step % opt.save_freq == 0 or step == opt.iteration or stop:
+            # A signal may reach the ranks at different steps: all stop after the first step any saw it.
+            stopping = distributed.max_over_ranks(stop[0] if stop else 0)
+            if step % opt.display_freq == 0 or step % opt.save_freq == 0 or step == opt.iteration or stopping:
                 losses.flush(visualizer, model.loss_groups, progress)
-            if step % opt.print_freq == 0 or step == opt.iteration:
+            if main_rank and (step % opt.print_freq == 0 or step == opt.iteration):
                 visuals = model.get_current_visuals()
                 visualizer.save_samples(step, visuals)
                 visualizer.display_images(step, visuals)
-            if step % opt.save_freq == 0 or step == opt.iteration or stop:
-                save_checkpoint(model, folder, step, opt)
-            if stop:
+            if main_rank and (step % opt.save_freq == 0 or step == opt.iteration or stopping):
+                save_checkpoint(model, folder, step, opt,
+                                getattr(model, 'prior_train_seconds', 0.0) + time.time() - started)
+            if stopping:
                 raise StopRequested
     except StopRequested:
         progress.close()
-        print(f'stopped by signal {stop[0]} at step {step}; checkpoint saved, continue with --resume True')
-        return 128 + stop[0]
+        # No rank leaves (and makes torchrun stop the others) before rank 0 has saved.
+        distributed.barrier()
+        if main_rank:
+            print(f'stopped by signal {stopping} at step {step}; checkpoint saved, continue with --resume True')
+        return 128 + stopping
     finally:
         progress.close()
         visualizer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    minutes = (time.time() - started) / 60
-    print(f'done: {opt.iteration} steps in {minutes:.1f} min; checkpoints in {folder}/checkpoints, '
-          f'losses in {folder}/loss_log.csv, samples in {folder}/samples')
+    distributed.barrier()
+    if main_rank:
+        minutes = (time.time() - started) / 60
+        print(f'done: {opt.iteration} steps in {minutes:.1f} min; checkpoints in {folder}/checkpoints, '
+              f'losses in {folder}/loss_log.csv, samples in {folder}/samples')
     return 0
 
 

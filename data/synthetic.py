@@ -167,3 +167,13 @@ def ensure_demo_dataset(dataroot, dataset='demo', folder='demo_1', size=64, n_a=
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return folder_dir
+
+
+def make_demo_if_missing(dataroot, dataset, folder):
+    """Build the demo data when ``--dataset demo`` names a folder that does not exist yet.
+
+    An existing folder is left as it is (and checked like any dataset by the caller), so a user's
+    own edits or a copy holding only some splits are never refused or overwritten.
+    """
+    if dataset == 'demo' and not os.path.isdir(os.path.join(dataroot, dataset, folder)):
+        ensure_demo_dataset(dataroot, dataset=dataset, folder=folder)

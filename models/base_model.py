@@ -7,6 +7,7 @@ A model subclass declares ``model_names`` (its networks, attributes of the same 
 import contextlib
 
 import torch
+from torch import nn
 
 from util.atomic import atomic_write
 
@@ -65,12 +66,42 @@ class BaseModel:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def place(self, net):
+        """Move ``net`` to the model's device, its convolution weights in the ``--channels_last``
+        memory format; returns ``net``.
+
+        The other 4-D parameters (the 1 x C x 1 x 1 weights of the norm layers) keep the default
+        strides, which are the ones autograd gives their gradients: DistributedDataParallel lays out
+        its gradient buckets like the parameters and would otherwise copy and warn at every step.
+        """
+        net.to(self.device)
+        for module in net.modules():
+            if isinstance(module, nn.modules.conv._ConvNd):
+                module.to(memory_format=self.memory_format)
+        return net
+
     def nets(self):
         return {name: getattr(self, name) for name in self.model_names}
 
     def to_device(self, tensor):
         """Move an input batch to the model's device and memory format."""
         return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def set_input(self, batch):
+        """batch: {'A': B x C x H x W lesion images, 'B': normal images}, both in [-1, 1]."""
+        self.real_A = self.to_device(batch['A'])
+        self.real_B = self.to_device(batch['B'])
+
+    def set_learning_rate(self, step):
+        """Constant lr, then (with --decay_flag) linear decay to 0 over the second half."""
+        opt = self.opt
+        half = opt.iteration // 2
+        lr = opt.lr
+        if opt.decay_flag and step > half:
+            lr = opt.lr * max(0.0, 1 - (step - half) / max(1, opt.iteration - half))
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group['lr'] = lr
 
     def train(self, mode=True):
         for net in self.nets().values():
@@ -124,9 +155,14 @@ class BaseModel:
         atomic_torch_save(state, path)
 
     def load(self, path):
-        """Load a checkpoint written by ``save``; returns the full dict (step, rng, ...)."""
+        """Load a checkpoint written by ``save`` (by any number of processes); returns the full dict
+        (step, rng, ...) with its tensors on CPU.
+
+        Read onto the CPU and copied into the networks, so the optimisers keep their step counters on
+        the CPU where Adam creates them (a CUDA counter costs a device sync per parameter and step).
+        """
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = torch.load(path, map_location='cpu', weights_only=False)
         except Exception as error:
             raise CheckpointError(f"{path}: cannot be read ({type(error).__name__}); "
                                   f"delete it to fall back to an earlier checkpoint") from None

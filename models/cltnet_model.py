@@ -49,7 +49,7 @@ class CLTNetModel(BaseModel):
         else:
             self.model_names = ['G_AB']
         for net in self.nets().values():
-            net.to(self.device, memory_format=self.memory_format)
+            self.place(net)
         if opt.is_train:
             generators = [self.G_AB, self.G_BA]
             self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
@@ -60,7 +60,7 @@ class CLTNetModel(BaseModel):
             use_scaler = self.dtype == torch.float16
             self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for k in self.optimizers}
 
-    map_modes = ('attention', 'difference', 'fused')
+    map_modes = ('attention', 'difference', 'fused', 'cam')
 
     @torch.inference_mode()
     def infer(self, images):
@@ -70,7 +70,9 @@ class CLTNetModel(BaseModel):
         difference: the per-pixel change made by the lesion-removing generator (mean absolute
         difference over channels / 2), Gaussian-smoothed over ~1.5 % of the image side to suppress
         texture noise. fused: the geometric mean of attention and difference, so a pixel needs both
-        the attention branch and an actual change of the image to count as lesion.
+        the attention branch and an actual change of the image to count as lesion. cam: the
+        generator's CAM heatmap scaled to [0, 1] per image and weighted by the image-level lesion
+        probability, so a confidently normal image gets a near-empty map.
         """
         images = self.to_device(images)
         with self.autocast():
@@ -80,32 +82,18 @@ class CLTNetModel(BaseModel):
         sigma = max(0.5, 0.015 * images.shape[-1])
         difference = gaussian_blur(difference, [2 * round(2 * sigma) + 1] * 2, [sigma, sigma])
         attention = out.mask.float()
+        score = torch.sigmoid(out.cam_logit.float().mean(1))
+        heatmap = _normalise_map(out.heatmap)[:, 0]
         maps = {'attention': attention[:, 0], 'difference': difference[:, 0].clamp(0, 1),
-                'fused': (attention * difference).clamp_min(0).sqrt()[:, 0]}
-        return {'maps': maps, 'score': torch.sigmoid(out.cam_logit.float().mean(1)),
-                'translated': translated, 'heatmap': _normalise_map(out.heatmap)[:, 0]}
+                'fused': (attention * difference).clamp_min(0).sqrt()[:, 0],
+                'cam': heatmap * score[:, None, None]}
+        return {'maps': maps, 'score': score, 'translated': translated, 'heatmap': heatmap}
 
     def wrap_distributed(self, wrap):
         """Replace every network by ``wrap(net)`` (DistributedDataParallel), keeping the lists in sync."""
         for name in self.model_names:
             setattr(self, name, wrap(getattr(self, name)))
         self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
-
-    def set_input(self, batch):
-        """batch: {'A': B x C x H x W lesion images, 'B': normal images}, both in [-1, 1]."""
-        self.real_A = self.to_device(batch['A'])
-        self.real_B = self.to_device(batch['B'])
-
-    def set_learning_rate(self, step):
-        """Constant lr, then (with --decay_flag) linear decay to 0 over the second half."""
-        opt = self.opt
-        half = opt.iteration // 2
-        lr = opt.lr
-        if opt.decay_flag and step > half:
-            lr = opt.lr * max(0.0, 1 - (step - half) / max(1, opt.iteration - half))
-        for optimizer in self.optimizers.values():
-            for group in optimizer.param_groups:
-                group['lr'] = lr
 
     def _judge(self, discriminators, images, targets):
         """Sum of LSGAN losses of ``discriminators`` on a list of same-sized image batches, batch k

@@ -13,11 +13,26 @@ import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 
 
-def _norm_stats(x, dims, eps):
+def _norm_stats(x, dims, eps, correction=1):
     # Statistics in fp32 even under autocast: bf16 variances of near-constant maps are unstable.
     xf = x.float()
-    var, mean = torch.var_mean(xf, dim=dims, keepdim=True)
+    var, mean = torch.var_mean(xf, dim=dims, keepdim=True, correction=correction)
     return (xf - mean) * torch.rsqrt(var + eps)
+
+
+class InstanceNorm(nn.Module):
+    """Instance normalisation without affine parameters (what nn.InstanceNorm2d computes).
+
+    Written out because torch 2.14's CPU instance_norm returns wrong input gradients for a batch of
+    one channels-last sample with a channels-last incoming gradient: exactly our batch-1 training.
+    """
+
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        return _norm_stats(x, (2, 3), self.eps, correction=0).to(x.dtype)
 
 
 def _mix_instance_layer(x, rho, eps):
@@ -66,8 +81,8 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim):
         super().__init__()
-        self.body = nn.Sequential(*_conv3(dim, dim), nn.InstanceNorm2d(dim), nn.ReLU(True),
-                                  *_conv3(dim, dim), nn.InstanceNorm2d(dim))
+        self.body = nn.Sequential(*_conv3(dim, dim), InstanceNorm(), nn.ReLU(True),
+                                  *_conv3(dim, dim), InstanceNorm())
 
     def forward(self, x):
         return x + self.body(x)
@@ -147,9 +162,9 @@ class CLTGenerator(nn.Module):
         self.light = light
         dim = ch * 4
         self.encoder = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(img_ch, ch, 7, bias=False), nn.InstanceNorm2d(ch), nn.ReLU(True),
-            *_conv3(ch, ch * 2, stride=2), nn.InstanceNorm2d(ch * 2), nn.ReLU(True),
-            *_conv3(ch * 2, dim, stride=2), nn.InstanceNorm2d(dim), nn.ReLU(True),
+            nn.ReflectionPad2d(3), nn.Conv2d(img_ch, ch, 7, bias=False), InstanceNorm(), nn.ReLU(True),
+            *_conv3(ch, ch * 2, stride=2), InstanceNorm(), nn.ReLU(True),
+            *_conv3(ch * 2, dim, stride=2), InstanceNorm(), nn.ReLU(True),
             *[ResnetBlock(dim) for _ in range(n_res)])
         self.cam = CAMHead(dim)
         self.mask_head = nn.Sequential(*_conv3(dim, 1, bias=True), nn.Sigmoid())

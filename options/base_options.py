@@ -64,12 +64,17 @@ class BaseOptions:
                        help='data folder under <dataroot>/<dataset>/ (default: isic_1, brats_1 or demo_1)')
         g.add_argument('--name', default='cltnet', help='run name; outputs go to <result_dir>/<dataset>/<folder>/<name>/')
         g.add_argument('--result_dir', default='results', help='root folder of all run outputs')
-        g.add_argument('--model', default='cltnet', help='model to use (see models/): cltnet')
+        g.add_argument('--model', default='cltnet',
+                       help='model to use (see models/): cltnet, cam (CAM classifier baseline), otsu '
+                            '(training-free intensity threshold; test.py only)')
         g.add_argument('--preset', choices=sorted(PRESETS), default=None,
                        help="default group: 'paper' = the original settings (256 px, ch 54, 7000 it), 'cpu' = "
                             "128 px, ch 32, 3000 it (about an hour on 2 cores). Default: paper on CUDA, cpu "
                             "otherwise. Explicit flags override it")
         g.add_argument('--seed', type=int, default=0, help='random seed (data order, augmentation, initialisation)')
+        g.add_argument('--batch_size', type=int, default=None,
+                       help='train.py: images per domain per step, per process under torchrun (preset: 1); '
+                            'test.py: images per inference batch (8); crf.py: unused')
         g.add_argument('--num_workers', type=int, default=2, help='data loading worker processes (0 = main process)')
         g.add_argument('--skip_bad_images', type=str2bool, default=False,
                        help='True: leave out unreadable images (and report how many) instead of stopping')

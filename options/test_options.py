@@ -1,4 +1,7 @@
 """Inference flags (test.py): which checkpoints, how lesion maps become masks, which splits."""
+from models import find_model_class
+from util.inference import available_map_modes
+
 from .base_options import BaseOptions
 
 
@@ -14,15 +17,19 @@ class TestOptions(BaseOptions):
         g.add_argument('--which_iter', default='all',
                        help="checkpoints scored on val: 'all', 'latest', or a step number")
         g.add_argument('--map_mode', default='auto',
-                       help="lesion map: attention, attention-inverted, difference, fused, or auto (chosen on val)")
+                       help="lesion map, one of the model's modes (cltnet: attention, attention-inverted, "
+                            "difference, fused, cam; cam: cam; otsu: dark, bright), or auto (chosen on val)")
         g.add_argument('--splits', default='testA,testB',
                        help='comma-separated splits to predict with the val-chosen rule (val is always done '
                             'when present, since selection and crf.py need it)')
-        g.add_argument('--batch_size', type=int, default=8, help='images per inference batch')
         g.add_argument('--reselect', action='store_true',
                        help='ignore the cached val selection (test/selection.json) and choose again')
 
     def validate(self, parser, opt):
+        opt.batch_size = opt.batch_size or 8
         if opt.which_iter not in ('all', 'latest') and not opt.which_iter.isdigit():
             parser.error(f"--which_iter must be 'all', 'latest' or a step number, got {opt.which_iter!r}")
         opt.splits = [s for s in opt.splits.split(',') if s]
+        modes = ('auto',) + available_map_modes(getattr(find_model_class(opt.model), 'map_modes', ()))
+        if opt.map_mode not in modes:
+            parser.error(f"--map_mode must be one of {', '.join(modes)}, got {opt.map_mode!r}")

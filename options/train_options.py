@@ -10,8 +10,6 @@ class TrainOptions(BaseOptions):
     def add_arguments(self, parser):
         g = parser.add_argument_group('schedule')
         g.add_argument('--iteration', type=int, default=None, help='number of training iterations (steps)')
-        g.add_argument('--batch_size', type=int, default=None,
-                       help='images per domain per step (per process when run with torchrun)')
         g.add_argument('--lr', type=float, default=1e-4, help='Adam learning rate')
         g.add_argument('--weight_decay', type=float, default=2e-5, help='Adam weight decay')
         g.add_argument('--decay_flag', type=str2bool, default=True,
@@ -31,7 +29,8 @@ class TrainOptions(BaseOptions):
         g.add_argument('--print_freq', type=int, default=100,
                        help='steps between sample grids, visdom image updates and loss flushes')
         g.add_argument('--display_freq', type=int, default=10,
-                       help='steps between loss_log.csv rows being written and visdom loss points')
+                       help='steps between loss_log.csv rows being written and visdom loss points '
+                            '(under torchrun: the mean of the losses over all processes)')
         g.add_argument('--save_freq', type=int, default=500, help='steps between checkpoints')
         g.add_argument('--detect_anomaly', type=str2bool, default=False,
                        help='True: torch autograd anomaly detection (slow; for debugging NaNs)')

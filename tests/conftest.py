@@ -52,3 +52,29 @@ def run_folder(tmp_path):
     def folder(name='run'):
         return os.path.join(str(tmp_path / 'results'), TINY_DATASET, TINY_FOLDER, name)
     return folder
+
+
+# Flags of TINY_FLAGS that only train.py knows; test.py and crf.py share every other (base) flag.
+TRAIN_ONLY_FLAGS = ('--display_id', '--iteration')
+TINY_TEST_FLAGS = [flag for i, flag in enumerate(TINY_FLAGS)
+                   if flag not in TRAIN_ONLY_FLAGS and (i == 0 or TINY_FLAGS[i - 1] not in TRAIN_ONLY_FLAGS)]
+
+
+@pytest.fixture
+def tiny_test_argv(tiny_dataroot, tmp_path):
+    """Factory ``tiny_test_argv(*extra, name='run')``: test.py arguments matching ``tiny_argv`` (same data,
+    result dir, architecture and hardware flags, without the training-only ones); ``extra`` comes last."""
+    def make(*extra, name='run'):
+        return ['--dataroot', tiny_dataroot, '--dataset', TINY_DATASET, '--folder', TINY_FOLDER,
+                '--result_dir', str(tmp_path / 'results'), '--name', name, *TINY_TEST_FLAGS, *map(str, extra)]
+    return make
+
+
+@pytest.fixture
+def tiny_test_opt(tiny_test_argv):
+    """Factory ``tiny_test_opt(*extra, name='run')``: parsed TestOptions of a tiny run (see ``tiny_test_argv``)."""
+    from options.test_options import TestOptions
+
+    def make(*extra, name='run'):
+        return TestOptions().parse(tiny_test_argv(*extra, name=name))
+    return make

@@ -1,8 +1,6 @@
 """Tests for util/crf_utils.py, options/crf_options.py and crf.py on tiny synthetic runs (32 px)."""
 import csv
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -125,7 +123,7 @@ def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path
 def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
     root, _ = _make_run(tmp_path)
     reports = []
-    monkeypatch.setitem(sys.modules, 'util.html', types.SimpleNamespace(write_run_report=reports.append))
+    monkeypatch.setattr(crf, 'write_run_report', reports.append)
     summaries = crf.main(_argv(root))
     out = _crf_dir(root)
     assert reports == [str(out.parent)]

@@ -14,8 +14,9 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
 
     Returns a list (one dict per image) with ``name``, ``path``, ``gt`` (bool H x W or None),
     ``maps`` (mode -> float32 H x W in [0, 1] at the original size, 0 outside the image
-    foreground; plus ``attention-inverted``), ``score`` (image-level lesion probability) and, with ``keep_visuals``, ``raw``,
-    ``translated`` (uint8 at the network size) and ``heatmap`` (uint8).
+    foreground; plus ``attention-inverted``), ``score`` (image-level lesion probability, None when the
+    model has none) and, with ``keep_visuals``, ``raw``, ``translated`` (uint8 at the network size) and
+    ``heatmap`` (uint8), each only when the model's ``infer`` returns it.
     """
     loader = DataLoader(LabeledDataset(pairs, opt.img_size, opt.img_ch), batch_size=opt.batch_size,
                         num_workers=opt.num_workers, collate_fn=collate_labeled,
@@ -28,7 +29,8 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
             raw = batch['raw'][i].numpy()
             foreground = foreground_mask(raw)
             size = batch['orig_size'][i]
-            item = {'name': name, 'path': batch['path'][i], 'score': float(out['score'][i]),
+            score = float(out['score'][i]) if 'score' in out else None
+            item = {'name': name, 'path': batch['path'][i], 'score': score,
                     'gt': batch['mask'][i].numpy() if batch['mask'][i].numel() else None,
                     'maps': {mode: _to_original(values[i], size) * foreground for mode, values in maps.items()}}
             if 'attention' in item['maps']:
@@ -37,10 +39,18 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
                 item['maps']['attention-inverted'] = (1 - _to_original(maps['attention'][i], size)) * foreground
             if keep_visuals:
                 item['raw'] = raw
-                item['translated'] = _to_uint8_image((out['translated'][i].cpu() + 1) / 2)
-                item['heatmap'] = _to_uint8_image(out['heatmap'][i].cpu()[None])
+                if 'translated' in out:
+                    item['translated'] = _to_uint8_image((out['translated'][i].cpu() + 1) / 2)
+                if 'heatmap' in out:
+                    item['heatmap'] = _to_uint8_image(out['heatmap'][i].cpu()[None])
             results.append(item)
     return results
+
+
+def available_map_modes(model_modes):
+    """The map modes predict_split returns for a model whose ``infer`` gives ``model_modes``."""
+    modes = tuple(model_modes)
+    return modes + (('attention-inverted',) if 'attention' in modes else ())
 
 
 def _to_original(prob, size):

@@ -33,9 +33,11 @@ def apply_rule(rule, prob):
     """One map -> (bool mask, calibrated probability map whose >= 0.5 region equals the mask)."""
     threshold = image_threshold(rule, prob)
     mask = postprocess(np.asarray(binarize(prob, threshold)), rule['postprocess'])
-    calibrated = calibrate(prob, threshold)
-    # Post-processing adds or removes pixels; move them across 0.5 so the map and mask agree.
-    calibrated = np.where(mask, np.maximum(calibrated, 0.5), np.minimum(calibrated, np.nextafter(0.5, 0)))
+    calibrated = calibrate(prob, threshold).astype(np.float32)
+    # Post-processing adds or removes pixels; move them across 0.5 so the map and mask agree. The
+    # bound below 0.5 is taken in float32: float64's nextafter(0.5, 0) rounds back to 0.5 in float32.
+    below = np.nextafter(np.float32(0.5), np.float32(0))
+    calibrated = np.where(mask, np.maximum(calibrated, np.float32(0.5)), np.minimum(calibrated, below))
     return mask, calibrated.astype(np.float32)
 
 

@@ -1,0 +1,405 @@
+"""Run every method on every dataset (train.py -> test.py -> crf.py) and write docs/RESULTS.md.
+
+    python tools/benchmark.py --dataroot ../shared/datasets --datasets ISIC,BraTS --args "--preset cpu"
+    python tools/benchmark.py --dataroot ../shared/datasets --minutes 45 --args "--preset cpu"
+    python tools/benchmark.py --dataroot ../shared/datasets --reuse --result_dir /work/runs \\
+        --names cltnet=cpu1200                     # collect runs trained separately
+
+Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
+name: the method's). The scripts are called through their ``main(argv)`` in this process, exactly as
+from the command line, so every run folder can be inspected and rerun on its own. With ``--reuse`` a
+run's existing checkpoints are kept and test.py / crf.py rerun only when their outputs are older
+than what they read. Every number of RESULTS.md and results.json is read from the run folders
+(summary.json, checkpoints); the file is only ever written by this command.
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import crf  # noqa: E402
+import test as test_script  # noqa: E402
+import train  # noqa: E402
+from data.image_io import write_json_atomic, write_text_atomic  # noqa: E402
+from models import find_model_class  # noqa: E402
+from options.base_options import default_folder  # noqa: E402
+from util.checkpoints import list_checkpoints  # noqa: E402
+from util.metrics import SCORE_NAMES  # noqa: E402
+
+METHODS = ('cltnet', 'cam', 'otsu')
+TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
+# The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
+# its own splits and post-processing). "CAM" and "CAM+CRF": the paper gives JA alone.
+PAPER = {'BraTS': {'CLTNet': dict(JA=79.0, DI=87.3, AC=99.2, SE=88.6, SP=99.6),
+                   'CAM': dict(JA=38.0), 'CAM+CRF': dict(JA=63.6)},
+         'ISIC': {'CLTNet': dict(JA=81.8, DI=88.9, AC=95.4, SE=86.3, SP=98.6),
+                  'CAM': dict(JA=68.1), 'CAM+CRF': dict(JA=70.9)}}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flag defaults shown, and the module docstring (with its examples) kept as written."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='tools/benchmark.py', description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument('--dataroot', default='./dataset', help='folder holding <dataset>/<folder>/ (as train.py)')
+    parser.add_argument('--datasets', default='ISIC,BraTS',
+                        help='comma-separated datasets under --dataroot; each uses its default folder '
+                             '(ISIC: isic_1, BraTS: brats_1, other: <name>_1)')
+    parser.add_argument('--methods', default=','.join(METHODS),
+                        help='comma-separated methods (models/<method>_model.py): cltnet, cam, otsu')
+    parser.add_argument('--crf', default='cltnet,cam',
+                        help='comma-separated methods whose maps also go through crf.py (their "+crf" rows)')
+    parser.add_argument('--result_dir', default='results', help='root of the run folders (as train.py)')
+    parser.add_argument('--names', default='',
+                        help='run name per method as METHOD=NAME pairs, e.g. "cltnet=cpu1200"; default: the '
+                             'method name')
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument('--iteration', default=None,
+                        help='training steps: one number for every trained method, or METHOD=N pairs '
+                             '("cltnet=3000,cam=3000"); default: the preset\'s')
+    budget.add_argument('--minutes', type=float, default=None,
+                        help='training budget per method and dataset in minutes: a short timing probe sets '
+                             '--iteration to fill about 95%% of it, and train.py is stopped (SIGINT: it saves '
+                             'and the run is reported incomplete) if the budget still runs out')
+    parser.add_argument('--probe_steps', type=int, default=10,
+                        help='--minutes: steps the timing probe measures (after 2 warm-up steps)')
+    parser.add_argument('--reuse', action='store_true',
+                        help='keep the runs that already have checkpoints (trained separately or earlier) '
+                             'instead of refusing to overwrite them; rerun test.py / crf.py only when stale')
+    parser.add_argument('--args', default='',
+                        help='extra flags given to train.py, test.py and crf.py alike (one shell string), '
+                             'e.g. "--preset cpu --num_threads 2 --num_workers 1"')
+    parser.add_argument('--train_args', default='', help='extra flags for train.py only, e.g. "--save_freq 250"')
+    parser.add_argument('--out_dir', default='docs', help='where RESULTS.md and results.json are written')
+    return parser
+
+
+def _pairs(text, flag, parser):
+    """'a=1,b=2' -> {'a': '1', 'b': '2'} (errors name ``flag``)."""
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(','))):
+        key, sep, value = item.partition('=')
+        if not sep or not value or key not in METHODS:
+            parser.error(f'{flag}: expected METHOD=VALUE pairs with METHOD in {", ".join(METHODS)}, got {item!r}')
+        pairs[key] = value
+    return pairs
+
+
+def parse(argv):
+    parser = build_parser()
+    opt = parser.parse_args(argv)
+    opt.argv = list(argv)
+    opt.datasets = [d for d in (s.strip() for s in opt.datasets.split(',')) if d]
+    opt.methods = [m for m in (s.strip() for s in opt.methods.split(',')) if m]
+    opt.crf = [m for m in (s.strip() for s in opt.crf.split(',')) if m]
+    if not opt.datasets or not opt.methods:
+        parser.error('--datasets and --methods need at least one entry each')
+    for method in opt.methods:
+        find_model_class(method)  # exits with one line for an unknown method
+    opt.names = _pairs(opt.names, '--names', parser)
+    if opt.iteration is None or '=' in opt.iteration:
+        opt.iteration = _pairs(opt.iteration or '', '--iteration', parser)
+    elif opt.iteration.isdigit() and int(opt.iteration) > 0:
+        opt.iteration = {method: opt.iteration for method in opt.methods}
+    else:
+        parser.error(f'--iteration: expected a positive number or METHOD=N pairs, got {opt.iteration!r}')
+    if opt.minutes is not None and opt.minutes <= 0:
+        parser.error(f'--minutes must be positive, got {opt.minutes}')
+    if opt.probe_steps < 1:
+        parser.error(f'--probe_steps must be at least 1, got {opt.probe_steps}')
+    return opt
+
+
+class Run:
+    """One (dataset, method): its run folder and the argument lists of the three scripts."""
+
+    def __init__(self, opt, dataset, method):
+        self.dataset, self.method = dataset, method
+        self.folder = default_folder(dataset)
+        self.name = opt.names.get(method, method)
+        self.dir = os.path.join(opt.result_dir, dataset, self.folder, self.name)
+        self.trained = getattr(find_model_class(method), 'needs_checkpoint', True)
+        self.argv = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
+                     '--result_dir', opt.result_dir, '--name', self.name, '--model', method,
+                     *shlex.split(opt.args)]
+        self.train_argv = self.argv + ['--display_id', '0', *shlex.split(opt.train_args)]
+
+    def label(self):
+        return f'{self.dataset}/{self.method}'
+
+
+@contextlib.contextmanager
+def _as_script(script):
+    """sys.argv[0] = ``script`` meanwhile, so the command line a run records names the right script."""
+    saved = sys.argv
+    sys.argv = [script]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _call(run, script, main, argv, ok_codes=(0,)):
+    """``main(argv)`` of train.py / test.py / crf.py; returns its exit code. Any code outside
+    ``ok_codes`` stops the benchmark, saying where."""
+    print(f'[{run.label()}] python {script} {shlex.join(argv)}', flush=True)
+    try:
+        with _as_script(script):
+            code = main(argv)
+    except SystemExit as error:
+        code = error.code
+    code = 0 if code is None or isinstance(code, dict) else code  # test.py and crf.py return no code
+    if code not in ok_codes:
+        raise SystemExit(f'benchmark: {script} for {run.label()} stopped ({code}); the run folder is {run.dir}')
+    return code
+
+
+def _timed_train(run, argv, deadline=None):
+    """(seconds, stopped): train.py's wall time, and whether ``deadline`` seconds ran out first. At the
+    deadline train.py gets SIGINT, on which it saves a checkpoint at the current step and returns."""
+    timer = deadline and threading.Timer(deadline, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    if timer:
+        timer.start()
+    try:
+        code = _call(run, 'train.py', train.main, argv, ok_codes=(0, 128 + signal.SIGINT) if timer else (0,))
+    finally:
+        if timer:
+            timer.cancel()
+    return time.perf_counter() - started, code != 0
+
+
+def probe_iterations(run, minutes, probe_steps):
+    """(steps, seconds per step): the steps that fit in ``minutes``, from two throw-away runs of 2 and
+    2 + probe_steps steps (their difference is the time per step, the rest is start-up)."""
+    with tempfile.TemporaryDirectory(prefix='benchmark_probe_') as scratch:
+        def probe(steps):
+            return _timed_train(run, run.train_argv + ['--result_dir', scratch, '--name', f'probe{steps}',
+                                                       '--iteration', str(steps), '--save_freq', str(steps)])[0]
+        short, long = probe(2), probe(2 + probe_steps)
+    per_step = (long - short) / probe_steps
+    safe = long / (2 + probe_steps)  # start-up counted as steps: never too many steps
+    if per_step < 0.1 * safe:  # timing noise swamped the difference (very short steps)
+        per_step = safe
+    startup = max(short - 2 * per_step, 0.0)
+    steps = max(1, int((0.95 * minutes * 60 - startup) / per_step))
+    print(f'[{run.label()}] probe: {per_step:.3f} s/step, {startup:.1f} s start-up -> --iteration {steps}')
+    return steps, per_step
+
+
+def train_run(run, opt):
+    """Train unless the run has checkpoints (kept with --reuse, refused without)."""
+    if not run.trained:
+        return
+    if list_checkpoints(run.dir):
+        if not opt.reuse:
+            raise SystemExit(f'error: {run.dir} already holds checkpoints; pass --reuse to use them, or choose '
+                             f'another --result_dir or --names {run.method}=NEW_NAME')
+        print(f'[{run.label()}] reusing the checkpoints in {run.dir}/checkpoints')
+        return
+    argv, record, deadline = list(run.train_argv), {}, None
+    if opt.minutes is not None:
+        steps, per_step = probe_iterations(run, opt.minutes, opt.probe_steps)
+        argv += ['--iteration', str(steps)]
+        deadline = opt.minutes * 60
+        record.update(budget_minutes=opt.minutes, probe_seconds_per_step=per_step)
+    elif run.method in opt.iteration:
+        argv += ['--iteration', opt.iteration[run.method]]
+    seconds, stopped = _timed_train(run, argv, deadline)
+    if stopped:
+        print(f'[{run.label()}] the {opt.minutes} min budget ran out before the last step; '
+              f'the run is marked incomplete')
+        record['stopped_at_budget'] = True
+    write_json_atomic(os.path.join(run.dir, TIMING_FILE),
+                      {'train_seconds': seconds, 'command': 'train.py ' + shlex.join(argv), **record})
+
+
+def _mtime(path):
+    return os.path.getmtime(path) if os.path.exists(path) else None
+
+
+def _fresh(outputs, inputs):
+    """True when every output exists and is newer than every input that exists."""
+    times = [_mtime(p) for p in outputs]
+    newest_input = max([t for t in map(_mtime, inputs) if t is not None], default=0.0)
+    return all(t is not None and t >= newest_input for t in times)
+
+
+def _summary_path(run, stage, split):
+    return os.path.join(run.dir, stage, split, 'summary.json')
+
+
+def test_and_refine(run, opt):
+    """test.py, then crf.py for the methods in --crf; with --reuse only what is stale."""
+    tests = [_summary_path(run, 'test', split) for split in ('testA', 'testB')]
+    checkpoints = [path for _, path in list_checkpoints(run.dir)]
+    if opt.reuse and _fresh(tests, checkpoints):
+        print(f'[{run.label()}] reusing test.py outputs in {run.dir}/test')
+    else:
+        _call(run, 'test.py', test_script.main, run.argv)
+    if run.method not in opt.crf:
+        return
+    if opt.reuse and _fresh([_summary_path(run, 'crf', s) for s in ('testA', 'testB')], tests):
+        print(f'[{run.label()}] reusing crf.py outputs in {run.dir}/crf')
+    else:
+        _call(run, 'crf.py', crf.main, run.argv)
+
+
+def _read_json(path):
+    with open(path, encoding='utf-8') as handle:
+        return json.load(handle)
+
+
+def training_record(run):
+    """{'seconds', 'step', 'planned', 'setting'} of a trained run, from its newest checkpoint
+    (``train_seconds`` when train.py stored it) or this tool's own timing file; None if training-free."""
+    if not run.trained:
+        return None
+    found = list_checkpoints(run.dir)
+    state = torch.load(found[-1][1], map_location='cpu', weights_only=False)
+    options = state.get('options', {})
+    seconds = state.get('train_seconds')
+    timing = os.path.join(run.dir, TIMING_FILE)
+    if seconds is None and os.path.isfile(timing):
+        seconds = _read_json(timing)['train_seconds']
+    return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
+            'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"}
+
+
+def collect(run, opt):
+    """Table rows ({'method', 'scores', 'fp_rate', 'auc', 'training', 'chosen_step', 'images_per_second'})
+    of one run: the method itself and, when refined, its +crf row."""
+    test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
+    training = training_record(run)
+    rows = [{'method': run.method, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
+             'auc': test_a.get('auc'), 'training': training, 'chosen_step': test_a['selection'].get('step'),
+             'map_mode': test_a['selection']['map_mode'], 'images_per_second': test_a['images_per_second']}]
+    if run.method in opt.crf:
+        crf_a, crf_b = (_read_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
+        rows.append({'method': run.method + '+crf', 'scores': {k: crf_a[k] for k in SCORE_NAMES},
+                     'fp_rate': crf_b['fp_rate'], 'auc': None, 'training': training,
+                     'chosen_step': rows[0]['chosen_step'], 'map_mode': rows[0]['map_mode'],
+                     'images_per_second': crf_a['images_per_second']})
+    return rows
+
+
+def machine():
+    """One line: CPU model and logical cores, GPU (if any), torch and Python versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open('/proc/cpuinfo', encoding='utf-8') as handle:
+            names = [line.split(':', 1)[1].strip() for line in handle if line.startswith('model name')]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
+    return (f'{cpu}, {os.cpu_count()} logical cores, {gpu}; torch {torch.__version__}, '
+            f'Python {platform.python_version()}, {platform.system()} {platform.release()}')
+
+
+def _num(value, digits=3):
+    return '—' if value is None else f'{value:.{digits}f}'
+
+
+def _duration(seconds):
+    if seconds is None:
+        return 'not recorded'
+    return f'{seconds:.1f} s' if seconds < 120 else f'{seconds / 60:.1f} min' if seconds < 7200 else \
+        f'{seconds / 3600:.1f} h'
+
+
+def _training_cells(row):
+    training = row['training']
+    if training is None:
+        return ['training-free', '—', '—']
+    steps = f"{training['step']}"
+    if training['planned'] and training['step'] != training['planned']:
+        steps += f" of {training['planned']} (incomplete)"
+    return [_duration(training['seconds']), f"{steps} (chosen: {row['chosen_step']})", training['setting']]
+
+
+def verdict(rows):
+    """One generated line: is the best CLTNet row ahead of every baseline row on DI?"""
+    ours = [r for r in rows if r['method'].startswith('cltnet')]
+    others = [r for r in rows if not r['method'].startswith('cltnet')]
+    if not ours or not others:
+        return ''
+    best, rival = (max(group, key=lambda r: r['scores']['DI']) for group in (ours, others))
+    ahead = best['scores']['DI'] > rival['scores']['DI']
+    return (f"DI: best CLTNet row {best['method']} {best['scores']['DI']:.3f} vs best baseline row "
+            f"{rival['method']} {rival['scores']['DI']:.3f}: CLTNet is {'ahead' if ahead else 'NOT ahead'}.")
+
+
+def render(tables, opt, started, finished):
+    """RESULTS.md text from {dataset: rows}."""
+    command = 'python tools/benchmark.py ' + shlex.join(opt.argv)
+    lines = ['# Results', '',
+             'Written by `tools/benchmark.py`; do not edit by hand. Every number below is read from the run '
+             'folders (`test/<split>/summary.json`, `crf/<split>/summary.json`, checkpoints).', '',
+             f'- command: `{command}`', f'- machine: {machine()}',
+             f'- written: {time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished))} '
+             f'(this command took {_duration(finished - started)})',
+             f'- runs: `{opt.result_dir}/<dataset>/<folder>/<name>/`', '',
+             'JA, DI, AC, SE, SP: testA, mean over images, in [0, 1]; masks made by the rule chosen on val '
+             '(checkpoint, map, threshold, post-processing; CRF parameters for "+crf"). testB FP rate: fraction '
+             'of the normal testB images given any lesion pixel. AUC: image-level lesion score, testA vs testB '
+             '(— where the method has no score). Training time and images/s were measured where and when each '
+             'run ran (reused runs: by that run); images/s is test.py\'s inference on testA, or crf.py\'s for '
+             '"+crf" rows.', '']
+    header = ('| method | JA | DI | AC | SE | SP | testB FP rate | AUC | training time | iterations | setting '
+              '| map | images/s |')
+    for dataset, rows in tables.items():
+        lines += [f'## {dataset}', '', header, '|' + '---|' * 13]
+        for row in rows:
+            cells = [row['method']] + [_num(row['scores'][k]) for k in SCORE_NAMES]
+            cells += [_num(row['fp_rate']), _num(row['auc'])] + _training_cells(row)
+            cells += [row['map_mode'], _num(row['images_per_second'], 1)]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        lines += ['', verdict(rows), ''] if verdict(rows) else ['']
+    lines += ['## Reported in the paper (a different setup)', '',
+              'The paper\'s own figures, in percent, for orientation only: its GPU training budget, data '
+              'splits and post-processing differ from the runs above, so they are not comparable numbers. '
+              'For CAM and CAM+CRF the paper gives JA only.', '',
+              '| dataset | method | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|']
+    for dataset, methods in PAPER.items():
+        for method, values in methods.items():
+            lines.append(f'| {dataset} | {method} | ' + ' | '.join(_num(values.get(k), 1) for k in SCORE_NAMES)
+                         + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    """Run (or reuse) every (dataset, method), then write RESULTS.md and results.json; returns the
+    results.json object."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    opt = parse(argv)
+    started = time.time()
+    runs = [Run(opt, dataset, method) for dataset in opt.datasets for method in opt.methods]
+    for run in runs:
+        train_run(run, opt)
+        test_and_refine(run, opt)
+    tables = {dataset: [row for run in runs if run.dataset == dataset for row in collect(run, opt)]
+              for dataset in opt.datasets}
+    results = {dataset: {row['method']: row['scores'] for row in rows} for dataset, rows in tables.items()}
+    markdown = os.path.join(opt.out_dir, 'RESULTS.md')
+    write_json_atomic(os.path.join(opt.out_dir, 'results.json'), results)
+    write_text_atomic(markdown, render(tables, opt, started, time.time()))
+    for rows in tables.values():
+        if verdict(rows):
+            print(verdict(rows))
+    print(f'wrote {markdown} and {os.path.join(opt.out_dir, "results.json")} from {len(runs)} runs')
+    return results
+
+
+if __name__ == '__main__':
+    main()

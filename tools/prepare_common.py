@@ -1,0 +1,170 @@
+"""What tools/prepare_brats.py and tools/prepare_isic.py share: flags, the staged output folder, the
+split by source id, the layout check and the closing summary.
+
+Both tools build ``DATAROOT/<dataset>/<folder>/`` (DESIGN.md layout) in a hidden sibling folder and
+rename it into place only after the whole layout has been written and checked, so an interrupted or
+failed run never leaves a half-made dataset where train.py would find it.
+"""
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import uuid
+
+import numpy as np
+
+from data.image_io import ImageReadError, write_json_atomic, write_png_atomic
+from data.layout import LABEL_SUFFIX, check_split, check_training_layout
+
+DEFAULT_SEED = 20240601  # the seed the shipped datasets were built with (shared/datasets/SOURCES.md)
+EVAL_SPLITS = ('val', 'testA', 'testB')
+
+
+class PrepareError(Exception):
+    """A problem with the user's input; the message is one line that names the offending path."""
+
+    def __init__(self, message):
+        super().__init__(' '.join(str(message).split()))
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {text}')
+    return value
+
+
+def add_output_args(parser, default_folder):
+    """Add the flags both tools share: --out, --folder, --size, --seed, --overwrite."""
+    parser.add_argument('--out', required=True, metavar='DATAROOT',
+                        help='dataroot to write into (what train.py takes as --dataroot)')
+    parser.add_argument('--folder', default=default_folder,
+                        help='name of the dataset folder to create (train.py --folder; default %(default)s)')
+    parser.add_argument('--size', type=positive_int, default=256,
+                        help='side of the square output images and masks in pixels (default %(default)s)')
+    parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
+                        help='seed of the split and of the sampling; the same seed and input give '
+                             'byte-identical output (default %(default)s)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing output folder (otherwise it is refused)')
+
+
+def require_dir(path, flag):
+    """Raise PrepareError unless ``path`` (given with ``flag``) is an existing folder."""
+    if not os.path.isdir(path):
+        raise PrepareError(f'{path}: folder not found (given with {flag})')
+
+
+def take_ids(ids, count, rng):
+    """Shuffle sorted ``ids`` with ``rng`` and cut them into consecutive roles.
+
+    ``count`` is a list of (role, n); returns {role: sorted ids} plus ``'rest'`` for what is left.
+    Each id lands in exactly one role, which is what keeps a subject or image out of two roles.
+    """
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    roles, start = {}, 0
+    for role, n in count:
+        roles[role] = sorted(order[start:start + n])
+        start += n
+    roles['rest'] = sorted(order[start:])
+    return roles
+
+
+def sample(items, n, rng):
+    """At most ``n`` of ``items`` drawn without replacement with ``rng``, kept in their given order."""
+    if n >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.choice(len(items), n, replace=False))]
+
+
+def mask_png(mask):
+    """A bool mask as a uint8 0/255 array (written as a mode L PNG)."""
+    return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def write_labelled(split_dir, name, image, mask):
+    """Write ``split_dir/images/NAME.png`` and ``split_dir/labels/NAME_segmentation.png``."""
+    write_png_atomic(os.path.join(split_dir, 'images', f'{name}.png'), image)
+    write_png_atomic(os.path.join(split_dir, 'labels', f'{name}{LABEL_SUFFIX}.png'), mask_png(mask))
+
+
+def name_weak_folders(folder_dir, files):
+    """Rename ``A_weak``/``B_weak`` in ``folder_dir`` to DESIGN.md's ``<N>_A_weak``/``<M>_B_weak``, N and M
+    being their file counts, which are only known once all are written; returns ``files`` re-keyed."""
+    renamed = {}
+    for name, names in files.items():
+        if name in ('A_weak', 'B_weak'):
+            os.rename(os.path.join(folder_dir, name), os.path.join(folder_dir, f'{len(names)}_{name}'))
+            name = f'{len(names)}_{name}'
+        renamed[name] = names
+    return renamed
+
+
+def require_filled(source, files, hints):
+    """Raise PrepareError naming ``source`` and the first output folder in ``files`` ({folder: [names]})
+    left empty, with that folder's entry of ``hints``."""
+    for name, names in files.items():
+        if not names:
+            raise PrepareError(f'{source}: no image for {name}; {hints[name]}')
+
+
+@contextlib.contextmanager
+def staged_folder(dataroot, dataset, folder, overwrite):
+    """Yield a hidden temp folder beside ``DATAROOT/<dataset>/<folder>``; on success check its layout
+    and rename it onto that path, on any error delete it.
+
+    An existing output folder is refused unless ``overwrite``; it is then swapped out only once the
+    new one is complete.
+    """
+    dataset_dir = os.path.join(dataroot, dataset)
+    final = os.path.join(dataset_dir, folder)
+    if os.path.exists(final) and not overwrite:
+        raise PrepareError(f'{final}: output folder exists; pass --overwrite to replace it')
+    os.makedirs(dataset_dir, exist_ok=True)
+    temp_name = f'.{folder}.partial-{uuid.uuid4().hex[:8]}'
+    temp = os.path.join(dataset_dir, temp_name)
+    os.makedirs(temp)
+    try:
+        yield temp
+        check_training_layout(dataroot, dataset, temp_name)
+        for split in EVAL_SPLITS:
+            check_split(temp, split)
+        if os.path.exists(final):
+            old = os.path.join(dataset_dir, f'.{folder}.old-{uuid.uuid4().hex[:8]}')
+            os.rename(final, old)
+            os.rename(temp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def write_splits(folder_dir, roles, files, settings, extra=None):
+    """Write ``splits.json``: ``train``/``val``/``test`` id lists, the file names of each output
+    folder, the settings that decide the content, and any ``extra`` records."""
+    record = {role: roles[role] for role in ('train', 'val', 'test')}
+    record['files'] = {name: sorted(names) for name, names in files.items()}
+    record['settings'] = settings
+    record.update(extra or {})
+    write_json_atomic(os.path.join(folder_dir, 'splits.json'), record)
+
+
+def summary_line(dataset, files, out_dir, note=''):
+    """One line: the number of files in each output folder, an optional note, and where they went."""
+    shown = {name.lstrip('0123456789_'): len(names) for name, names in files.items()}
+    counts = ', '.join(f'{shown[name]} {name}' for name in ('A_weak', 'B_weak', *EVAL_SPLITS))
+    return f'{dataset}: {counts}{note} -> {out_dir}'
+
+
+def run_cli(run, parser, argv):
+    """Parse ``argv``, call ``run(args)`` and print its summary line; input problems exit with one
+    ``error:`` line instead of a traceback."""
+    args = parser.parse_args(argv)
+    try:
+        print(run(args))
+    except (PrepareError, ImageReadError) as err:
+        sys.exit(f'error: {err}')
