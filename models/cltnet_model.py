@@ -31,7 +31,9 @@ class CLTNetModel(BaseModel):
                   'G_mask', 'G_total']
     loss_groups = {'discriminators': ['D_A', 'D_B'],
                    'generator adversarial': ['G_adv_A', 'G_adv_B'],
-                   'generator L1, CAM and mask': ['G_cycle', 'G_identity', 'G_cam', 'G_recon', 'G_mask'],
+                   'generator L1 and mask': ['G_cycle', 'G_identity', 'G_recon', 'G_mask'],
+                   # Weighted by ~1000, the CAM loss would flatten every other curve of a shared plot.
+                   'generator CAM': ['G_cam'],
                    'generator total': ['G_total']}
     visual_names = ['real_A', 'heatmap_A', 'fake_B', 'mask_A', 'composite_B', 'recon_A']
 

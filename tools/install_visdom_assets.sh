@@ -17,8 +17,13 @@ OFFLINE=0
 if [[ "${1:-}" == "--offline" ]]; then OFFLINE=1; shift; fi
 PYTHON="${1:-python3}"
 
-VISDOM_DIR="$("$PYTHON" -c 'import visdom, os; print(os.path.dirname(visdom.__file__))')"
-VERSION="$("$PYTHON" -c 'import visdom; print(visdom.__version__)')"
+# Located without importing visdom (that import alone takes ~1.5 s): a second run stays well under 1 s.
+VISDOM_DIR="$("$PYTHON" -c 'import importlib.util, os, sys
+spec = importlib.util.find_spec("visdom")
+sys.exit(f"visdom is not installed for {sys.executable}") if spec is None else print(os.path.dirname(spec.origin))')"
+# visdom.__version__ is its VERSION file, stripped ("no_version_file" without one).
+VERSION="$(tr -d '[:space:]' < "$VISDOM_DIR/VERSION" 2>/dev/null || true)"
+VERSION="${VERSION:-no_version_file}"
 STATIC="$VISDOM_DIR/static"
 MATHJAX="js/mathjax/2.7.5"
 
@@ -67,7 +72,10 @@ if [[ -n "$packages" && $OFFLINE == 0 ]] && command -v npm > /dev/null; then
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   # shellcheck disable=SC2086  # one package spec per word
-  if (cd "$work" && npm pack --silent $packages > packed.txt 2> npm.log); then
+  # Bounded retries and timeouts: where the registry can't be reached this gives up in seconds
+  # (npm's defaults retry for over a minute) and falls back to placeholders.
+  if (cd "$work" && npm pack --loglevel=error --fetch-retries=1 --fetch-retry-mintimeout=1000 \
+        --fetch-retry-maxtimeout=3000 --fetch-timeout=60000 $packages > packed.txt 2> npm.log); then
     while IFS='|' read -r package inner dest; do
       [[ -s "$STATIC/$dest" ]] && continue
       tarball="$work/$(echo "${package%@*}-${package##*@}.tgz" | tr -d '@' | tr '/' '-')"
@@ -77,7 +85,7 @@ if [[ -n "$packages" && $OFFLINE == 0 ]] && command -v npm > /dev/null; then
       fetched=$((fetched + 1))
     done <<< "$ASSETS"
   else
-    echo "npm pack failed (see below); writing placeholders instead" >&2
+    echo "npm pack failed (registry unreachable?); writing placeholders instead:" >&2
     tail -n 5 "$work/npm.log" >&2
   fi
 fi
@@ -91,7 +99,17 @@ while IFS='|' read -r _ _ dest; do
   fi
 done <<< "$ASSETS"
 
+# The page also links ../user/style.css (a user's own style sheet); visdom ships none, so each page
+# load logs an error and the browser a 404. An empty one silences both; an existing one is kept.
+mkdir -p "$VISDOM_DIR/user"
+[[ -e "$VISDOM_DIR/user/style.css" ]] || : > "$VISDOM_DIR/user/style.css"
+
 echo -n "$VERSION" > "$STATIC/version.built"
 empty="$(while IFS='|' read -r _ _ dest; do [[ -s "$STATIC/$dest" ]] || echo x; done <<< "$ASSETS" | wc -l)"
 echo "visdom $VERSION assets in $STATIC: $fetched fetched, $placeholders placeholders written," \
      "$empty of $(wc -l <<< "$ASSETS") still placeholders; marker static/version.built written"
+if [[ $empty -gt 0 ]]; then
+  echo "warning: $empty of visdom's front-end files are empty placeholders: the server starts, but its" \
+       "page stays blank until 'bash tools/install_visdom_assets.sh' runs where the npm registry can be" \
+       "reached" >&2
+fi

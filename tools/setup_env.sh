@@ -21,5 +21,13 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # MONAI only for the metric cross-check; --no-deps so it cannot replace the installed torch.
 "${PIP[@]}" --no-deps monai==1.6.1
 bash tools/install_visdom_assets.sh "$VENV/bin/python"
+# Where the npm registry could not be reached the assets are placeholders (visdom starts, its page is
+# blank): leave the stamp unwritten, so the next run tries to fetch them again.
+VISDOM_STATIC="$("$VENV/bin/python" -c 'import importlib.util, os
+print(os.path.join(os.path.dirname(importlib.util.find_spec("visdom").origin), "static"))')"
+if [[ -n "$(find "$VISDOM_STATIC" -type f -empty -print -quit)" ]]; then
+    echo "environment ready: $VENV, except visdom's page (rerun this where the npm registry is reachable)"
+    exit 0
+fi
 echo "$HASH" > "$STAMP"
 echo "environment ready: $VENV"

@@ -208,7 +208,9 @@ class Visualizer:
                               opts={'title': title, 'legend': names, 'xlabel': 'step', 'ylabel': 'loss'})
         else:
             grid, caption = message
-            self._client.image(grid, win=self.image_window, opts={'title': 'samples', 'caption': caption})
+            # The names go in the title: visdom sizes the pane for the image alone, so a wrapped
+            # caption would push the grid out of view.
+            self._client.image(grid, win=self.image_window, opts={'title': caption, 'height': grid.shape[1] + 24})
 
     def _went_offline(self, reason):
         self._online = False
