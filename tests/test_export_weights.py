@@ -10,7 +10,7 @@ import crf
 import test as test_script
 import train
 from conftest import TINY_DATASET, TINY_FOLDER
-from tools.export_weights import export
+from tools.export_weights import export, readme_section, update_readme
 
 CRF_FLAGS = ['--crf_params', 'alpha=2,n_iter=5', '--num_workers', '1']
 
@@ -68,3 +68,16 @@ def test_weights_work_on_a_folder_with_only_testA_and_testB(released, tiny_datar
 def test_export_without_test_run_says_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match='run test.py'):
         export(str(tmp_path), str(tmp_path / 'w.pt'))
+
+
+def test_readme_section_is_built_from_the_summaries_and_replaced_on_reexport(released, run_folder, tmp_path):
+    readme = str(tmp_path / 'README.md')
+    selection, state = export(run_folder(), released)
+    for _ in range(2):
+        update_readme(readme, 'tiny', readme_section('tiny', run_folder(), released, selection, state))
+    text = open(readme).read()
+    assert text.count('<!-- tiny start -->') == 1
+    results = os.path.dirname(os.path.dirname(os.path.dirname(run_folder())))
+    tested, refined = (_summary(results, stage, 'testA', 'run') for stage in ('test', 'crf'))
+    assert f"{tested['DI']:.4f}" in text and f"{refined['DI']:.4f}" in text
+    assert 'Training command: `python ' in text and '--iteration 2' in text and 'Trained 2 steps' in text

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -35,6 +34,7 @@ from data.image_io import write_json_atomic, write_text_atomic  # noqa: E402
 from models import find_model_class  # noqa: E402
 from options.base_options import default_folder  # noqa: E402
 from util.checkpoints import list_checkpoints  # noqa: E402
+from util.machine import machine  # noqa: E402
 from util.metrics import SCORE_NAMES  # noqa: E402
 
 METHODS = ('cltnet', 'cam', 'otsu')
@@ -293,18 +293,6 @@ def collect(run, opt):
                      'chosen_step': rows[0]['chosen_step'], 'map_mode': rows[0]['map_mode'],
                      'images_per_second': crf_a['images_per_second']})
     return rows
-
-
-def machine():
-    """One line: CPU model and logical cores, GPU (if any), torch and Python versions."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open('/proc/cpuinfo', encoding='utf-8') as handle:
-            names = [line.split(':', 1)[1].strip() for line in handle if line.startswith('model name')]
-        cpu = names[0] if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
-    return (f'{cpu}, {os.cpu_count()} logical cores, {gpu}; torch {torch.__version__}, '
-            f'Python {platform.python_version()}, {platform.system()} {platform.release()}')
 
 
 def _num(value, digits=3):

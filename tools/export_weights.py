@@ -1,11 +1,13 @@
 """Export a run's val-chosen generator as a small released-weights file.
 
-    python tools/export_weights.py --run results/ISIC/isic_1/cltnet --out weights/ISIC.pt
+    python tools/export_weights.py --run results/ISIC/isic_1/cltnet --out weights/ISIC.pt \
+        --readme weights/README.md --dataset ISIC
 
 Reads what test.py (``test/selection.json``) and crf.py (``crf/testA/summary.json``, optional) chose
 on val, and stores the A->B generator of the chosen checkpoint in half precision together with those
 choices, the image size and the training options, so ``test.py --weights`` and ``crf.py`` can use
-it on data that has no val split.
+it on data that has no val split. With ``--readme`` it also rewrites that dataset's section of the
+weights README from the run's own summary files (no number typed by hand).
 """
 import argparse
 import json
@@ -16,7 +18,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.image_io import write_text_atomic  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
+from util.machine import machine  # noqa: E402
+
+SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 
 
 def _read_json(path, what):
@@ -41,7 +47,50 @@ def export(run, out):
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': {'G_AB': generator},
                        'step': state['step'], 'selection': selection, 'options': state['options']}, out)
-    return selection
+    return selection, state
+
+
+def _score_rows(run):
+    """Markdown rows of JA..SP for val and testA, before (test.py) and after (crf.py) the CRF."""
+    rows = []
+    for split in ('val', 'testA'):
+        for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
+            path = os.path.join(run, stage, split, 'summary.json')
+            if os.path.isfile(path):
+                summary = _read_json(path, '')
+                rows.append(f'| {split} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORES) + ' |')
+    return rows
+
+
+def readme_section(dataset, run, out, selection, state):
+    """The weights README section of one file, built from the run's checkpoint and summaries."""
+    options = state['options']
+    seconds = state.get('train_seconds')
+    trained = f'{seconds / 60:.0f} min' if seconds else 'not recorded'
+    crf = selection.get('crf')
+    lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '',
+             f"Training command: `python {options['command_line']}`", '',
+             f"Trained {state['step']} steps in {trained} on: {machine()}, "
+             f"{options.get('num_threads') or 'default'} torch thread(s).", '',
+             f"Chosen on val: checkpoint step {selection['step']}, map `{selection['map_mode']}`, "
+             f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
+             f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '') + '.', '',
+             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *_score_rows(run), '',
+             f'Written by `python tools/export_weights.py --run {run} --out {out} --readme ... '
+             f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',
+             f'<!-- {dataset} end -->']
+    return '\n'.join(lines)
+
+
+def update_readme(path, dataset, section):
+    """Replace (or append) the ``dataset`` section of the README at ``path``."""
+    text = open(path).read() if os.path.isfile(path) else '# Released weights\n'
+    start, end = f'<!-- {dataset} start -->', f'<!-- {dataset} end -->'
+    if start in text and end in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip('\n') + '\n\n' + section + '\n'
+    write_text_atomic(path, text)
 
 
 def main(argv=None):
@@ -49,8 +98,14 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--run', required=True, help='run folder: <result_dir>/<dataset>/<folder>/<name>')
     parser.add_argument('--out', required=True, help='weights file to write (e.g. weights/ISIC.pt)')
+    parser.add_argument('--readme', default=None, help='weights README whose section for --dataset to rewrite')
+    parser.add_argument('--dataset', default=None, help='section name in --readme (e.g. ISIC)')
     args = parser.parse_args(argv)
-    selection = export(args.run, args.out)
+    if args.readme and not args.dataset:
+        parser.error('--readme needs --dataset')
+    selection, state = export(args.run, args.out)
+    if args.readme:
+        update_readme(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state))
     size_mb = os.path.getsize(args.out) / 2 ** 20
     print(f"wrote {args.out} ({size_mb:.1f} MB): step {selection['step']}, map {selection['map_mode']}, "
           f"{selection['binarize']} threshold {selection['threshold']}, post-processing {selection['postprocess']}"
