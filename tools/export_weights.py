@@ -59,10 +59,14 @@ def _score_rows(run):
             if os.path.isfile(path):
                 summary = _read_json(path, '')
                 rows.append(f'| {split} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORES) + ' |')
+            elif stage == 'crf' and split == 'val' and os.path.isfile(os.path.join(run, 'crf', 'testA', 'summary.json')):
+                # crf.py scores val for its parameter search; without a crf/val folder only that DI exists.
+                chosen = _read_json(os.path.join(run, 'crf', 'testA', 'summary.json'), '')['selection']
+                rows.append(f"| val | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
     return rows
 
 
-def readme_section(dataset, run, out, selection, state):
+def readme_section(dataset, run, out, selection, state, readme='weights/README.md'):
     """The weights README section of one file, built from the run's checkpoint and summaries."""
     options = state['options']
     seconds = state.get('train_seconds')
@@ -76,7 +80,7 @@ def readme_section(dataset, run, out, selection, state):
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
              f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '') + '.', '',
              '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *_score_rows(run), '',
-             f'Written by `python tools/export_weights.py --run {run} --out {out} --readme ... '
+             f'Written by `python tools/export_weights.py --run {run} --out {out} --readme {readme} '
              f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',
              f'<!-- {dataset} end -->']
     return '\n'.join(lines)
@@ -105,7 +109,7 @@ def main(argv=None):
         parser.error('--readme needs --dataset')
     selection, state = export(args.run, args.out)
     if args.readme:
-        update_readme(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state))
+        update_readme(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state, args.readme))
     size_mb = os.path.getsize(args.out) / 2 ** 20
     print(f"wrote {args.out} ({size_mb:.1f} MB): step {selection['step']}, map {selection['map_mode']}, "
           f"{selection['binarize']} threshold {selection['threshold']}, post-processing {selection['postprocess']}"
