@@ -195,6 +195,10 @@ def test_a_signal_to_one_rank_stops_every_rank_at_that_step_after_rank_0_saved(t
     assert f'stopped by signal {int(signal.SIGTERM)} at step {STOP_STEP}' in two_processes['stdout']
 
 
+# A fifth of one Adam step (lr 1e-4): far below a wrong gradient, above batch-order rounding.
+WEIGHT_ATOL = 2e-5
+
+
 def test_two_processes_match_one_process_on_the_same_global_batch(two_processes, one_process):
     header, ddp_rows = _read_log(two_processes['folder'])
     single_header, single_rows = _read_log(one_process)
@@ -204,8 +208,10 @@ def test_two_processes_match_one_process_on_the_same_global_batch(two_processes,
     ddp, single = _nets(two_processes['folder'], STOP_STEP), _nets(one_process, STOP_STEP)
     for name, net in single.items():
         for key, tensor in net.items():
-            # Adam moves each weight by about lr (1e-4) per step; any gradient error would show at that scale.
-            assert torch.allclose(ddp[name][key], tensor, rtol=0, atol=1e-6), f'{name}.{key}'
+            # Adam moves each weight by about lr (1e-4) per step; any gradient error would show at that
+            # scale. group_norm reduces in a batch-size-dependent order, and Adam turns those float
+            # rounding differences into update differences of a few percent of one step.
+            assert torch.allclose(ddp[name][key], tensor, rtol=0, atol=WEIGHT_ATOL), f'{name}.{key}'
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(two_processes, one_process, tmp_path, capsys):
@@ -222,7 +228,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_processes, one_proc
     resumed, single = _nets(folder, 4), _nets(one_process, 4)
     for name, net in single.items():
         for key, tensor in net.items():
-            assert torch.allclose(resumed[name][key], tensor, rtol=0, atol=1e-6), f'{name}.{key}'
+            assert torch.allclose(resumed[name][key], tensor, rtol=0, atol=WEIGHT_ATOL), f'{name}.{key}'
 
 
 def test_without_torchrun_every_helper_is_a_plain_single_process_call():
