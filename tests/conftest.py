@@ -1,4 +1,5 @@
 """Shared fixtures for the training tests: a tiny demo dataset and tiny option/argument factories."""
+import hashlib
 import os
 
 import pytest
@@ -78,3 +79,13 @@ def tiny_test_opt(tiny_test_argv):
     def make(*extra, name='run'):
         return TestOptions().parse(tiny_test_argv(*extra, name=name))
     return make
+
+
+def file_hashes(folder):
+    """{relative path: sha256} of every file under ``folder`` (to compare two builds byte for byte)."""
+    hashes = {}
+    for d, _, names in os.walk(folder):
+        for n in names:
+            with open(os.path.join(d, n), 'rb') as handle:
+                hashes[os.path.relpath(os.path.join(d, n), folder)] = hashlib.sha256(handle.read()).hexdigest()
+    return hashes

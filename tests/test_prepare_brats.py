@@ -1,5 +1,4 @@
 """Tests for tools/prepare_brats.py on tiny synthetic BraTS volumes (both namings) written with nibabel."""
-import hashlib
 import json
 import os
 
@@ -11,6 +10,7 @@ from PIL import Image
 from data.layout import check_split, check_training_layout
 from tools import prepare_brats
 from tools.prepare_common import PrepareError
+from conftest import file_hashes
 
 SHAPE = (32, 32, 12)
 # Whole-tumour pixels per axial slice z; with --min_lesion_px 20, z 6-8 are A, 4-5 are skipped.
@@ -83,16 +83,6 @@ def _z(name):
     return int(name.split('_')[-1].split('.')[0])
 
 
-def _hashes(folder):
-    """{relative path: sha256} of every file under ``folder``."""
-    hashes = {}
-    for d, _, names in os.walk(folder):
-        for n in names:
-            with open(os.path.join(d, n), 'rb') as handle:
-                hashes[os.path.relpath(os.path.join(d, n), folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return hashes
-
-
 def test_layout_split_and_slice_rule(built):
     out, folder, summary = built
     dir_a, dir_b = check_training_layout(out, 'BraTS', 'brats_1')
@@ -158,7 +148,7 @@ def test_same_seed_same_bytes_and_overwrite(src, built, tmp_path):
     out, folder, _ = built
     argv = ['--src', str(src), '--out', str(tmp_path), *FLAGS]
     prepare_brats.run(prepare_brats.build_parser().parse_args(argv))
-    assert _hashes(tmp_path / 'BraTS' / 'brats_1') == _hashes(folder)
+    assert file_hashes(tmp_path / 'BraTS' / 'brats_1') == file_hashes(folder)
     with pytest.raises(PrepareError, match='--overwrite'):
         prepare_brats.run(prepare_brats.build_parser().parse_args(argv))
     prepare_brats.run(prepare_brats.build_parser().parse_args(argv + ['--overwrite', '--seed', '1']))

@@ -1,5 +1,4 @@
 """Tests for tools/prepare_isic.py on tiny synthetic dermoscopy-like images and masks."""
-import hashlib
 import json
 import os
 
@@ -11,6 +10,7 @@ from scipy import ndimage
 from data.layout import check_split, check_training_layout
 from tools import prepare_isic
 from tools.prepare_common import PrepareError
+from conftest import file_hashes
 
 H, W, SIZE = 72, 96, 40
 IDS = [f'ISIC_{i:07d}' for i in range(9)]
@@ -58,16 +58,6 @@ def built(src, tmp_path_factory):
     out = tmp_path_factory.mktemp('isic_out')
     summary = _run(*src, out)
     return out, out / 'ISIC' / 'isic_1', summary
-
-
-def _hashes(folder):
-    """{relative path: sha256} of every file under ``folder``."""
-    hashes = {}
-    for d, _, names in os.walk(folder):
-        for n in names:
-            with open(os.path.join(d, n), 'rb') as handle:
-                hashes[os.path.relpath(os.path.join(d, n), folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return hashes
 
 
 def test_layout_and_no_image_in_two_roles(built):
@@ -129,7 +119,7 @@ def test_healthy_patches_avoid_lesion_and_dark_corners(src, built):
 def test_same_seed_same_bytes_and_overwrite(src, built, tmp_path):
     _, folder, _ = built
     _run(*src, tmp_path)
-    assert _hashes(tmp_path / 'ISIC' / 'isic_1') == _hashes(folder)
+    assert file_hashes(tmp_path / 'ISIC' / 'isic_1') == file_hashes(folder)
     with pytest.raises(PrepareError, match='--overwrite'):
         _run(*src, tmp_path)
     _run(*src, tmp_path, '--overwrite', '--seed', '3')
