@@ -28,7 +28,7 @@ from util.html import write_run_report
 from util.inference import predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
-from util.selection import apply_rule, score_rule, select
+from util.selection import apply_rule, select, select_fixed_rule
 
 
 def read_state(path):
@@ -118,21 +118,11 @@ def choose(opt, folder, data_dir, candidates):
     modes = [opt.map_mode] if opt.map_mode != 'auto' else list(items_by_source[candidates[0]][0]['maps'])
     fixed_rule = getattr(find_model_class(opt.model), 'fixed_rule', None)
     if fixed_rule:
-        selection = dict(select_source_and_mode(items_by_source, modes, fixed_rule), chosen_on='val')
+        selection = dict(select_fixed_rule(items_by_source, modes, fixed_rule), chosen_on='val')
     else:
         selection = dict(select(items_by_source, modes), chosen_on='val')
     write_json_atomic(cache_path, {'key': key, 'selection': selection})
     return selection
-
-
-def select_source_and_mode(items_by_source, modes, rule):
-    """For a model whose ``fixed_rule`` says how its maps become masks: choose only the source and map
-    mode with the best mean val DI of that rule (ties keep the first)."""
-    ranked = [(score_rule(dict(rule, map_mode=mode), items, mode), step, path, mode)
-              for (step, path), items in items_by_source.items() for mode in modes]
-    dice, step, path, mode = max(ranked, key=lambda entry: entry[0])
-    return dict(rule, map_mode=mode, step=step, checkpoint=path, val_DI=dice,
-                ranking=[{'step': s, 'map_mode': m, 'val_DI': d} for d, s, _, m in ranked])
 
 
 def split_pairs(data_dir, split, opt):

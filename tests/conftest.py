@@ -57,18 +57,24 @@ def run_folder(tmp_path):
 
 # Flags of TINY_FLAGS that only train.py knows; test.py and crf.py share every other (base) flag.
 TRAIN_ONLY_FLAGS = ('--display_id', '--iteration')
-TINY_TEST_FLAGS = [flag for i, flag in enumerate(TINY_FLAGS)
-                   if flag not in TRAIN_ONLY_FLAGS and (i == 0 or TINY_FLAGS[i - 1] not in TRAIN_ONLY_FLAGS)]
 
 
 @pytest.fixture
-def tiny_test_argv(tiny_dataroot, tmp_path):
+def tiny_test_argv(tiny_argv):
     """Factory ``tiny_test_argv(*extra, name='run')``: test.py arguments matching ``tiny_argv`` (same data,
     result dir, architecture and hardware flags, without the training-only ones); ``extra`` comes last."""
     def make(*extra, name='run'):
-        return ['--dataroot', tiny_dataroot, '--dataset', TINY_DATASET, '--folder', TINY_FOLDER,
-                '--result_dir', str(tmp_path / 'results'), '--name', name, *TINY_TEST_FLAGS, *map(str, extra)]
+        return _without_train_only(tiny_argv(name=name)) + list(map(str, extra))
     return make
+
+
+def _without_train_only(argv):
+    """``argv`` less the TRAIN_ONLY_FLAGS and their values."""
+    return [arg for i, arg in enumerate(argv)
+            if arg not in TRAIN_ONLY_FLAGS and (i == 0 or argv[i - 1] not in TRAIN_ONLY_FLAGS)]
+
+
+TINY_TEST_FLAGS = _without_train_only(TINY_FLAGS)
 
 
 @pytest.fixture
@@ -89,3 +95,4 @@ def file_hashes(folder):
             with open(os.path.join(d, n), 'rb') as handle:
                 hashes[os.path.relpath(os.path.join(d, n), folder)] = hashlib.sha256(handle.read()).hexdigest()
     return hashes
+

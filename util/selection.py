@@ -96,3 +96,13 @@ def select(items_by_checkpoint, modes):
             best = dict(rule, step=step, checkpoint=path, val_DI=dice)
     best['ranking'] = [{'step': s, 'map_mode': m, 'val_DI_sweep': d} for d, s, _, m in ranked]
     return best
+
+
+def select_fixed_rule(items_by_source, modes, rule):
+    """For a model whose ``fixed_rule`` says how its maps become masks: choose only the source and map
+    mode with the best mean val DI of that rule (ties keep the first)."""
+    ranked = [(score_rule(dict(rule, map_mode=mode), items, mode), step, path, mode)
+              for (step, path), items in items_by_source.items() for mode in modes]
+    dice, step, path, mode = max(ranked, key=lambda entry: entry[0])
+    return dict(rule, map_mode=mode, step=step, checkpoint=path, val_DI=dice,
+                ranking=[{'step': s, 'map_mode': m, 'val_DI': d} for d, s, _, m in ranked])
