@@ -39,8 +39,7 @@ import test as test_script  # noqa: E402
 import train  # noqa: E402
 from models.cltnet_model import CLTNetModel  # noqa: E402
 from util.visualizer import Visualizer  # noqa: E402
-# The real visdom server fixture of the visualizer tests (imported so pytest finds the fixtures here too).
-from test_visualizer import traces, visdom_assets, visdom_server, wait_until  # noqa: E402,F401
+from conftest import traces, wait_until  # noqa: E402
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')

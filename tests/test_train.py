@@ -9,8 +9,7 @@ from PIL import Image
 import train
 from models.cltnet_model import CLTNetModel
 from util.visualizer import Visualizer
-# The real visdom server fixture of the visualizer tests (imported so pytest finds the fixtures here too).
-from test_visualizer import traces, visdom_assets, visdom_server, wait_until  # noqa: F401
+from conftest import traces, wait_until
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')

@@ -2,114 +2,25 @@
 import base64
 import csv
 import io
-import json
 import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 import torch
 from PIL import Image
 
+from conftest import VisdomServer, free_port, traces, wait_until
 from util.visualizer import Visualizer
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = {'generators': ['G_A', 'G_B'], 'discriminators': ['D_A']}
 
 
 def losses_at(step):
     return {'G_A': step * 0.5, 'G_B': step + 0.25, 'D_A': 1.0 / step}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout_s=15.0):
-    """Poll condition() until it is truthy; returns its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
-class VisdomServer:
-    """A real `python -m visdom.server` subprocess on 127.0.0.1:port."""
-
-    def __init__(self, port, env_path):
-        self.port, self.env_path, self.process = port, env_path, None
-
-    def start(self):
-        os.makedirs(self.env_path, exist_ok=True)
-        self.log = open(os.path.join(self.env_path, 'server.log'), 'ab')
-        self.process = subprocess.Popen(
-            [sys.executable, '-m', 'visdom.server', '-port', str(self.port), '--hostname', '127.0.0.1',
-             '-bind_local', '-env_path', self.env_path], stdout=self.log, stderr=subprocess.STDOUT)
-        if not wait_until(self._answers, timeout_s=30):
-            self.stop()
-            with open(self.log.name) as f:
-                pytest.fail(f'visdom server did not start:\n{f.read()[-2000:]}')
-
-    def _answers(self):
-        assert self.process.poll() is None, 'visdom server exited'
-        try:
-            return urllib.request.urlopen(f'http://127.0.0.1:{self.port}/', timeout=1).status == 200
-        except OSError:
-            return False
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-    def client(self):
-        import visdom
-        return visdom.Visdom(server='http://127.0.0.1', port=self.port, use_incoming_socket=False,
-                             raise_exceptions=True)
-
-    def window(self, win, env):
-        """The window's data as a dict, or None while the server does not have it."""
-        try:
-            text = self.client().get_window_data(win=win, env=env)
-        except ConnectionError:
-            return None
-        return json.loads(text) if text else None
-
-
-@pytest.fixture(scope='session')
-def visdom_assets():
-    """visdom's static/version.built marker plus (empty placeholder) front-end files, without network,
-    so the server does not try to download them at start."""
-    subprocess.run(['bash', os.path.join(ROOT, 'tools', 'install_visdom_assets.sh'), '--offline',
-                    sys.executable], check=True, capture_output=True)
-
-
-@pytest.fixture
-def visdom_server(visdom_assets, tmp_path):
-    server = VisdomServer(free_port(), str(tmp_path / 'visdom_env'))
-    server.start()
-    yield server
-    if server.process.poll() is None:
-        server.stop()
-
-
-def traces(server, group, env):
-    window = server.window(Visualizer.loss_window(group), env)
-    return {t['name']: (t['x'], t['y']) for t in window['content']['data']} if window else {}
 
 
 def test_losses_and_images_read_back_from_server(visdom_server, tmp_path):
