@@ -144,3 +144,54 @@ def test_cuda_forward_matches_shapes_and_cpu():
     for a, b in zip(out, ref):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-3, atol=1e-3)
     assert cam_logit.shape == (2, 2) and patches.device.type == 'cuda'
+
+
+def _reference_norm(x, rho, gamma, beta, eps=1e-5):
+    """rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x), then gamma / beta, written out in float64."""
+    x = x.double()
+    x_in = (x - x.mean((2, 3), keepdim=True)) / torch.sqrt(x.var((2, 3), keepdim=True) + eps)
+    x_ln = (x - x.mean((1, 2, 3), keepdim=True)) / torch.sqrt(x.var((1, 2, 3), keepdim=True) + eps)
+    return (rho * x_in + (1 - rho) * x_ln) * gamma + beta
+
+
+def _full_size_saved(layer, *inputs):
+    """Distinct tensors of the input's size that autograd keeps for the backward of ``layer(*inputs)``."""
+    storages = set()
+
+    def pack(tensor):
+        if tensor.numel() == inputs[0].numel():
+            storages.add(tensor.untyped_storage().data_ptr())
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        layer(*inputs)
+    return len(storages)
+
+
+@pytest.mark.parametrize('kind', ['AdaILN', 'ILN'])
+def test_norm_layers_match_the_formula_and_keep_one_full_size_tensor(kind):
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 6, 8, 8, generator=gen) * 3 + 5).requires_grad_()
+    rho = torch.rand(1, 6, 1, 1, generator=gen)
+    gamma, beta = torch.randn(2, 6, generator=gen), torch.randn(2, 6, generator=gen)
+    if kind == 'AdaILN':
+        layer, args = AdaILN(6), (gamma, beta)
+        expected = _reference_norm(x, rho.double(), gamma.double()[:, :, None, None], beta.double()[:, :, None, None])
+    else:
+        layer, args = ILN(6), ()
+        gamma, beta = gamma[:1, :, None, None], beta[:1, :, None, None]
+        with torch.no_grad():
+            layer.gamma.copy_(gamma)
+            layer.beta.copy_(beta)
+        expected = _reference_norm(x, rho.double(), gamma.double(), beta.double())
+    with torch.no_grad():
+        layer.rho.copy_(rho)
+    out = layer(x, *args)
+    assert out.dtype == torch.float32 and torch.allclose(out.double(), expected, atol=1e-5)
+    weights = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    grad, = torch.autograd.grad((out.double() * weights).sum(), x)
+    grad_expected, = torch.autograd.grad((expected * weights).sum(), x)
+    assert torch.allclose(grad, grad_expected.float(), atol=1e-4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert layer(x.bfloat16(), *args).dtype == torch.bfloat16
+    # Memory: the backward needs x in fp32 once (its bf16 input would add a copy), nothing else full-size.
+    assert _full_size_saved(layer, x, *args) == 1
