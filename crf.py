@@ -20,6 +20,7 @@ from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search
 from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
+from util.preflight import check_output_dir
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
 
@@ -51,6 +52,8 @@ def split_items(opt, test_root, split):
     """
     files = check_split(os.path.join(opt.dataroot, opt.dataset, opt.folder), split,
                         skip_bad=opt.skip_bad_images)
+    if files.skipped:
+        print(f'{split}: skipped {len(files.skipped)} file(s):', *files.skipped, sep='\n  ')
     prob_dir = os.path.join(test_root, split, 'prob')
     items = []
     for image, label in files:
@@ -163,6 +166,7 @@ def main(argv=None):
     """Parse ``argv`` (default sys.argv[1:]), choose the CRF parameters, refine and score each split."""
     opt = CRFOptions().parse(argv)
     run = run_dir(opt)
+    check_output_dir(os.path.join(run, 'crf'))
     test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
     for split in opt.splits:
         _require_probs(opt, test_root, split)
@@ -174,7 +178,10 @@ def main(argv=None):
                  if selection['val_DI_after'] is not None else ''))
         summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection)
                      for split in opt.splits}
-    except (LayoutError, ValueError) as err:
+    except LayoutError as err:
+        hint = '\n(use --skip_bad_images True to go on without the listed files)' if err.skippable else ''
+        raise SystemExit(f'error: {err}{hint}') from None
+    except ValueError as err:
         raise SystemExit(f'error: {err}') from None
     print(format_table(summaries))
     write_run_report(run)

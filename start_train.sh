@@ -5,6 +5,9 @@
 #   NAME=myrun bash start_train.sh ISIC --iteration 500    extra arguments go to train.py
 #   NPROC=4 bash start_train.sh ISIC     4 processes on this machine (torchrun, DistributedDataParallel;
 #                                        one GPU each; --batch_size is per process)
+#   bash start_train.sh ISIC 2           stage 2: stage 1 (resumed, so a finished run is kept), test.py and
+#                                        crf.py on it, pseudo.py, then a U-Net on the pseudo-masks, run
+#                                        "$NAME"_stage2; STAGE2_ARGS="--few_sample stage2_50" adds flags to it
 # The preset is 'paper' on a GPU and 'cpu' otherwise (python train.py --help lists every flag).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,6 +19,18 @@ if [[ "$DATASET" == demo ]]; then
                  --save_freq 100 --print_freq 50)
 else
     train_args+=(--dataset "$DATASET" --dataroot "$DATAROOT")
+fi
+if [[ "$STAGE" == 2 ]]; then
+    "$PYTHON" train.py "${train_args[@]}" --resume True "${EXTRA[@]}"
+    run_args=(--dataset "$DATASET" --dataroot "${DATAROOT}" --name "$NAME")
+    "$PYTHON" test.py "${run_args[@]}"
+    "$PYTHON" crf.py "${run_args[@]}"
+    "$PYTHON" pseudo.py "${run_args[@]}"
+    stage2_args=(--dataset "$DATASET" --dataroot "$DATAROOT" --stage 2 --pseudo "$NAME" --name "${NAME}_stage2")
+    # The demo's stage 2 matches its stage 1: 64 px images, a narrow network, a few hundred steps.
+    [[ "$DATASET" == demo ]] && stage2_args+=(--img_size 64 --ch 16 --iteration 300 --save_freq 100 --print_freq 50)
+    read -r -a user_stage2 <<< "${STAGE2_ARGS:-}"
+    exec "$PYTHON" train.py "${stage2_args[@]}" "${user_stage2[@]}"
 fi
 NPROC="${NPROC:-1}"
 if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ ]]; then

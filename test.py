@@ -28,6 +28,7 @@ from util.html import write_run_report
 from util.inference import predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
+from util.preflight import check_output_dir
 from util.selection import apply_rule, select, select_fixed_rule
 
 
@@ -167,6 +168,7 @@ def write_split(items, rule, out_dir, opt, elapsed):
 
 def main(argv=None):
     opt = TestOptions().parse(argv)
+    check_output_dir(os.path.join(run_dir(opt), 'test'))
     if opt.num_threads > 0:
         torch.set_num_threads(opt.num_threads)
     torch.manual_seed(opt.seed)

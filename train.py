@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from data.image_io import write_text_atomic
 from data.layout import LayoutError, check_training_layout
+from data.pseudo_dataset import PSEUDO_FOLDER, PseudoMaskDataset, few_shot_items, pseudo_items
 from data.step_sampler import SeededItems, StepSampler
 from data.synthetic import make_demo_if_missing
 from data.weak_dataset import WeakImageDataset
@@ -32,6 +33,7 @@ from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
 from util import distributed
 from util.checkpoints import checkpoint_path, list_checkpoints
+from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
 from util.visualizer import Visualizer
 
 
@@ -53,16 +55,40 @@ def _leave_process_group(_worker_id):
     os.setpgid(0, 0)
 
 
-def make_loader(paths, opt, stream, start_step, device):
-    """An endless loader over one weak-label folder, resumable at ``start_step``; under torchrun
+def training_datasets(opt, files):
+    """(lesion, normal) datasets: the weak-label folders (stage 1), or their stage-1 pseudo-masks plus
+    the optional few-shot labelled images (stage 2)."""
+    if opt.stage == 1:
+        return tuple(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter)
+                     for paths in (files.paths_A, files.paths_B))
+    pseudo_dir = os.path.join(opt.result_dir, opt.dataset, opt.folder, opt.pseudo, PSEUDO_FOLDER)
+    items_A = pseudo_items(pseudo_dir, files.paths_A, 'A')
+    if opt.few_sample:
+        items_A += few_shot_items(os.path.join(opt.dataroot, opt.dataset, opt.folder), opt.few_sample, opt.few_weight)
+    items_B = pseudo_items(pseudo_dir, files.paths_B, 'B')
+    return tuple(PseudoMaskDataset(items, opt.img_size, opt.img_ch, opt.min_confidence, jitter=opt.jitter)
+                 for items in (items_A, items_B))
+
+
+def step_input(batch_A, batch_B):
+    """The model input of one step: 'A' and 'B' images, plus 'A_target', 'B_weight'... when the
+    datasets give masks (stage 2)."""
+    batch = {'A': batch_A['image'], 'B': batch_B['image']}
+    for key in ('target', 'weight'):
+        if key in batch_A:
+            batch.update({f'A_{key}': batch_A[key], f'B_{key}': batch_B[key]})
+    return batch
+
+
+def make_loader(dataset, opt, stream, start_step, device):
+    """An endless loader over one training dataset, resumable at ``start_step``; under torchrun
     each rank draws its own slice of every step's global batch."""
-    dataset = SeededItems(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True))
-    sampler = StepSampler(len(paths), opt.batch_size, opt.seed, stream, start_step,
+    sampler = StepSampler(len(dataset), opt.batch_size, opt.seed, stream, start_step,
                           rank=distributed.rank(), world_size=distributed.world_size())
     # Its own generator: starting an iterator draws a base seed, which from the global RNG would
     # shift the stream a resumed run has just restored (items are seeded by SeededItems anyway).
     generator = torch.Generator().manual_seed(opt.seed)
-    return iter(DataLoader(dataset, batch_size=opt.batch_size, sampler=sampler, num_workers=opt.num_workers,
+    return iter(DataLoader(SeededItems(dataset), batch_size=opt.batch_size, sampler=sampler, num_workers=opt.num_workers,
                            pin_memory=device.startswith('cuda'), persistent_workers=opt.num_workers > 0,
                            generator=generator, worker_init_fn=_leave_process_group))
 
@@ -73,7 +99,8 @@ def check_data(opt):
     try:
         files = check_training_layout(opt.dataroot, opt.dataset, opt.folder, skip_bad=opt.skip_bad_images)
     except LayoutError as error:
-        raise SystemExit(f'error: {error}\n(use --skip_bad_images True to train without unreadable files)')
+        hint = '\n(use --skip_bad_images True to train without unreadable files)' if error.skippable else ''
+        raise SystemExit(f'error: {error}{hint}') from None
     if files.skipped:
         print(f'skipped {len(files.skipped)} unreadable file(s):', *files.skipped, sep='\n  ')
     return files
@@ -142,9 +169,27 @@ class LossBuffer:
 
 
 def save_checkpoint(model, folder, step, opt, train_seconds):
-    """Checkpoint of ``step`` with the options, the RNG state and the wall time trained so far."""
-    model.save(checkpoint_path(folder, step), step=step, options=vars(opt),
-               rng={'torch': torch.get_rng_state()}, train_seconds=train_seconds)
+    """Checkpoint of ``step`` with the options, the RNG state and the wall time trained so far; exits
+    with one line, leaving the earlier checkpoints as they are, when a weight is not finite (finite
+    losses do not rule out a NaN gradient) or the file cannot be written."""
+    bad = model.nonfinite_weight()
+    if bad:
+        raise SystemExit(f'error: weight {bad} became non-finite at step {step}; no checkpoint was written after '
+                         f'the last finite one. Lower --lr or rerun with --detect_anomaly True to find the operation')
+    path = checkpoint_path(folder, step)
+    try:
+        model.save(path, step=step, options=vars(opt), rng={'torch': torch.get_rng_state()},
+                   train_seconds=train_seconds)
+    except OSError as error:
+        raise SystemExit(f'error: cannot write {path} ({error.strerror or error}); free some disk space, '
+                         f'then continue with --resume True') from None
+
+
+def report_stop(signum, step, main_rank):
+    """Say at which step a signal stopped the run; returns the exit code, 128 + the signal number."""
+    if main_rank:
+        print(f'stopped by signal {signum} at step {step}; checkpoint saved, continue with --resume True')
+    return 128 + signum
 
 
 def main(argv=None):
@@ -173,13 +218,14 @@ def train(opt):
     # weights and spectral-norm buffers.
     seed_everything(opt.seed)
     folder = run_dir(opt)
+    options_text = format_options(opt)
     if main_rank:
-        os.makedirs(folder, exist_ok=True)
-        text = format_options(opt)
-        print(text)
-        write_text_atomic(os.path.join(folder, 'opt.txt'), text + '\n')
+        print(options_text)
 
     model = create_model(opt)
+    # Before anything is written: a run that could not save its first checkpoint stops now.
+    distributed.from_main(check_output_dir, folder, checkpoint_bytes(model) + MIN_FREE_BYTES,
+                          'a checkpoint and the logs')
     start = 1
     if opt.resume:
         start = distributed.from_main(resume, model, folder)
@@ -189,10 +235,14 @@ def train(opt):
         if main_rank:
             print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')
         return 0
+    if main_rank:
+        # Only now: a refused resume leaves the run's opt.txt as it was.
+        write_text_atomic(os.path.join(folder, 'opt.txt'), options_text + '\n')
     if distributed.is_distributed():
         model.wrap_distributed(distributed.wrap)
-    loader_A = make_loader(files.paths_A, opt, 0, start, opt.device)
-    loader_B = make_loader(files.paths_B, opt, 1, start, opt.device)
+    dataset_A, dataset_B = training_datasets(opt, files)
+    loader_A = make_loader(dataset_A, opt, 0, start, opt.device)
+    loader_B = make_loader(dataset_B, opt, 1, start, opt.device)
     visualizer = Visualizer(folder, opt.display_id, opt.display_server, opt.display_port, opt.display_env,
                             enabled=main_rank, resume_step=start - 1 if opt.resume else None)
     torch.autograd.set_detect_anomaly(opt.detect_anomaly)
@@ -201,17 +251,28 @@ def train(opt):
 
     def request_stop(signum, _frame):
         stop.append(signum)
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    check_workers = signal.getsignal(signal.SIGCHLD)
+
+    def child_exited(signum, frame):
+        # torch's SIGCHLD handler raises wherever the step is when a loader worker dies. Workers stopped
+        # together with this process (pkill -f train.py) must not cut the step short: next() reports them.
+        if not stop and callable(check_workers):
+            check_workers(signum, frame)
+    handlers = {signal.SIGINT: request_stop, signal.SIGTERM: request_stop, signal.SIGCHLD: child_exited}
+    previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
     model.train()
     losses = LossBuffer()
     progress = tqdm(range(start, opt.iteration + 1), initial=start - 1, total=opt.iteration,
                     desc=f'train {opt.dataset}', dynamic_ncols=True, file=sys.stdout, disable=not main_rank)
     started = time.time()
+
+    def save(at):
+        save_checkpoint(model, folder, at, opt, getattr(model, 'prior_train_seconds', 0.0) + time.time() - started)
     step = start - 1
     try:
         for step in progress:
             model.set_learning_rate(step)
-            model.set_input({'A': next(loader_A)['image'], 'B': next(loader_B)['image']})
+            model.set_input(step_input(next(loader_A), next(loader_B)))
             model.optimize_parameters()
             losses.add(step, model.get_current_losses())
             # A signal may reach the ranks at different steps: all stop after the first step any saw it.
@@ -223,17 +284,24 @@ def train(opt):
                 visualizer.save_samples(step, visuals)
                 visualizer.display_images(step, visuals)
             if main_rank and (step % opt.save_freq == 0 or step == opt.iteration or stopping):
-                save_checkpoint(model, folder, step, opt,
-                                getattr(model, 'prior_train_seconds', 0.0) + time.time() - started)
+                save(step)
             if stopping:
                 raise StopRequested
     except StopRequested:
         progress.close()
         # No rank leaves (and makes torchrun stop the others) before rank 0 has saved.
         distributed.barrier()
-        if main_rank:
-            print(f'stopped by signal {stopping} at step {step}; checkpoint saved, continue with --resume True')
-        return 128 + stopping
+        return report_stop(stopping, step, main_rank)
+    except RuntimeError as error:
+        # Under torchrun the other ranks may wait in a collective: no flush or save without them.
+        if not (stop and 'DataLoader worker' in str(error)) or distributed.is_distributed():
+            raise
+        # The loader workers were stopped with this process while it waited for the batch of `step`:
+        # the networks hold step - 1, the last completed step.
+        progress.close()
+        losses.flush(visualizer, model.loss_groups, progress)
+        save(step - 1)
+        return report_stop(stop[0], step - 1, main_rank)
     finally:
         progress.close()
         visualizer.close()

@@ -33,17 +33,19 @@ class Problem:
 
 
 class LayoutError(Exception):
-    """The dataset layout is wrong; ``problems`` lists every problem found, one per message line."""
+    """The dataset layout is wrong; ``problems`` lists every problem found, one per message line.
+    ``skippable``: every problem is a per-file one, which ``skip_bad=True`` would leave out."""
 
-    def __init__(self, problems):
+    def __init__(self, problems, skippable=False):
         self.problems = list(problems)
+        self.skippable = skippable
         count = len(self.problems)
         lines = '\n'.join(f'  {p}' for p in self.problems)
         super().__init__(f'{count} dataset layout problem{"s" if count != 1 else ""} found:\n{lines}')
 
     def __reduce__(self):
         # Rebuild from the problems, not from the message, when sent between processes.
-        return type(self), (self.problems,)
+        return type(self), (self.problems, self.skippable)
 
 
 @dataclass
@@ -166,7 +168,7 @@ def _scan_images(folder, verify_images):
 def _raise_or_skip(fatal, per_file, skip_bad):
     """Raise for folder-level problems always, and for per-file ones unless ``skip_bad``."""
     if fatal or (per_file and not skip_bad):
-        raise LayoutError(fatal + per_file)
+        raise LayoutError(fatal + per_file, skippable=not fatal)
 
 
 def check_training_layout(dataroot, dataset, folder, verify_images=True, skip_bad=False):
@@ -234,6 +236,9 @@ def check_split(folder_dir, split, need_labels=True, verify_images=True, skip_ba
     per-file problems go to ``skipped`` and the affected images are left out.
     """
     split_dir = os.path.join(str(folder_dir), split)
+    if not os.path.isdir(folder_dir):
+        raise LayoutError([Problem(str(folder_dir), 'dataset folder not found; check --dataroot, --dataset '
+                                                    'and --folder')])
     if not os.path.isdir(split_dir):
         raise LayoutError([Problem(split_dir, f'expected the {split} split folder')])
     with_labels = need_labels and split not in UNLABELED_SPLITS

@@ -96,11 +96,21 @@ def _save_png(path, array):
 
 
 def _generate(root, counts, size, seed):
-    """Write every split into ``root``; returns the sorted relative paths of the files written."""
+    """Write every split into ``root``; returns the sorted relative paths of the files written.
+
+    The first ``counts['few']`` lesion training images also go, with their masks, to
+    few_sample/stage2_<few>/A and B: the labelled few-shot set of stage 2, drawn from the training
+    images as in the real datasets.
+    """
     dirs = {'A_weak': f'{counts["A_weak"]}_A_weak', 'B_weak': f'{counts["B_weak"]}_B_weak',
             'val': 'val', 'testA': 'testA', 'testB': 'testB'}
+    few_dir = os.path.join('few_sample', f'stage2_{counts["few"]}')
+    for sub in ('A', 'B'):
+        os.makedirs(os.path.join(root, few_dir, sub), exist_ok=True)
     written = []
     for split, number in counts.items():
+        if split == 'few':
+            continue
         labeled = split in ('val', 'testA')
         image_dir = os.path.join(dirs[split], 'images') if labeled else dirs[split]
         os.makedirs(os.path.join(root, image_dir), exist_ok=True)
@@ -116,6 +126,9 @@ def _generate(root, counts, size, seed):
             if labeled:
                 label = os.path.join(dirs[split], 'labels', name + LABEL_SUFFIX + '.png')
                 files[label] = lesion.astype(np.uint8) * 255
+            if split == 'A_weak' and index < counts['few']:
+                files[os.path.join(few_dir, 'A', name + '.png')] = files[os.path.join(image_dir, name + '.png')]
+                files[os.path.join(few_dir, 'B', name + LABEL_SUFFIX + '.png')] = lesion.astype(np.uint8) * 255
             for relative, array in files.items():
                 _save_png(os.path.join(root, relative), array)
                 written.append(relative.replace(os.sep, '/'))
@@ -134,14 +147,14 @@ def _is_complete(folder_dir, settings):
 
 
 def ensure_demo_dataset(dataroot, dataset='demo', folder='demo_1', size=64, n_a=60, n_b=60,
-                        n_val=16, n_testA=24, n_testB=12, seed=0):
+                        n_val=16, n_testA=24, n_testB=12, n_few=8, seed=0):
     """Create ``<dataroot>/<dataset>/<folder>`` with the demo data unless it is already complete.
 
     The data are generated in a hidden temp folder beside the target and renamed into place, so a
     crash leaves nothing half-made and concurrent callers (e.g. DDP ranks) are safe. Returns the
     folder path. Raises ``FileExistsError`` when the folder exists but is not this demo data.
     """
-    counts = {'A_weak': n_a, 'B_weak': n_b, 'val': n_val, 'testA': n_testA, 'testB': n_testB}
+    counts = {'A_weak': n_a, 'B_weak': n_b, 'val': n_val, 'testA': n_testA, 'testB': n_testB, 'few': n_few}
     settings = {'size': size, 'seed': seed, 'counts': counts}
     dataset_dir = os.path.join(str(dataroot), dataset)
     folder_dir = os.path.join(dataset_dir, folder)

@@ -65,11 +65,18 @@ class WeakImageDataset(Dataset):
     def __getitem__(self, index):
         path = self.paths[index]
         image = to_float_tensor(read_image(path), self.img_ch)
-        image = self._augment(image) if self.augment else resize_square(image, self.img_size)
+        image = self.random_transform(image) if self.augment else resize_square(image, self.img_size)
         return {'image': image.mul_(2.0).sub_(1.0), 'path': path}
 
-    def _augment(self, image):
-        """Random flips, resize + random crop, brightness/contrast jitter; CxHxW in [0, 1] in and out."""
+    def random_transform(self, image, extra=None):
+        """Random flips, resize + random crop, brightness/contrast jitter; CxHxW in [0, 1] in and out.
+
+        ``extra`` (K x H x W, e.g. a mask and its weights) goes through the same flips, resize and crop
+        but no jitter; with it, returns (image, extra).
+        """
+        channels = image.shape[0]
+        if extra is not None:
+            image = torch.cat([image, extra], 0)
         if torch.rand(()) < 0.5:
             image = F.hflip(image)
         if torch.rand(()) < 0.5:
@@ -78,7 +85,9 @@ class WeakImageDataset(Dataset):
         margin = self.load_size - self.img_size
         top, left = torch.randint(0, margin + 1, (2,)).tolist()
         image = F.crop(image, top, left, self.img_size, self.img_size)
+        image, extra = image[:channels], image[channels:]
         brightness, contrast = (1.0 + self.jitter * (2.0 * torch.rand(2) - 1.0)).tolist()
         image = F.adjust_brightness(image, brightness)
         # adjust_* clamp to [0, 1], so the output range holds after jitter.
-        return F.adjust_contrast(image, contrast)
+        image = F.adjust_contrast(image, contrast)
+        return image if extra.shape[0] == 0 else (image, extra)

@@ -39,6 +39,18 @@ def amp_dtype(amp, device):
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def check_compile(device):
+    """Exit with one line when torch.compile cannot build code on ``device`` (no C++ compiler on CPU,
+    no Triton on CUDA). Compilation is lazy: without this probe the failure would come at the first
+    training step, as a long traceback."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.zeros(2, device=device))
+    except Exception as error:  # inductor raises many types; every one means the same here
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SystemExit(f'error: --compile True, but torch.compile does not work on this machine ({reason}); '
+                         f'use --compile False') from None
+
+
 def atomic_torch_save(obj, path):
     """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
     atomic_write(path, lambda handle: torch.save(obj, handle), mode='wb')
@@ -48,6 +60,8 @@ class BaseModel:
     """Holds options, device and precision; saves and loads the declared networks."""
 
     model_names = []
+    # The networks test.py needs (what a released-weights file holds); default: all of them.
+    inference_nets = None
     loss_names = []
     loss_groups = {}
     visual_names = []
@@ -57,6 +71,8 @@ class BaseModel:
         self.device = torch.device(opt.device)
         self.dtype = amp_dtype(opt.amp, opt.device)
         self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
+        if opt.compile:
+            check_compile(self.device)
         self.optimizers = {}
         self.scalers = {}
 
@@ -68,7 +84,8 @@ class BaseModel:
 
     def place(self, net):
         """Move ``net`` to the model's device, its convolution weights in the ``--channels_last``
-        memory format; returns ``net``.
+        memory format, compiled in place with ``--compile True`` (its state dict keeps its keys);
+        returns ``net``.
 
         The other 4-D parameters (the 1 x C x 1 x 1 weights of the norm layers) keep the default
         strides, which are the ones autograd gives their gradients: DistributedDataParallel lays out
@@ -78,7 +95,26 @@ class BaseModel:
         for module in net.modules():
             if isinstance(module, nn.modules.conv._ConvNd):
                 module.to(memory_format=self.memory_format)
+        if self.opt.compile:
+            net.compile()
         return net
+
+    def grad_scaler(self):
+        """A GradScaler, active only for fp16 autocast (bf16 and fp32 need no loss scaling)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+    def single_adam(self, name, net):
+        """Set up one Adam optimiser (--lr, --weight_decay) for ``net`` under ``name``, with its scaler."""
+        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=self.opt.lr, weight_decay=self.opt.weight_decay)}
+        self.scalers = {name: self.grad_scaler()}
+
+    def step_optimizer(self, loss, name):
+        """Backward of ``loss`` and one step of optimiser ``name`` (through its scaler)."""
+        optimizer, scaler = self.optimizers[name], self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     def nets(self):
         return {name: getattr(self, name) for name in self.model_names}
@@ -140,13 +176,28 @@ class BaseModel:
             raise CheckpointError(f"{source}: written for another architecture: {detail}; "
                                   f"pass the checkpoint's values")
         for name in nets or self.model_names:
-            _unwrap(getattr(self, name)).load_state_dict(state['nets'][name])
+            try:
+                _unwrap(getattr(self, name)).load_state_dict(state['nets'][name])
+            except (KeyError, RuntimeError) as error:
+                # Its recorded architecture matches, its tensors do not (another code version, an edited file).
+                detail = (str(error).strip().splitlines() or [''])[-1].strip()
+                raise CheckpointError(f'{source}: written for another architecture: network {name} does not '
+                                      f'fit ({type(error).__name__}: {detail}); retrain or pass a matching '
+                                      f'checkpoint') from None
         for name, optimizer in self.optimizers.items():
             if 'optimizers' in state:
                 optimizer.load_state_dict(state['optimizers'][name])
         for name, scaler in self.scalers.items():
             if 'scalers' in state:
                 scaler.load_state_dict(state['scalers'][name])
+
+    def nonfinite_weight(self):
+        """'net.tensor' of the first parameter or buffer holding a NaN or an infinity, else None."""
+        for name, net in self.nets().items():
+            for key, tensor in _unwrap(net).state_dict().items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f'{name}.{key}'
+        return None
 
     def save(self, path, **extra):
         """Write networks, optimisers and ``extra`` (step, options, RNG states) atomically."""

@@ -85,10 +85,7 @@ class CAMModel(BaseModel):
         super().__init__(opt)
         self.classifier = self.place(CAMClassifier(img_ch=opt.img_ch, ch=opt.ch))
         if opt.is_train:
-            self.optimizers = {'cls': torch.optim.Adam(self.classifier.parameters(), lr=opt.lr,
-                                                       weight_decay=opt.weight_decay)}
-            use_scaler = self.dtype == torch.float16
-            self.scalers = {'cls': torch.amp.GradScaler(self.device.type, enabled=use_scaler)}
+            self.single_adam('cls', self.classifier)
 
     def architecture(self):
         """Only these options shape the classifier (it has no residual generator or discriminators)."""
@@ -105,11 +102,7 @@ class CAMModel(BaseModel):
         with self.autocast():
             logits, features = self.classifier(images)
         self.loss_cls = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        optimizer, scaler = self.optimizers['cls'], self.scalers['cls']
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(self.loss_cls).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        self.step_optimizer(self.loss_cls, 'cls')
         with torch.no_grad():
             cam = class_activation_map(_unwrap(self.classifier), features.detach(), images.shape[-2:])
         # Visuals are shown in [-1, 1] like the images.

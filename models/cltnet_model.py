@@ -27,6 +27,7 @@ class CLTNetModel(BaseModel):
     """Two generators, four discriminators (global + local per domain), trained jointly."""
 
     model_names = ['G_AB', 'G_BA', 'D_A_global', 'D_A_local', 'D_B_global', 'D_B_local']
+    inference_nets = ['G_AB']
     loss_names = ['D_A', 'D_B', 'G_adv_A', 'G_adv_B', 'G_cycle', 'G_identity', 'G_cam', 'G_recon',
                   'G_mask', 'G_total']
     loss_groups = {'discriminators': ['D_A', 'D_B'],
@@ -49,7 +50,7 @@ class CLTNetModel(BaseModel):
             self.D_B_global = Discriminator(n_layers=opt.n_dis + 1, **dis)
             self.D_B_local = Discriminator(n_layers=opt.n_dis - 1, **dis)
         else:
-            self.model_names = ['G_AB']
+            self.model_names = self.inference_nets
         for net in self.nets().values():
             self.place(net)
         if opt.is_train:
@@ -59,8 +60,7 @@ class CLTNetModel(BaseModel):
             self.optimizers = {
                 'G': torch.optim.Adam([p for g in generators for p in g.parameters()], **adam),
                 'D': torch.optim.Adam([p for d in self.discriminators for p in d.parameters()], **adam)}
-            use_scaler = self.dtype == torch.float16
-            self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for k in self.optimizers}
+            self.scalers = {k: self.grad_scaler() for k in self.optimizers}
 
     map_modes = ('attention', 'difference', 'fused', 'cam')
 
@@ -109,7 +109,8 @@ class CLTNetModel(BaseModel):
 
     def optimize_parameters(self):
         """One generator step (discriminators frozen), then one discriminator step on the same,
-        detached fakes: the generators run once per step."""
+        detached fakes: the generators run once per step. With ``--reuse_fakes False`` the
+        discriminator step gets fresh fakes from the updated generators instead (two more passes)."""
         opt = self.opt
         real_A, real_B = self.real_A, self.real_B
         D_A, D_B = self.discriminators[:2], self.discriminators[2:]
@@ -135,28 +136,30 @@ class CLTNetModel(BaseModel):
         self.loss_G_mask = opt.mask_weight * (bb.mask.float().mean() + aa.mask.float().mean())
         self.loss_G_total = (self.loss_G_adv_A + self.loss_G_adv_B + self.loss_G_cycle + self.loss_G_identity +
                              self.loss_G_cam + self.loss_G_recon + self.loss_G_mask)
-        self._step(self.loss_G_total, 'G')
+        self.step_optimizer(self.loss_G_total, 'G')
         for generator in (self.G_AB, self.G_BA):
             getattr(generator, 'module', generator).clip_rho()
 
         set_requires_grad(self.discriminators, True)
-        fakes_A = [ba.translated.detach(), ba.composite.detach()]
-        fakes_B = [ab.translated.detach(), ab.composite.detach()]
+        fake_A, fake_B = (ba, ab) if opt.reuse_fakes else self._fresh_fakes()
+        fakes_A = [fake_A.translated.detach(), fake_A.composite.detach()]
+        fakes_B = [fake_B.translated.detach(), fake_B.composite.detach()]
         with self.autocast():
             self.loss_D_A = opt.adv_weight * self._judge(D_A, [real_A] + fakes_A, (1.0, 0.0, 0.0))
             self.loss_D_B = opt.adv_weight * self._judge(D_B, [real_B] + fakes_B, (1.0, 0.0, 0.0))
-        self._step(self.loss_D_A + self.loss_D_B, 'D')
+        self.step_optimizer(self.loss_D_A + self.loss_D_B, 'D')
 
         self.fake_B, self.composite_B, self.recon_A = ab.translated, ab.composite, ab.reconstruction
         self.mask_A = ab.mask
         self.heatmap_A = _normalise_map(ab.heatmap)
 
-    def _step(self, loss, name):
-        optimizer, scaler = self.optimizers[name], self.scalers[name]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    def _fresh_fakes(self):
+        """(B->A, A->B) outputs of the generators as they are now, without gradients: the fakes of
+        the discriminator step with ``--reuse_fakes False``, as in the original code."""
+        with torch.no_grad(), self.autocast():
+            return (self.G_BA(self.real_B, with_reconstruction=False),
+                    self.G_AB(self.real_A, with_reconstruction=False))
+
 
 
 def _normalise_map(heatmap):

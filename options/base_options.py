@@ -94,6 +94,9 @@ class BaseOptions:
                        help="mixed precision: auto = bf16 on CUDA and on CPUs with native bf16, else off")
         g.add_argument('--channels_last', type=str2bool, default=True,
                        help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
+        g.add_argument('--compile', type=str2bool, default=False,
+                       help='True: compile every network with torch.compile (needs a C++ compiler on CPU, '
+                            'Triton on CUDA; the first steps are slow while it compiles)')
         self.add_arguments(parser)
         return parser
 
@@ -108,7 +111,7 @@ class BaseOptions:
         # Second pass with preset values as defaults, so explicit flags still win.
         preset = first.preset or ('paper' if resolve_device(first.device).startswith('cuda') else 'cpu')
         values = {key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}
-        parser.set_defaults(preset=preset, **values, **self.preset_extras(first))
+        parser.set_defaults(preset=preset, **{**values, **self.preset_extras(first)})
         opt = parser.parse_args(argv)
         opt.is_train = self.is_train
         opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + argv)

@@ -38,8 +38,13 @@ class CRFOptions(BaseOptions):
         opt.splits = list(dict.fromkeys(splits))
         if opt.num_workers < 0:
             parser.error(f'--num_workers must be >= 0, got {opt.num_workers}')
-        if opt.crf_params is not None:
-            try:
-                opt.crf_params = parse_crf_params(opt.crf_params)
-            except ValueError as err:
-                parser.error(f'--crf_params: {err}')
+        parse_crf_params_flag(parser, opt)
+
+
+def parse_crf_params_flag(parser, opt):
+    """Turn ``opt.crf_params`` text into CRFParams in place (None stays None); parser error if malformed."""
+    if opt.crf_params is not None:
+        try:
+            opt.crf_params = parse_crf_params(opt.crf_params)
+        except ValueError as err:
+            parser.error(f'--crf_params: {err}')

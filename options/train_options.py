@@ -1,5 +1,12 @@
 """Training flags (train.py): schedule, loss weights, logging and visdom."""
+import torch
+
 from .base_options import LOSS_WEIGHTS, BaseOptions, str2bool
+
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+# Stage 2 trains a small U-Net with a plain segmentation loss: a larger learning rate and batch than the GAN.
+STAGE2_DEFAULTS = dict(model='seg', name='stage2', lr=1e-3, iteration=2000, batch_size=4)
 
 
 class TrainOptions(BaseOptions):
@@ -12,10 +19,31 @@ class TrainOptions(BaseOptions):
         g.add_argument('--iteration', type=int, default=None, help='number of training iterations (steps)')
         g.add_argument('--lr', type=float, default=1e-4, help='Adam learning rate')
         g.add_argument('--weight_decay', type=float, default=2e-5, help='Adam weight decay')
+        g.add_argument('--jitter', type=float, default=0.1,
+                       help='augmentation: brightness and contrast factors drawn from 1 +- jitter per image; larger '
+                            'values help when lesion intensity varies between patients or scanners')
         g.add_argument('--decay_flag', type=str2bool, default=True,
                        help='True: decay the learning rate linearly to 0 over the second half')
         g.add_argument('--resume', type=str2bool, default=False,
                        help='True: continue from the latest checkpoint of this run at the next step')
+        g.add_argument('--reuse_fakes', type=str2bool, default=True,
+                       help="True: the discriminator step judges the generator step's (detached) fakes, so the "
+                            "generators run once per step; False: it runs both generators again (without "
+                            "gradients) for fresh fakes, as the original code did (slower, for comparison)")
+        g = parser.add_argument_group('stage 2: segmentation network on stage-1 pseudo-masks (see pseudo.py)')
+        g.add_argument('--stage', type=int, default=1, choices=(1, 2),
+                       help='1: train CLTNet on the weak labels; 2: train --model seg on the pseudo-masks of '
+                            'the stage-1 run --pseudo (its defaults: model seg, name stage2, lr 1e-3, '
+                            f"iteration {STAGE2_DEFAULTS['iteration']}, batch_size {STAGE2_DEFAULTS['batch_size']})")
+        g.add_argument('--pseudo', default='cltnet',
+                       help='stage 2: name of the stage-1 run whose pseudo/ folder (written by pseudo.py) to train on')
+        g.add_argument('--min_confidence', type=float, default=0.5,
+                       help='stage 2: pseudo-mask pixels with a lower confidence are left out of the loss')
+        g.add_argument('--few_sample', default='',
+                       help='stage 2: also train on the labelled images of few_sample/<NAME> (e.g. stage2_50); '
+                            'empty: none')
+        g.add_argument('--few_weight', type=float, default=1.0,
+                       help='stage 2: loss weight of each few-shot labelled pixel (pseudo-mask pixels weigh 1)')
         g = parser.add_argument_group('loss weights (default: the original per-dataset values)')
         g.add_argument('--adv_weight', type=float, default=None, help='least-squares adversarial losses')
         g.add_argument('--cycle_weight', type=float, default=None, help='cycle-consistency L1')
@@ -40,11 +68,23 @@ class TrainOptions(BaseOptions):
         g.add_argument('--display_env', default=None, help='visdom environment (default: the run name)')
 
     def preset_extras(self, first):
+        if first.stage == 2:
+            return dict(STAGE2_DEFAULTS)
         return dict(LOSS_WEIGHTS.get(first.dataset, LOSS_WEIGHTS['BraTS']))
 
     def validate(self, parser, opt):
+        if (opt.stage == 2) != (opt.model == 'seg'):
+            parser.error('--model seg trains only in stage 2 (--stage 2), on pseudo-masks; stage 2 trains only '
+                         f'--model seg (got --stage {opt.stage} --model {opt.model})')
+        if not 0 <= opt.jitter < 1:
+            parser.error(f'--jitter must be in [0, 1), got {opt.jitter}')
+        if not 0 <= opt.min_confidence <= 1 or opt.few_weight < 0:
+            parser.error('--min_confidence must be in [0, 1] and --few_weight >= 0')
         for flag in ('iteration', 'batch_size', 'print_freq', 'display_freq', 'save_freq'):
             if getattr(opt, flag) < 1:
                 parser.error(f'--{flag} must be at least 1, got {getattr(opt, flag)}')
+        # The optimisers compute in float32: a larger learning rate fails inside the first step.
+        if not 0 < opt.lr <= FLOAT32_MAX:
+            parser.error(f'--lr must be positive and at most {FLOAT32_MAX:.4g} (float32), got {opt.lr}')
         if opt.display_env is None:
             opt.display_env = opt.name

@@ -12,7 +12,9 @@ from tools import benchmark
 from util.checkpoints import list_checkpoints
 from util.metrics import SCORE_NAMES
 
-ROWS = ('cltnet', 'cltnet+crf', 'cam', 'cam+crf', 'otsu')
+ROWS = ('cltnet', 'cltnet+crf', 'cam', 'cam+crf', 'otsu', 'cltnet_stage2', 'cltnet_stage2+crf', 'cltnet_stage2_few',
+        'cltnet_stage2_few+crf')
+SCORED = ('cltnet', 'cam', 'cltnet_stage2', 'cltnet_stage2_few')  # the methods with an image-level score
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +26,8 @@ def bench(tiny_dataroot, tmp_path_factory):
     def run(*extra):
         return benchmark.main(['--dataroot', tiny_dataroot, '--datasets', TINY_DATASET, '--iteration', 2,
                                '--result_dir', root / 'results', '--out_dir', root / 'docs',
-                               '--args', ' '.join(TINY_TEST_FLAGS), '--train_args', '--save_freq 1', *extra])
+                               '--args', ' '.join(TINY_TEST_FLAGS), '--train_args', '--save_freq 1',
+                               '--few_sample', 'stage2_8', *extra])
     run.root = root
     run.results = run()
     return run
@@ -71,7 +74,7 @@ def test_results_md_tables_show_every_row_from_the_run_folders(bench):
         testB = _summary(bench.root, method, stage, 'testB')
         assert [float(c) for c in cells[:5]] == pytest.approx([summary[k] for k in SCORE_NAMES], abs=5e-4)
         assert float(cells[5]) == pytest.approx(testB['fp_rate'], abs=5e-4)
-        if row in ('cltnet', 'cam'):
+        if row in SCORED:
             assert float(cells[6]) == pytest.approx(summary['auc'], abs=5e-4)
         else:
             assert cells[6] == '—'
@@ -148,4 +151,16 @@ def test_help_documents_every_flag(capsys):
     for action in parser._actions:
         assert action.help, action.option_strings
         assert all(flag in out for flag in action.option_strings)
-    assert '--speed' not in out
+
+
+def test_stage_two_rows_train_on_the_cltnet_runs_pseudo_masks(bench):
+    assert os.path.isfile(os.path.join(_run_dir(bench.root, 'cltnet'), 'pseudo', 'summary.json'))
+    for method, few in (('cltnet_stage2', ''), ('cltnet_stage2_few', 'stage2_8')):
+        options = torch.load(list_checkpoints(_run_dir(bench.root, method))[-1][1], weights_only=False)['options']
+        assert (options['model'], options['stage'], options['pseudo'], options['few_sample']) == ('seg', 2, 'cltnet', few)
+
+
+def test_stage_two_without_cltnet_first_is_refused(tiny_dataroot, tmp_path):
+    with pytest.raises(SystemExit):
+        benchmark.main(['--dataroot', tiny_dataroot, '--datasets', TINY_DATASET, '--methods', 'cltnet_stage2,cltnet',
+                        '--result_dir', tmp_path])

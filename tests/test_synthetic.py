@@ -10,7 +10,7 @@ from data.image_io import list_images, read_image, read_mask
 from data.layout import check_split, check_training_layout
 from data.synthetic import MANIFEST, ensure_demo_dataset, make_phantom
 
-SMALL = dict(size=32, n_a=4, n_b=3, n_val=3, n_testA=2, n_testB=2)
+SMALL = dict(size=32, n_a=4, n_b=3, n_val=3, n_testA=2, n_testB=2, n_few=2)
 
 
 def _hashes(folder):
@@ -41,8 +41,20 @@ def test_identical_bytes_in_two_places(tmp_path):
     first = ensure_demo_dataset(tmp_path / 'one', **SMALL)
     second = ensure_demo_dataset(tmp_path / 'two', **SMALL)
     hashes = _hashes(first)
-    assert MANIFEST in hashes and len(hashes) == 4 + 3 + 2 * 3 + 2 * 2 + 2 + 1
+    assert MANIFEST in hashes and len(hashes) == 4 + 3 + 2 * 3 + 2 * 2 + 2 + 2 * 2 + 1
     assert hashes == _hashes(second)
+
+
+def test_few_shot_set_is_labelled_training_images(tmp_path):
+    folder = ensure_demo_dataset(tmp_path, **SMALL)
+    hashes = _hashes(folder)
+    few = os.path.join('few_sample', 'stage2_2')
+    images = list_images(os.path.join(folder, few, 'A'))
+    assert [os.path.basename(p) for p in images] == ['A_weak_0000.png', 'A_weak_0001.png']
+    for path in images:
+        name = os.path.basename(path)
+        assert hashes[os.path.join(few, 'A', name)] == hashes[os.path.join('4_A_weak', name)]
+        assert read_mask(os.path.join(folder, few, 'B', name[:-4] + '_segmentation.png')).any()
 
 
 def test_second_call_does_nothing_and_mismatch_raises(tmp_path):

@@ -4,6 +4,7 @@
     python tools/benchmark.py --dataroot ../shared/datasets --minutes 45 --args "--preset cpu"
     python tools/benchmark.py --dataroot ../shared/datasets --reuse --result_dir /work/runs \\
         --names cltnet=cpu1200                     # collect runs trained separately
+    python tools/benchmark.py --speed --preset paper   # speed and memory instead (flags: see the end)
 
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
 name: the method's). The scripts are called through their ``main(argv)`` in this process, exactly as
@@ -28,16 +29,21 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import crf  # noqa: E402
+import pseudo  # noqa: E402
 import test as test_script  # noqa: E402
 import train  # noqa: E402
 from data.image_io import write_json_atomic, write_text_atomic  # noqa: E402
 from models import find_model_class  # noqa: E402
 from options.base_options import default_folder  # noqa: E402
+from tools import speed_benchmark  # noqa: E402
 from util.checkpoints import list_checkpoints  # noqa: E402
 from util.machine import machine  # noqa: E402
 from util.metrics import SCORE_NAMES  # noqa: E402
 
-METHODS = ('cltnet', 'cam', 'otsu')
+METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few')
+# Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
+# method -> (model, extra train.py flags beyond --stage 2 --pseudo <cltnet run>).
+STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
 TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
 # The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
 # its own splits and post-processing). "CAM" and "CAM+CRF": the paper gives JA alone.
@@ -52,14 +58,25 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='tools/benchmark.py', description=__doc__, formatter_class=_HelpFormatter)
+    speed_help = speed_benchmark.build_parser(prog='tools/benchmark.py --speed').format_help()
+    parser = argparse.ArgumentParser(prog='tools/benchmark.py', description=__doc__, formatter_class=_HelpFormatter,
+                                     epilog='With --speed, tools/speed_benchmark.py runs instead:\n\n' + speed_help)
+    parser.add_argument('--speed', action='store_true',
+                        help='measure training / inference / CRF speed and peak memory instead of results '
+                             '(tools/speed_benchmark.py); every other flag is then one of its flags, listed at '
+                             'the end')
     parser.add_argument('--dataroot', default='./dataset', help='folder holding <dataset>/<folder>/ (as train.py)')
     parser.add_argument('--datasets', default='ISIC,BraTS',
                         help='comma-separated datasets under --dataroot; each uses its default folder '
                              '(ISIC: isic_1, BraTS: brats_1, other: <name>_1)')
     parser.add_argument('--methods', default=','.join(METHODS),
-                        help='comma-separated methods (models/<method>_model.py): cltnet, cam, otsu')
-    parser.add_argument('--crf', default='cltnet,cam',
+                        help='comma-separated methods: cltnet, cam, otsu (models/<method>_model.py), '
+                             'cltnet_stage2 (a U-Net trained on the cltnet run\'s pseudo-masks, pseudo.py) and '
+                             'cltnet_stage2_few (the same plus the --few_sample labelled images); the stage-2 '
+                             'methods need cltnet in the list before them')
+    parser.add_argument('--few_sample', default='stage2_50',
+                        help='few-shot folder (few_sample/<NAME>) of the cltnet_stage2_few method')
+    parser.add_argument('--crf', default='cltnet,cam,cltnet_stage2,cltnet_stage2_few',
                         help='comma-separated methods whose maps also go through crf.py (their "+crf" rows)')
     parser.add_argument('--result_dir', default='results', help='root of the run folders (as train.py)')
     parser.add_argument('--names', default='',
@@ -107,7 +124,13 @@ def parse(argv):
     if not opt.datasets or not opt.methods:
         parser.error('--datasets and --methods need at least one entry each')
     for method in opt.methods:
-        find_model_class(method)  # exits with one line for an unknown method
+        if method in STAGE2:
+            if 'cltnet' not in opt.methods[:opt.methods.index(method)]:
+                parser.error(f'--methods: {method} trains on the pseudo-masks of the cltnet run; list cltnet before it')
+        elif method in METHODS:
+            find_model_class(method)
+        else:
+            parser.error(f'--methods: unknown method {method!r}; choose from {", ".join(METHODS)}')
     opt.names = _pairs(opt.names, '--names', parser)
     if opt.iteration is None or '=' in opt.iteration:
         opt.iteration = _pairs(opt.iteration or '', '--iteration', parser)
@@ -130,11 +153,17 @@ class Run:
         self.folder = default_folder(dataset)
         self.name = opt.names.get(method, method)
         self.dir = os.path.join(opt.result_dir, dataset, self.folder, self.name)
-        self.trained = getattr(find_model_class(method), 'needs_checkpoint', True)
+        model = 'seg' if method in STAGE2 else method
+        self.trained = getattr(find_model_class(model), 'needs_checkpoint', True)
         self.argv = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
-                     '--result_dir', opt.result_dir, '--name', self.name, '--model', method,
+                     '--result_dir', opt.result_dir, '--name', self.name, '--model', model,
                      *shlex.split(opt.args)]
         self.train_argv = self.argv + ['--display_id', '0', *shlex.split(opt.train_args)]
+        self.pseudo_source = None
+        if method in STAGE2:
+            self.pseudo_source = opt.names.get('cltnet', 'cltnet')
+            self.train_argv += ['--stage', '2', '--pseudo', self.pseudo_source,
+                                *(flag.format(few_sample=opt.few_sample) for flag in STAGE2[method])]
 
     def label(self):
         return f'{self.dataset}/{self.method}'
@@ -224,6 +253,16 @@ def train_run(run, opt):
         record['stopped_at_budget'] = True
     write_json_atomic(os.path.join(run.dir, TIMING_FILE),
                       {'train_seconds': seconds, 'command': 'train.py ' + shlex.join(argv), **record})
+
+
+def make_pseudo_masks(run, source, opt):
+    """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are newer than its CRF
+    choice."""
+    summary = os.path.join(source.dir, 'pseudo', 'summary.json')
+    if _fresh([summary], [_summary_path(source, 'crf', 'testA')]):
+        print(f'[{run.label()}] reusing the pseudo-masks in {source.dir}/pseudo')
+        return
+    _call(run, 'pseudo.py', pseudo.main, source.argv)
 
 
 def _mtime(path):
@@ -368,12 +407,18 @@ def render(tables, opt, started, finished):
 
 def main(argv=None):
     """Run (or reuse) every (dataset, method), then write RESULTS.md and results.json; returns the
-    results.json object."""
+    results.json object. With --speed: tools/speed_benchmark.py's main and its report."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if '--speed' in argv:
+        return speed_benchmark.main([arg for arg in argv if arg != '--speed'])
     opt = parse(argv)
     started = time.time()
     runs = [Run(opt, dataset, method) for dataset in opt.datasets for method in opt.methods]
+    by_key = {(run.dataset, run.method): run for run in runs}
     for run in runs:
+        # Pseudo-masks are needed only to train; a reused stage-2 run keeps what it was trained on.
+        if run.pseudo_source and not (opt.reuse and list_checkpoints(run.dir)):
+            make_pseudo_masks(run, by_key[(run.dataset, 'cltnet')], opt)
         train_run(run, opt)
         test_and_refine(run, opt)
     tables = {dataset: [row for run in runs if run.dataset == dataset for row in collect(run, opt)]

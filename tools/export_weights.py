@@ -1,10 +1,11 @@
-"""Export a run's val-chosen generator as a small released-weights file.
+"""Export a run's val-chosen networks (CLTNet: the A->B generator) as a small released-weights file.
 
     python tools/export_weights.py --run results/ISIC/isic_1/cltnet --out weights/ISIC.pt \
         --readme weights/README.md --dataset ISIC
 
 Reads what test.py (``test/selection.json``) and crf.py (``crf/testA/summary.json``, optional) chose
-on val, and stores the A->B generator of the chosen checkpoint in half precision together with those
+on val, and stores the test-time networks of the chosen checkpoint (CLTNet's A->B generator, the
+stage-2 U-Net) in half precision together with those
 choices, the image size and the training options, so ``test.py --weights`` and ``crf.py`` can use
 it on data that has no val split. With ``--readme`` it also rewrites that dataset's section of the
 weights README from the run's own summary files (no number typed by hand).
@@ -19,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_io import write_text_atomic  # noqa: E402
+from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from util.machine import machine  # noqa: E402
 
@@ -42,10 +44,13 @@ def export(run, out):
     state = torch.load(selection['checkpoint'], map_location='cpu', weights_only=False)
     if state.get('format') != CHECKPOINT_FORMAT:
         raise SystemExit(f"error: {selection['checkpoint']} is not a CLTNet-Seg checkpoint")
-    generator = {k: v.half() if v.is_floating_point() else v for k, v in state['nets']['G_AB'].items()}
+    model_class = find_model_class(state['architecture']['model'])
+    names = model_class.inference_nets or model_class.model_names
+    nets = {name: {k: v.half() if v.is_floating_point() else v for k, v in state['nets'][name].items()}
+            for name in names}
     selection['checkpoint'] = os.path.basename(selection['checkpoint'])
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
-                       'architecture': state['architecture'], 'nets': {'G_AB': generator},
+                       'architecture': state['architecture'], 'nets': nets,
                        'step': state['step'], 'selection': selection, 'options': state['options']}, out)
     return selection, state
 

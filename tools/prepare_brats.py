@@ -56,8 +56,9 @@ class Subject:
     channel: int = None
 
 
-def _msd_subjects(images_dir, modality):
-    """Subjects of a Decathlon ``imagesTr`` folder, each paired with ``../labelsTr/<same name>``."""
+def _msd_subjects(images_dir, modality, problems):
+    """Subjects of a Decathlon ``imagesTr`` folder, each paired with ``../labelsTr/<same name>``; a line
+    in the list ``problems`` for each image without its label."""
     labels_dir = os.path.join(os.path.dirname(images_dir), 'labelsTr')
     subjects = []
     # Hidden '._BRATS_001.nii.gz' files are macOS metadata shipped inside the Task01 archive.
@@ -65,7 +66,8 @@ def _msd_subjects(images_dir, modality):
                        and not n.startswith('.')):
         seg = os.path.join(labels_dir, name)
         if not os.path.isfile(seg):
-            raise PrepareError(f'{os.path.join(images_dir, name)}: no label file; expected {seg}')
+            problems.append(f'{os.path.join(images_dir, name)}: no label file; expected {seg}')
+            continue
         subjects.append(Subject(re.sub(r'\.nii(\.gz)?$', '', name), os.path.join(images_dir, name), seg,
                                 MSD_CHANNEL[modality]))
     return subjects
@@ -81,27 +83,33 @@ def _brats_subject(folder, subject_id, kinds, modality):
 
 
 def find_subjects(src, modality):
-    """All subjects under ``src`` in either naming, sorted by id; PrepareError when none or a subject
-    lacks its ``modality`` or seg file, or when an id occurs twice."""
-    subjects = []
+    """All subjects under ``src`` in either naming, sorted by id; PrepareError when none, else listing
+    every subject that lacks its ``modality`` or seg file and every id that occurs twice."""
+    subjects, problems = [], []
     for folder, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
         if os.path.basename(folder) == 'imagesTr':
-            subjects += _msd_subjects(folder, modality)
+            subjects += _msd_subjects(folder, modality, problems)
             continue
         groups = defaultdict(dict)
         for name in files:
             match = BRATS_FILE.match(name)
             if match:
                 groups[match['id']][match['kind']] = name
-        subjects += [_brats_subject(folder, sid, kinds, modality) for sid, kinds in sorted(groups.items())]
-    if not subjects:
+        for sid, kinds in sorted(groups.items()):
+            try:
+                subjects.append(_brats_subject(folder, sid, kinds, modality))
+            except PrepareError as err:
+                problems.append(str(err))
+    if not subjects and not problems:
         raise PrepareError(f'{src}: no BraTS subjects found; expected {NAMINGS}')
     seen = {}
     for subject in subjects:
         if subject.id in seen:
-            raise PrepareError(f'subject {subject.id} found twice: {seen[subject.id]} and {subject.image}')
+            problems.append(f'subject {subject.id} found twice: {seen[subject.id]} and {subject.image}')
         seen[subject.id] = subject.image
+    if problems:
+        raise PrepareError(problems)
     return sorted(subjects, key=lambda s: s.id)
 
 
@@ -171,18 +179,26 @@ def fit_to_size(plane, size, nearest):
 
 
 def _select_slices(args, subjects, rng):
-    """Split subjects into roles and sample slices; returns (roles, {output folder: [(id, z)]})."""
+    """Split subjects into roles and sample slices; returns (roles, {output folder: [(id, z)]}).
+    PrepareError listing every subject whose files cannot be read or whose shapes differ."""
     roles = take_ids([s.id for s in subjects], [('val', args.n_val), ('test', args.n_test)], rng)
     roles['train'] = roles.pop('rest')
     if not roles['train']:
         raise PrepareError(f'{args.src}: found {len(subjects)} subjects; --n_val {args.n_val} and '
                            f'--n_test {args.n_test} leave none for training')
     role_of = {sid: role for role, ids in roles.items() for sid in ids}
-    candidates = defaultdict(list)
+    candidates, unreadable = defaultdict(list), []
     for subject in tqdm(subjects, desc='scan subjects', unit='subject'):
-        lesion_z, normal_z = classify_slices(*load_subject(subject), args.min_lesion_px, args.min_brain_frac)
+        try:
+            volume, tumour = load_subject(subject)
+        except PrepareError as err:
+            unreadable.append(str(err))  # go on, to list every bad subject at once
+            continue
+        lesion_z, normal_z = classify_slices(volume, tumour, args.min_lesion_px, args.min_brain_frac)
         candidates[role_of[subject.id], 'A'] += [(subject.id, z) for z in lesion_z]
         candidates[role_of[subject.id], 'B'] += [(subject.id, z) for z in normal_z]
+    if unreadable:
+        raise PrepareError(unreadable)
     plan = {'A_weak': sample(candidates['train', 'A'], args.n_a, rng),
             'B_weak': sample(candidates['train', 'B'], args.n_b, rng),
             'val': sample(candidates['val', 'A'], args.n_val_slices, rng),

@@ -22,10 +22,14 @@ EVAL_SPLITS = ('val', 'testA', 'testB')
 
 
 class PrepareError(Exception):
-    """A problem with the user's input; the message is one line that names the offending path."""
+    """Problems with the user's input: one line naming the offending path, or for a list of several
+    problems, a count and then one such line each (so a folder is fixed in one pass)."""
 
-    def __init__(self, message):
-        super().__init__(' '.join(str(message).split()))
+    def __init__(self, problems):
+        lines = [' '.join(str(p).split()) for p in (problems if isinstance(problems, list) else [problems])]
+        if len(lines) > 1:
+            lines = [f'{len(lines)} problems found:'] + [f'  {line}' for line in lines]
+        super().__init__('\n'.join(lines))
 
 
 def positive_int(text):

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.image_io import list_images, read_image, read_mask, write_png_atomic  # noqa: E402
+from data.image_io import (PIL_READ_ERRORS, ImageReadError, list_images, read_image, read_mask,  # noqa: E402
+                           write_png_atomic)
 from tools.prepare_common import (PrepareError, add_output_args, positive_int, require_dir,  # noqa: E402
                                   name_weak_folders, require_filled, run_cli, staged_folder,
                                   summary_line, write_labelled, write_splits)
@@ -51,8 +52,8 @@ def _stem(path):
 
 
 def find_pairs(images_dir, masks_dir):
-    """[(id, image path, mask path)] sorted by id; PrepareError when there are no images, no masks,
-    or an image without its mask."""
+    """[(id, image path, mask path)] sorted by id; PrepareError when there are no images or no masks,
+    else listing every image without its mask, duplicate id, unreadable header and size mismatch."""
     images = [p for p in list_images(images_dir) if not _stem(p).lower().endswith(SKIPPED_SUFFIXES)]
     if not images:
         raise PrepareError(f'{images_dir}: no images found; expected ISIC_<id>.jpg or .png files')
@@ -63,26 +64,42 @@ def find_pairs(images_dir, masks_dir):
             masks.setdefault(stem[:-len(MASK_SUFFIX)], path)
     if not masks:
         raise PrepareError(f'{masks_dir}: no masks found; expected <id>_segmentation.png or <id>_Segmentation.png')
-    pairs, seen = [], {}
+    pairs, seen, problems = [], {}, []
     for path in images:
         image_id = _stem(path)
         if image_id in seen:
-            raise PrepareError(f'{path}: image id {image_id} found twice (also {seen[image_id]}); keep one')
-        if image_id not in masks:
-            raise PrepareError(f'{path}: image without mask; expected '
-                               f'{os.path.join(masks_dir, image_id + MASK_SUFFIX)}.png (or _Segmentation.png)')
+            problems.append(f'{path}: image id {image_id} found twice (also {seen[image_id]}); keep one')
+            continue
         seen[image_id] = path
-        pairs.append((image_id, path, masks[image_id]))
+        if image_id not in masks:
+            problems.append(f'{path}: image without mask; expected '
+                            f'{os.path.join(masks_dir, image_id + MASK_SUFFIX)}.png (or _Segmentation.png)')
+            continue
+        problem = _header_problem(path, masks[image_id])
+        if problem:
+            problems.append(problem)
+        else:
+            pairs.append((image_id, path, masks[image_id]))
+    if problems:
+        raise PrepareError(problems)
     return pairs
 
 
-def load_pair(image_path, mask_path):
-    """(RGB uint8 image, bool mask); PrepareError when their sizes differ."""
-    image, mask = read_image(image_path), read_mask(mask_path)
-    if mask.shape != image.shape[:2]:
-        raise PrepareError(f'{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} '
-                           f'is {image.shape[1]}x{image.shape[0]} (WxH)')
-    return image, mask
+def _header_problem(image_path, mask_path):
+    """A problem line when either file's header cannot be read or the two sizes differ, else None.
+    Headers only: cheap enough to look at every pair before the first one is decoded."""
+    sizes = []
+    for path in (image_path, mask_path):
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+                img.verify()
+        except PIL_READ_ERRORS as err:
+            return f'{path}: not a readable image ({type(err).__name__}: {err}); replace or remove this file'
+    (image_w, image_h), (mask_w, mask_h) = sizes
+    if (mask_w, mask_h) != (image_w, image_h):
+        return f'{mask_path}: mask is {mask_w}x{mask_h} but its image {image_path} is {image_w}x{image_h} (WxH)'
+    return None
 
 
 def resize_pair(image, mask, size):
@@ -143,13 +160,14 @@ def find_healthy_patch(image, mask):
 
 def _fill(args, order, folder):
     """Hand the shuffled ``order`` of (id, image, mask) paths out to the output folders in turn and write
-    each one's file under ``folder``; returns (files, roles, patch boxes, skipped counts)."""
+    each one's file under ``folder``; returns (files, roles, patch boxes, skipped counts). PrepareError
+    listing every image or mask read on the way that cannot be decoded."""
     wanted = {'val': args.n_val, 'testA': args.n_testA, 'testB': args.n_testB, 'A_weak': args.n_a,
               'B_weak': args.n_b}
     role_of = {'val': 'val', 'testA': 'test', 'testB': 'test', 'A_weak': 'train', 'B_weak': 'train'}
     files = {name: [] for name in wanted}
     roles = {'train': [], 'val': [], 'test': []}
-    patches, skipped = {}, {'empty mask': 0, 'no healthy patch': 0}
+    patches, skipped, unreadable = {}, {'empty mask': 0, 'no healthy patch': 0}, []
     pending = iter(wanted)
     current = next(pending)
     with tqdm(total=min(sum(wanted.values()), len(order)), desc='images', unit='img') as bar:
@@ -158,7 +176,12 @@ def _fill(args, order, folder):
                 current = next(pending, None)
             if current is None:
                 break
-            image, mask = load_pair(image_path, mask_path)
+            try:
+                image, mask = read_image(image_path), read_mask(mask_path)
+            except ImageReadError as err:
+                # Headers were fine, the data are not (a truncated download): go on, to list them all.
+                unreadable.append(str(err))
+                continue
             if current in ('testB', 'B_weak'):
                 box = find_healthy_patch(image, mask)
                 if box is None:
@@ -181,6 +204,8 @@ def _fill(args, order, folder):
             files[current].append(name)
             roles[role_of[current]].append(image_id)
             bar.update()
+    if unreadable:
+        raise PrepareError(unreadable)
     return files, {role: sorted(ids) for role, ids in roles.items()}, patches, skipped
 
 

@@ -1,0 +1,125 @@
+"""Stage 2 (``--model seg``): a U-Net trained on stage-1 pseudo-masks, optionally with a few labelled images.
+
+Weakly supervised pipelines (PSA, IRN, SEAM) end with a segmentation network trained on their refined
+localisation maps: it sees every training image with a mask, so the per-image noise of the pseudo-masks
+averages out. Pixels whose pseudo-label is uncertain carry weight 0 (see data/pseudo_dataset.py);
+normal (B) images teach it to predict nothing.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base_model import BaseModel
+
+
+def _norm(channels):
+    # GroupNorm: a step holds a handful of images, too few for BatchNorm statistics.
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class DoubleConv(nn.Module):
+    """Two 3x3 convolutions, each followed by GroupNorm and ReLU (the U-Net block)."""
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), _norm(out_ch), nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False), _norm(out_ch), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class UNet(nn.Module):
+    """Images B x img_ch x H x W -> lesion logits B x 1 x H x W.
+
+    ``depth`` max-pool levels with widths ch, 2ch, 4ch, 8ch, 8ch...; the decoder upsamples to each skip
+    connection's exact size, so any input size works.
+    """
+
+    def __init__(self, img_ch=3, ch=16, depth=4):
+        super().__init__()
+        widths = [ch * 2 ** min(level, 3) for level in range(depth + 1)]
+        self.down = nn.ModuleList([DoubleConv(img_ch, widths[0])] +
+                                  [DoubleConv(widths[i - 1], widths[i]) for i in range(1, depth + 1)])
+        self.up = nn.ModuleList([DoubleConv(widths[i] + widths[i - 1], widths[i - 1])
+                                 for i in range(depth, 0, -1)])
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x):
+        skips = []
+        for level, block in enumerate(self.down):
+            x = block(F.max_pool2d(x, 2) if level else x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        return self.head(x)
+
+
+def weighted_losses(logits, target, weight):
+    """(BCE, soft Dice loss) of logits against target, each pixel counted with ``weight`` (0 = ignored).
+
+    The Dice term pools the whole batch, so normal images (empty targets) still penalise every pixel
+    predicted as lesion, and an image whose pseudo-mask was dropped adds nothing.
+    """
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction='none')
+    bce = (bce * weight).sum() / weight.sum().clamp_min(1.0)
+    prob = torch.sigmoid(logits) * weight
+    overlap = (prob * target).sum()
+    dice = 1 - (2 * overlap + 1) / (prob.sum() + (target * weight).sum() + 1)
+    return bce, dice
+
+
+class SegModel(BaseModel):
+    """The stage-2 segmentation network, trained by train.py --stage 2 and served by test.py / crf.py."""
+
+    model_names = ['seg']
+    loss_names = ['bce', 'dice']
+    loss_groups = {'segmentation (pseudo-masks)': ['bce', 'dice']}
+    visual_names = ['real_A', 'target_A', 'pred_A', 'real_B', 'pred_B']
+    map_modes = ('seg',)
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.seg = self.place(UNet(img_ch=opt.img_ch, ch=opt.ch))
+        if opt.is_train:
+            self.single_adam('seg', self.seg)
+
+    def architecture(self):
+        """Only these options shape the U-Net."""
+        return {key: getattr(self.opt, key) for key in ('model', 'img_size', 'img_ch', 'ch')}
+
+    def wrap_distributed(self, wrap):
+        self.seg = wrap(self.seg)
+
+    def set_input(self, batch):
+        """batch: 'A' / 'B' images in [-1, 1] and 'A_target', 'A_weight', 'B_target', 'B_weight'
+        (B x 1 x H x W: the pseudo-mask and each pixel's loss weight)."""
+        super().set_input(batch)
+        for name in ('A_target', 'A_weight', 'B_target', 'B_weight'):
+            setattr(self, name, batch[name].to(self.device, non_blocking=True))
+
+    def optimize_parameters(self):
+        """One Adam step of weighted BCE + soft Dice on the lesion and the normal images together."""
+        images = torch.cat([self.real_A, self.real_B], 0)
+        target = torch.cat([self.A_target, self.B_target], 0)
+        weight = torch.cat([self.A_weight, self.B_weight], 0)
+        with self.autocast():
+            logits = self.seg(images)
+        self.loss_bce, self.loss_dice = weighted_losses(logits, target, weight)
+        self.step_optimizer(self.loss_bce + self.loss_dice, 'seg')
+        # Visuals are shown in [-1, 1] like the images.
+        pred = torch.sigmoid(logits.detach().float()) * 2 - 1
+        self.pred_A, self.pred_B = pred.split([len(self.real_A), len(self.real_B)])
+        self.target_A = self.A_target * 2 - 1
+
+    @torch.inference_mode()
+    def infer(self, images):
+        """images: B x C x H x W in [-1, 1] -> {'maps': {'seg': lesion probability B x H x W}, 'score':
+        its maximum per image (B,), the image-level lesion score}."""
+        with self.autocast():
+            logits = self.seg(self.to_device(images))
+        prob = torch.sigmoid(logits.float())[:, 0]
+        return {'maps': {'seg': prob}, 'score': prob.flatten(1).max(1)[0]}

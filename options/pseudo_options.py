@@ -1,0 +1,28 @@
+"""pseudo.py flags: test.py's (which model, which rule) plus the CRF and the confidence band."""
+import os
+
+from .crf_options import parse_crf_params_flag
+from .test_options import TestOptions
+
+
+class PseudoOptions(TestOptions):
+    description = ('Write stage-1 pseudo-masks (val-chosen rule + dense CRF) with a per-pixel confidence for '
+                   'every training image, for stage 2 (train.py --stage 2 --pseudo NAME).')
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        g = parser.add_argument_group('pseudo-masks')
+        g.add_argument('--crf_params', default=None,
+                       help='CRF parameters as key=value pairs (e.g. "alpha=2,sxy=40"); default: the ones val '
+                            "chose (crf.py's choice for this run, or those stored in --weights)")
+        g.add_argument('--crf_workers', type=int, default=os.cpu_count() or 1,
+                       help='CRF worker processes (0 or 1 = main process)')
+        g.add_argument('--boundary_band', type=float, default=0.04,
+                       help='width of the uncertain band around each pseudo-mask boundary, as a fraction of the '
+                            "image side: confidence rises from 0 at the boundary to 1 at this distance")
+
+    def validate(self, parser, opt):
+        super().validate(parser, opt)
+        if not 0 < opt.boundary_band <= 1:
+            parser.error(f'--boundary_band must be in (0, 1], got {opt.boundary_band}')
+        parse_crf_params_flag(parser, opt)

@@ -1,0 +1,142 @@
+"""Write stage-1 pseudo-masks of every training image, for stage 2 (``train.py --stage 2``).
+
+    python pseudo.py --dataroot ../shared/datasets --dataset ISIC --weights weights/ISIC.pt --name stage1
+    python pseudo.py --dataroot ../shared/datasets --dataset ISIC --name cltnet   # after test.py + crf.py
+
+Each lesion (A) image goes through test.py's val-chosen rule (checkpoint, map mode, threshold,
+post-processing) and then the dense CRF with crf.py's val-chosen parameters. Its confidence map is 0 on
+the pseudo-mask's boundary and rises to 1 at ``--boundary_band`` of the image side from it: boundaries are
+where stage-1 masks are least reliable. An A image whose pseudo-mask is empty gets confidence 0 everywhere
+(stage 1 missed its lesion; an empty target would teach the opposite). Normal (B) images get empty masks.
+
+Writes <run>/pseudo/A/{prob,masks,confidence}/NAME.png, <run>/pseudo/B/masks/NAME.png and
+<run>/pseudo/summary.json (counts, areas, the rule and CRF parameters used, and the pseudo-masks' Dice
+on the few-shot images when those labelled training images exist: a check, never used to choose).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+import test as test_script
+from data.image_io import read_mask, write_json_atomic, write_png_atomic
+from data.layout import LayoutError, check_training_layout, label_path_for
+from data.pseudo_dataset import PSEUDO_FOLDER, mask_paths
+from data.synthetic import make_demo_if_missing
+from options.base_options import run_dir
+from options.pseudo_options import PseudoOptions
+from util.crf_utils import CRFParams, refine_many
+from util.inference import predict_split
+from util.metrics import SegmentationScores
+from util.selection import apply_rule
+
+CHUNK = 64  # images whose full-size maps are held in memory at once
+
+
+def boundary_confidence(mask, band):
+    """0 on the boundary of ``mask`` (bool H x W), rising linearly to 1 at ``band`` pixels from it."""
+    if not mask.any():
+        return np.zeros(mask.shape, np.float32)
+    distance = np.where(mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask))
+    return np.clip(distance / band, 0.0, 1.0).astype(np.float32)
+
+
+def crf_choice(opt, folder, rule):
+    """The CRF parameters: --crf_params, those stored with --weights, or crf.py's choice for this run."""
+    if opt.crf_params is not None:
+        return opt.crf_params
+    stored = rule.get('crf') or (test_script.read_state(opt.weights).get('selection', {}).get('crf')
+                                 if opt.weights else None)
+    if stored is None:
+        summary_path = os.path.join(folder, 'crf', 'testA', 'summary.json')
+        if os.path.isfile(summary_path):
+            with open(summary_path) as handle:
+                stored = json.load(handle).get('selection', {}).get('crf')
+    if stored is None:
+        raise SystemExit(f'error: no CRF parameters chosen for {folder}: run crf.py for this run first, '
+                         f'or pass --crf_params (e.g. alpha=2,sxy=40)')
+    return CRFParams.from_dict(stored)
+
+
+def write_probabilities(model, rule, paths, pseudo_dir, opt):
+    """Calibrated stage-1 maps of the A images (p >= 0.5 is the rule's decision) as 16-bit PNGs;
+    returns their paths."""
+    prob_paths = []
+    for start in range(0, len(paths), CHUNK):
+        chunk = paths[start:start + CHUNK]
+        items = predict_split(model, [(p, None) for p in chunk], opt, f'stage-1 maps {start + len(chunk)}/{len(paths)}')
+        for item in items:
+            _, calibrated = apply_rule(rule, item['maps'][rule['map_mode']])
+            path = os.path.join(pseudo_dir, 'A', 'prob', item['name'] + '.png')
+            write_png_atomic(path, np.round(calibrated * 65535).astype(np.uint16))
+            prob_paths.append(path)
+    return prob_paths
+
+
+def few_shot_check(folder_dir, paths_A, masks):
+    """Mean scores of the pseudo-masks on the A images that also have a few-shot label, or None."""
+    few_root = os.path.join(folder_dir, 'few_sample')
+    if not os.path.isdir(few_root):
+        return None
+    scores = SegmentationScores()
+    for name in sorted(os.listdir(few_root)):
+        labels_dir = os.path.join(few_root, name, 'B')
+        for path, mask in zip(paths_A, masks):
+            label = label_path_for(path, labels_dir) if os.path.isdir(labels_dir) else None
+            if label is not None:
+                scores.add(os.path.basename(path), mask, read_mask(label))
+    return dict(scores.mean(), n_images=len(scores)) if len(scores) else None
+
+
+def main(argv=None):
+    opt = PseudoOptions().parse(argv)
+    if opt.num_threads > 0:
+        torch.set_num_threads(opt.num_threads)
+    torch.manual_seed(opt.seed)
+    make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
+    data_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
+    try:
+        files = check_training_layout(opt.dataroot, opt.dataset, opt.folder, skip_bad=opt.skip_bad_images)
+    except LayoutError as error:
+        raise SystemExit(f'error: {error}\n(use --skip_bad_images True to go on without the listed files)')
+    folder = run_dir(opt)
+    rule = test_script.choose(opt, folder, data_dir, test_script.sources(opt, folder))
+    params = crf_choice(opt, folder, rule)
+    model = test_script.load_model(opt, rule['checkpoint'])
+    pseudo_dir = os.path.join(folder, PSEUDO_FOLDER)
+    print(f"rule of {opt.name}: map {rule['map_mode']} {rule['binarize']} {rule['threshold']} {rule['postprocess']}; "
+          f'CRF {params.as_dict()}')
+
+    prob_paths = write_probabilities(model, rule, files.paths_A, pseudo_dir, opt)
+    masks = refine_many(list(zip(files.paths_A, prob_paths)), params, opt.crf_workers, desc='CRF pseudo-masks')
+    areas, dropped = [], 0
+    for path, mask in zip(files.paths_A, masks):
+        mask_path, confidence_path = mask_paths(pseudo_dir, 'A', path)
+        confidence = boundary_confidence(mask, opt.boundary_band * max(mask.shape))
+        write_png_atomic(mask_path, mask.astype(np.uint8) * 255)
+        write_png_atomic(confidence_path, np.round(confidence * 255).astype(np.uint8))
+        dropped += not mask.any()
+        areas.append(float(mask.mean()))
+    for path in files.paths_B:
+        with Image.open(path) as img:
+            width, height = img.size
+        write_png_atomic(mask_paths(pseudo_dir, 'B', path)[0], np.zeros((height, width), np.uint8))
+
+    summary = {'n_A': len(files.paths_A), 'n_B': len(files.paths_B), 'n_A_empty_ignored': dropped,
+               'mean_area_A': float(np.mean(areas)), 'selection': rule, 'crf': params.as_dict(),
+               'boundary_band': opt.boundary_band, 'few_sample_check': few_shot_check(data_dir, files.paths_A, masks),
+               'command': opt.command_line}
+    write_json_atomic(os.path.join(pseudo_dir, 'summary.json'), summary)
+    check = summary['few_sample_check']
+    print(f"pseudo-masks: {len(files.paths_A)} A ({dropped} empty, ignored), {len(files.paths_B)} B (empty); "
+          f"mean A area {summary['mean_area_A']:.3f}"
+          + (f"; DI {check['DI']:.4f} on the {check['n_images']} few-shot labelled training images" if check else ''))
+    print(f'written to {pseudo_dir}; next: python train.py --stage 2 --pseudo {opt.name} ...')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Tests for pseudo.py and the stage-2 pipeline: stage 1 -> test -> crf -> pseudo-masks -> stage 2 -> test -> crf."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import crf
+import pseudo
+import test as test_script
+import train
+from conftest import TINY_FOLDER
+from data.image_io import list_images, read_mask
+from data.pseudo_dataset import read_confidence
+from tools import export_weights
+
+CRF_FIXED = ['--crf_params', 'alpha=2,n_iter=3']
+
+
+def test_boundary_confidence_is_zero_on_the_edge_and_one_far_away():
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    confidence = pseudo.boundary_confidence(mask, band=4)
+    assert confidence[10, 20] <= 0.25 and confidence[9, 20] <= 0.25
+    assert confidence[20, 20] == 1 and confidence[0, 0] == 1
+    assert 0 < confidence[12, 20] < 1
+    assert not pseudo.boundary_confidence(np.zeros((8, 8), bool), band=4).any()
+
+
+@pytest.fixture
+def stage_one(tiny_argv, tiny_test_argv, run_folder):
+    """A tiny stage-1 run with test.py and crf.py outputs; returns its folder."""
+    assert train.main(tiny_argv('--save_freq', '2', name='s1')) == 0
+    test_script.main(tiny_test_argv('--splits', 'testA', name='s1'))
+    crf.main(tiny_test_argv('--splits', 'testA', *CRF_FIXED, name='s1'))
+    return run_folder('s1')
+
+
+def _pseudo_argv(tiny_test_argv, *extra):
+    return tiny_test_argv('--crf_workers', '1', *extra, name='s1')
+
+
+def test_pseudo_masks_then_stage_two_then_test_and_crf(stage_one, tiny_dataroot, tiny_argv, tiny_test_argv,
+                                                       run_folder):
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    out = os.path.join(stage_one, 'pseudo')
+    summary = json.load(open(os.path.join(out, 'summary.json')))
+    assert summary['crf']['alpha'] == 2 and summary['crf']['n_iter'] == 3  # crf.py's choice for the run
+    assert (summary['n_A'], summary['n_B']) == (6, 6)
+    folder = os.path.join(tiny_dataroot, 'tiny', TINY_FOLDER)
+    for path in list_images(os.path.join(folder, '6_A_weak')):
+        name = os.path.basename(path)
+        mask = read_mask(os.path.join(out, 'A', 'masks', name))
+        confidence = read_confidence(os.path.join(out, 'A', 'confidence', name))
+        assert mask.shape == confidence.shape == (32, 32)
+        assert confidence.max() <= 1 and (not mask.any() or (confidence == 1).any())
+    for path in list_images(os.path.join(folder, '6_B_weak')):
+        assert not read_mask(os.path.join(out, 'B', 'masks', os.path.basename(path))).any()
+    # The few-shot images are training images with labels: the pseudo-masks are scored on them.
+    assert summary['few_sample_check']['n_images'] == 6 and 0 <= summary['few_sample_check']['DI'] <= 1
+
+    stage2 = ['--stage', '2', '--pseudo', 's1', '--few_sample', 'stage2_8', '--few_weight', '2', '--save_freq', '2']
+    assert train.main(tiny_argv(*stage2, name='s2')) == 0
+    assert sorted(os.listdir(os.path.join(run_folder('s2'), 'checkpoints'))) == ['iter_0000002.pt', 'iter_0000004.pt']
+    test_script.main(tiny_test_argv('--splits', 'testA,testB', name='s2'))  # model read from the checkpoint
+    crf.main(tiny_test_argv('--splits', 'testA', *CRF_FIXED, name='s2'))
+    for stage in ('test', 'crf'):
+        scores = json.load(open(os.path.join(run_folder('s2'), stage, 'testA', 'summary.json')))
+        assert all(0 <= scores[k] <= 1 for k in ('JA', 'DI', 'AC', 'SE', 'SP'))
+
+    # Released stage-2 weights hold the U-Net alone and reproduce the run's testA scores.
+    weights = os.path.join(run_folder('s2'), 'released.pt')
+    export_weights.main(['--run', run_folder('s2'), '--out', weights])
+    assert list(torch.load(weights, weights_only=False)['nets']) == ['seg']
+    test_script.main(tiny_test_argv('--splits', 'testA', '--weights', weights, name='s2w'))
+    released = json.load(open(os.path.join(run_folder('s2w'), 'test', 'testA', 'summary.json')))
+    assert abs(released['DI'] - json.load(open(os.path.join(run_folder('s2'), 'test', 'testA', 'summary.json')))['DI']) < 0.02
+
+
+def test_pseudo_masks_are_deterministic(stage_one, tiny_test_argv):
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    first = open(os.path.join(stage_one, 'pseudo', 'summary.json')).read()
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    assert open(os.path.join(stage_one, 'pseudo', 'summary.json')).read() == first
+
+
+def test_stage_two_without_pseudo_masks_names_the_fix(stage_one, tiny_argv, capsys):
+    with pytest.raises(SystemExit, match='run pseudo.py for the stage-1 run first'):
+        train.main(tiny_argv('--stage', '2', '--pseudo', 's1', name='s2'))
+
+
+def test_few_shot_folder_problems_are_one_line(stage_one, tiny_test_argv, tiny_argv, tiny_dataroot):
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    with pytest.raises(SystemExit, match='few-shot folder .* not found'):
+        train.main(tiny_argv('--stage', '2', '--pseudo', 's1', '--few_sample', 'nope', name='s2'))
+    labels = os.path.join(tiny_dataroot, 'tiny', TINY_FOLDER, 'few_sample', 'stage2_8', 'B')
+    removed = sorted(os.listdir(labels))[0]
+    os.rename(os.path.join(labels, removed), os.path.join(labels, '..', removed))
+    try:
+        with pytest.raises(SystemExit, match='1 image\\(s\\) without a mask'):
+            train.main(tiny_argv('--stage', '2', '--pseudo', 's1', '--few_sample', 'stage2_8', name='s2'))
+    finally:
+        os.rename(os.path.join(labels, '..', removed), os.path.join(labels, removed))
+
+
+def test_pseudo_without_crf_choice_asks_for_it(tiny_argv, tiny_test_argv):
+    assert train.main(tiny_argv(name='s1')) == 0
+    test_script.main(tiny_test_argv('--splits', 'testA', name='s1'))
+    with pytest.raises(SystemExit, match='run crf.py for this run first'):
+        pseudo.main(_pseudo_argv(tiny_test_argv))
+
