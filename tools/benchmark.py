@@ -314,7 +314,8 @@ def training_record(run):
     if seconds is None and os.path.isfile(timing):
         seconds = _read_json(timing)['train_seconds']
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
-            'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"}
+            'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"
+                       + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')}
 
 
 def collect(run, opt):
@@ -356,9 +357,11 @@ def _training_cells(row):
 
 
 def verdict(rows):
-    """One generated line: is the best CLTNet row ahead of every baseline row on DI?"""
-    ours = [r for r in rows if r['method'].startswith('cltnet')]
-    others = [r for r in rows if not r['method'].startswith('cltnet')]
+    """One generated line: is the best weakly supervised CLTNet row ahead of every baseline row on DI?"""
+    # Weak labels only on both sides: the few-shot rows also learn from labelled masks.
+    weak = [r for r in rows if '_few' not in r['method']]
+    ours = [r for r in weak if r['method'].startswith('cltnet')]
+    others = [r for r in weak if not r['method'].startswith('cltnet')]
     if not ours or not others:
         return ''
     best, rival = (max(group, key=lambda r: r['scores']['DI']) for group in (ours, others))

@@ -71,13 +71,23 @@ def _score_rows(run):
     return rows
 
 
+def _pseudo_lines(options):
+    """For a stage-2 run: the pseudo.py command that made its pseudo-masks (from their summary.json)."""
+    if options.get('stage', 1) != 2:
+        return []
+    summary = os.path.join(options['result_dir'], options['dataset'], options['folder'], options['pseudo'],
+                           'pseudo', 'summary.json')
+    command = _read_json(summary, 'the stage-2 run\'s pseudo-masks are gone')['command']
+    return [f'Pseudo-masks: `python {command}`', '']
+
+
 def readme_section(dataset, run, out, selection, state, readme='weights/README.md'):
     """The weights README section of one file, built from the run's checkpoint and summaries."""
     options = state['options']
     seconds = state.get('train_seconds')
     trained = f'{seconds / 60:.0f} min' if seconds else 'not recorded'
     crf = selection.get('crf')
-    lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '',
+    lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_pseudo_lines(options),
              f"Training command: `python {options['command_line']}`", '',
              f"Trained {state['step']} steps in {trained} on: {machine()}, "
              f"{options.get('num_threads') or 'default'} torch thread(s).", '',
