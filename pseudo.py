@@ -24,8 +24,8 @@ from scipy import ndimage
 
 import test as test_script
 from data.image_io import read_mask, write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_training_layout, label_path_for
-from data.pseudo_dataset import PSEUDO_FOLDER, mask_paths
+from data.layout import LayoutError, check_training_layout
+from data.pseudo_dataset import PSEUDO_FOLDER, few_shot_items, mask_paths
 from data.synthetic import make_demo_if_missing
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
@@ -78,17 +78,17 @@ def write_probabilities(model, rule, paths, pseudo_dir, opt):
 
 
 def few_shot_check(folder_dir, paths_A, masks):
-    """Mean scores of the pseudo-masks on the A images that also have a few-shot label, or None."""
+    """Mean scores of the pseudo-masks on the A images that also have a few-shot label (the few-shot
+    images are copies of training images, matched by file name), or None."""
     few_root = os.path.join(folder_dir, 'few_sample')
     if not os.path.isdir(few_root):
         return None
+    labels = {os.path.basename(item.image): item.mask for name in sorted(os.listdir(few_root))
+              for item in few_shot_items(folder_dir, name, weight=1.0)}
     scores = SegmentationScores()
-    for name in sorted(os.listdir(few_root)):
-        labels_dir = os.path.join(few_root, name, 'B')
-        for path, mask in zip(paths_A, masks):
-            label = label_path_for(path, labels_dir) if os.path.isdir(labels_dir) else None
-            if label is not None:
-                scores.add(os.path.basename(path), mask, read_mask(label))
+    for path, mask in zip(paths_A, masks):
+        if os.path.basename(path) in labels:
+            scores.add(os.path.basename(path), mask, read_mask(labels[os.path.basename(path)]))
     return dict(scores.mean(), n_images=len(scores)) if len(scores) else None
 
 

@@ -61,7 +61,7 @@ def training_datasets(opt, files):
     if opt.stage == 1:
         return tuple(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter)
                      for paths in (files.paths_A, files.paths_B))
-    pseudo_dir = os.path.join(opt.result_dir, opt.dataset, opt.folder, opt.pseudo, PSEUDO_FOLDER)
+    pseudo_dir = os.path.join(run_dir(opt, opt.pseudo), PSEUDO_FOLDER)
     items_A = pseudo_items(pseudo_dir, files.paths_A, 'A')
     if opt.few_sample:
         items_A += few_shot_items(os.path.join(opt.dataroot, opt.dataset, opt.folder), opt.few_sample, opt.few_weight)

@@ -161,7 +161,6 @@ class CLTNetModel(BaseModel):
                     self.G_AB(self.real_A, with_reconstruction=False))
 
 
-
 def _normalise_map(heatmap):
     """Scale each map of a batch to [0, 1] for display."""
     flat = heatmap.detach().float().flatten(1)

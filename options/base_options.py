@@ -136,9 +136,10 @@ def default_folder(dataset):
     return {'ISIC': 'isic_1', 'BraTS': 'brats_1'}.get(dataset, f'{dataset.lower()}_1')
 
 
-def run_dir(opt):
-    """<result_dir>/<dataset>/<folder>/<name>: the folder of everything a run writes."""
-    return os.path.join(opt.result_dir, opt.dataset, opt.folder, opt.name)
+def run_dir(opt, name=None):
+    """<result_dir>/<dataset>/<folder>/<name>: the folder of everything a run writes (of run ``name``
+    beside it when given, e.g. the stage-1 run a stage-2 run reads its pseudo-masks from)."""
+    return os.path.join(opt.result_dir, opt.dataset, opt.folder, name or opt.name)
 
 
 def format_options(opt):

@@ -85,7 +85,7 @@ def test_pseudo_masks_are_deterministic(stage_one, tiny_test_argv):
     assert open(os.path.join(stage_one, 'pseudo', 'summary.json')).read() == first
 
 
-def test_stage_two_without_pseudo_masks_names_the_fix(stage_one, tiny_argv, capsys):
+def test_stage_two_without_pseudo_masks_names_the_fix(stage_one, tiny_argv):
     with pytest.raises(SystemExit, match='run pseudo.py for the stage-1 run first'):
         train.main(tiny_argv('--stage', '2', '--pseudo', 's1', name='s2'))
 

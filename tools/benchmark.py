@@ -42,7 +42,7 @@ from util.metrics import SCORE_NAMES  # noqa: E402
 
 METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few')
 # Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
-# method -> (model, extra train.py flags beyond --stage 2 --pseudo <cltnet run>).
+# method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
 TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
 # The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,

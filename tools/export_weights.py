@@ -20,8 +20,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_io import write_text_atomic  # noqa: E402
+from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
+from options.base_options import run_dir  # noqa: E402
 from util.machine import machine  # noqa: E402
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
@@ -75,8 +77,7 @@ def _pseudo_lines(options):
     """For a stage-2 run: the pseudo.py command that made its pseudo-masks (from their summary.json)."""
     if options.get('stage', 1) != 2:
         return []
-    summary = os.path.join(options['result_dir'], options['dataset'], options['folder'], options['pseudo'],
-                           'pseudo', 'summary.json')
+    summary = os.path.join(run_dir(argparse.Namespace(**options), options['pseudo']), PSEUDO_FOLDER, 'summary.json')
     command = _read_json(summary, 'the stage-2 run\'s pseudo-masks are gone')['command']
     return [f'Pseudo-masks: `python {command}`', '']
 
