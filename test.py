@@ -25,7 +25,7 @@ from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
 from util.html import write_run_report
-from util.inference import predict_split
+from util.inference import available_map_modes, predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
@@ -115,7 +115,11 @@ def choose(opt, folder, data_dir, candidates):
             return cached['selection']
     items_by_source = {}
     for step, path in candidates:
-        items_by_source[(step, path)] = predict_split(load_model(opt, path), val, opt, f'val @ {step}')
+        model = load_model(opt, path)
+        available = available_map_modes(model.map_modes)
+        if opt.map_mode not in ('auto', *available):
+            raise SystemExit(f"error: --map_mode {opt.map_mode}: this model's maps are {', '.join(available)}")
+        items_by_source[(step, path)] = predict_split(model, val, opt, f'val @ {step}')
     modes = [opt.map_mode] if opt.map_mode != 'auto' else list(items_by_source[candidates[0]][0]['maps'])
     fixed_rule = getattr(find_model_class(opt.model), 'fixed_rule', None)
     if fixed_rule:

@@ -2,8 +2,10 @@
 
 A new model or baseline is one new file; nothing here needs editing.
 """
+import glob
 import importlib
 import inspect
+import os
 
 from .base_model import BaseModel
 
@@ -25,3 +27,11 @@ def find_model_class(name):
 def create_model(opt):
     """Instantiate the model named by ``opt.model``."""
     return find_model_class(opt.model)(opt)
+
+
+def all_map_modes():
+    """Every map mode some model's ``infer`` returns (a checkpoint or weights file picks the model
+    only after the options are parsed)."""
+    names = sorted(os.path.basename(path)[:-len('_model.py')]
+                   for path in glob.glob(os.path.join(os.path.dirname(__file__), '*_model.py')) if 'base_model' not in path)
+    return tuple(dict.fromkeys(mode for name in names for mode in getattr(find_model_class(name), 'map_modes', ())))

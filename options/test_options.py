@@ -1,5 +1,5 @@
 """Inference flags (test.py): which checkpoints, how lesion maps become masks, which splits."""
-from models import find_model_class
+from models import all_map_modes
 from util.inference import available_map_modes
 
 from .base_options import BaseOptions
@@ -18,7 +18,8 @@ class TestOptions(BaseOptions):
                        help="checkpoints scored on val: 'all', 'latest', or a step number")
         g.add_argument('--map_mode', default='auto',
                        help="lesion map, one of the model's modes (cltnet: attention, attention-inverted, "
-                            "difference, fused, cam; cam: cam; otsu: dark, bright), or auto (chosen on val)")
+                            "difference, fused, cam; cam: cam; otsu: dark, bright; seg: seg; cascade: cltnet's and seg), "
+                            "or auto (chosen on val)")
         g.add_argument('--splits', default='testA,testB',
                        help='comma-separated splits to predict with the val-chosen rule (val is always done '
                             'when present, since selection and crf.py need it)')
@@ -30,6 +31,6 @@ class TestOptions(BaseOptions):
         if opt.which_iter not in ('all', 'latest') and not opt.which_iter.isdigit():
             parser.error(f"--which_iter must be 'all', 'latest' or a step number, got {opt.which_iter!r}")
         opt.splits = [s for s in opt.splits.split(',') if s]
-        modes = ('auto',) + available_map_modes(getattr(find_model_class(opt.model), 'map_modes', ()))
+        modes = ('auto',) + available_map_modes(all_map_modes())
         if opt.map_mode not in modes:
             parser.error(f"--map_mode must be one of {', '.join(modes)}, got {opt.map_mode!r}")

@@ -122,7 +122,10 @@ def test_train_and_test_scripts_serve_the_cam_model(tiny_argv, tiny_test_argv, r
         assert {'prob', 'masks', 'overlays', 'cam'} <= set(listing) and 'translation' not in listing
 
 
-def test_test_rejects_a_map_mode_the_model_does_not_have(tiny_test_argv, capsys):
+def test_test_rejects_a_map_mode_the_model_does_not_have(tiny_argv, tiny_test_argv, capsys):
     with pytest.raises(SystemExit):
-        test_script.main(tiny_test_argv('--model', 'cam', '--map_mode', 'attention'))
-    assert 'cam' in capsys.readouterr().err
+        test_script.main(tiny_test_argv('--model', 'cam', '--map_mode', 'no_such_map'))
+    assert 'cam' in capsys.readouterr().err  # no model has it: the parser lists every mode
+    assert train.main(tiny_argv('--model', 'cam', '--iteration', 1)) == 0
+    with pytest.raises(SystemExit, match="--map_mode attention: this model's maps are cam$"):
+        test_script.main(tiny_test_argv('--map_mode', 'attention'))  # the model comes from the checkpoint

@@ -110,3 +110,42 @@ def test_pseudo_without_crf_choice_asks_for_it(tiny_argv, tiny_test_argv):
     with pytest.raises(SystemExit, match='run crf.py for this run first'):
         pseudo.main(_pseudo_argv(tiny_test_argv))
 
+
+
+def test_two_stage_file_serves_both_stages_maps(stage_one, tiny_argv, tiny_test_argv, run_folder, tmp_path):
+    """export_weights --generator joins a stage-2 run with a stage-1 file: test.py --weights then
+    chooses among the maps of both, and each stage's maps equal those of its own file."""
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    assert train.main(tiny_argv('--stage', '2', '--pseudo', 's1', name='s2')) == 0
+    test_script.main(tiny_test_argv('--splits', 'testA', name='s2'))
+    stage1, stage2, both = (str(tmp_path / f'{name}.pt') for name in ('stage1', 'stage2', 'both'))
+    export_weights.main(['--run', stage_one, '--out', stage1])
+    export_weights.main(['--run', run_folder('s2'), '--out', stage2])
+    export_weights.main(['--run', run_folder('s2'), '--out', both, '--generator', stage1])
+    state = torch.load(both, weights_only=False)
+    assert state['architecture']['model'] == 'cascade' and sorted(state['nets']) == ['G_AB', 'seg']
+    assert state['stage1']['selection']['map_mode'] == torch.load(stage1, weights_only=False)['selection']['map_mode']
+
+    def testA_DI(weights, name, *extra):
+        test_script.main(tiny_test_argv('--splits', 'testA', '--weights', weights, *extra, name=name))
+        return json.load(open(os.path.join(run_folder(name), 'test', 'testA', 'summary.json')))['DI']
+
+    testA_DI(both, 'both')
+    ranked = json.load(open(os.path.join(run_folder('both'), 'test', 'selection.json')))['selection']['ranking']
+    # Re-exported from its val-choosing test run, the file keeps both networks and the stage-1 record.
+    final = str(tmp_path / 'final.pt')
+    export_weights.main(['--run', run_folder('both'), '--out', final])
+    again = torch.load(final, weights_only=False)
+    assert sorted(again['nets']) == ['G_AB', 'seg'] and again['stage1'] == state['stage1']
+    assert again['train_seconds'] == torch.load(run_folder('s2') + '/checkpoints/iter_0000004.pt',
+                                                weights_only=False)['train_seconds']
+    assert {'attention', 'difference', 'fused', 'cam', 'seg'} <= {row['map_mode'] for row in ranked}
+    assert testA_DI(both, 'both_seg', '--map_mode', 'seg') == testA_DI(stage2, 'only_seg', '--map_mode', 'seg')
+    assert testA_DI(both, 'both_cam', '--map_mode', 'cam') == testA_DI(stage1, 'only_cam', '--map_mode', 'cam')
+    with pytest.raises(SystemExit, match="--map_mode seg: this model's maps are attention, "):
+        testA_DI(stage1, 'no_seg', '--map_mode', 'seg')
+
+
+def test_generator_needs_a_stage_two_run(stage_one, tmp_path):
+    with pytest.raises(SystemExit, match='--generator needs a stage-2 run'):
+        export_weights.main(['--run', stage_one, '--out', str(tmp_path / 'x.pt'), '--generator', 'weights/ISIC.pt'])

@@ -36,16 +36,41 @@ def _read_json(path, what):
         return json.load(handle)
 
 
-def export(run, out):
-    """Write the weights file ``out`` for run folder ``run``; returns its selection dict."""
+def cascade_state(seg_state, generator):
+    """A stage-2 (U-Net) checkpoint state joined with the A->B generator of the stage-1 weights file
+    ``generator``: the nets and architecture of models/cascade_model.py."""
+    if seg_state['architecture']['model'] != 'seg':
+        raise SystemExit('error: --generator needs a stage-2 run (train.py --stage 2); this run trained '
+                         f"--model {seg_state['architecture']['model']}")
+    stage1 = _read_state(generator)
+    if stage1['architecture']['model'] != 'cltnet':
+        raise SystemExit(f'error: {generator} holds no CLTNet generator; pass a stage-1 file such as weights/ISIC.pt')
+    architecture = dict(stage1['architecture'], model='cascade', seg_ch=seg_state['architecture']['ch'])
+    return dict(seg_state, architecture=architecture, nets={'G_AB': stage1['nets']['G_AB'], **seg_state['nets']},
+                stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
+
+
+def _read_state(path):
+    """torch.load a weights file or checkpoint of ours; one-line exit otherwise."""
+    if not os.path.isfile(path):
+        raise SystemExit(f'error: {path} not found')
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
+        raise SystemExit(f'error: {path} is not a CLTNet-Seg checkpoint or weights file')
+    return state
+
+
+def export(run, out, generator=None):
+    """Write the weights file ``out`` for run folder ``run`` (joined with ``generator``'s A->B
+    generator when given); returns its selection dict."""
     selection = _read_json(os.path.join(run, 'test', 'selection.json'), 'run test.py on this run first')['selection']
     crf_summary = os.path.join(run, 'crf', 'testA', 'summary.json')
     if os.path.isfile(crf_summary):
         selection['crf'] = _read_json(crf_summary, '')['selection']['crf']
     selection.pop('ranking', None)
-    state = torch.load(selection['checkpoint'], map_location='cpu', weights_only=False)
-    if state.get('format') != CHECKPOINT_FORMAT:
-        raise SystemExit(f"error: {selection['checkpoint']} is not a CLTNet-Seg checkpoint")
+    state = _read_state(selection['checkpoint'])
+    if generator:
+        state = cascade_state(state, generator)
     model_class = find_model_class(state['architecture']['model'])
     names = model_class.inference_nets or model_class.model_names
     nets = {name: {k: v.half() if v.is_floating_point() else v for k, v in state['nets'][name].items()}
@@ -53,7 +78,8 @@ def export(run, out):
     selection['checkpoint'] = os.path.basename(selection['checkpoint'])
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': nets,
-                       'step': state['step'], 'selection': selection, 'options': state['options']}, out)
+                       'step': state['step'], 'selection': selection, 'options': state['options'],
+                       **{key: state[key] for key in ('stage1', 'train_seconds') if key in state}}, out)
     return selection, state
 
 
@@ -82,13 +108,27 @@ def _pseudo_lines(options):
     return [f'Pseudo-masks: `python {command}`', '']
 
 
+def _stage1_lines(state):
+    """For a cascade file: how its A->B generator was trained and what val chose for it alone."""
+    stage1 = state.get('stage1')
+    if not stage1:
+        return []
+    seconds, chosen = stage1.get('train_seconds'), stage1['selection']
+    return ['Two stages: the CLTNet A->B generator (stage 1) and the U-Net trained on its pseudo-masks '
+            '(stage 2); val chooses among the maps of both.', '',
+            f"Stage 1 training command: `python {stage1['options']['command_line']}` "
+            f"({stage1['step']} steps" + (f', {seconds / 60:.0f} min' if seconds else '') +
+            f"; alone, val chose map `{chosen['map_mode']}`).", '', 'Stage 2:', '']
+
+
 def readme_section(dataset, run, out, selection, state, readme='weights/README.md'):
     """The weights README section of one file, built from the run's checkpoint and summaries."""
     options = state['options']
     seconds = state.get('train_seconds')
     trained = f'{seconds / 60:.0f} min' if seconds else 'not recorded'
     crf = selection.get('crf')
-    lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_pseudo_lines(options),
+    lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_stage1_lines(state),
+             *_pseudo_lines(options),
              f"Training command: `python {options['command_line']}`", '',
              f"Trained {state['step']} steps in {trained} on: {machine()}, "
              f"{options.get('num_threads') or 'default'} torch thread(s).", '',
@@ -120,10 +160,14 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='weights file to write (e.g. weights/ISIC.pt)')
     parser.add_argument('--readme', default=None, help='weights README whose section for --dataset to rewrite')
     parser.add_argument('--dataset', default=None, help='section name in --readme (e.g. ISIC)')
+    parser.add_argument('--generator', default=None, metavar='FILE',
+                        help='with a stage-2 run: also store the A->B generator of this stage-1 weights file '
+                             '(e.g. weights/ISIC.pt), making a two-stage file (--model cascade) whose maps '
+                             'test.py --weights chooses among on val')
     args = parser.parse_args(argv)
     if args.readme and not args.dataset:
         parser.error('--readme needs --dataset')
-    selection, state = export(args.run, args.out)
+    selection, state = export(args.run, args.out, args.generator)
     if args.readme:
         update_readme(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state, args.readme))
     size_mb = os.path.getsize(args.out) / 2 ** 20
