@@ -91,7 +91,8 @@ class BaseOptions:
         g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
         g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
         g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
-                       help="mixed precision: auto = bf16 on CUDA and on CPUs with native bf16, else off")
+                       help="mixed precision: auto = bf16 on CPUs with native bf16, else off (on CUDA a batch-1 "
+                            "step is launch-bound and autocast only adds casts; bf16 / fp16 force it)")
         g.add_argument('--channels_last', type=str2bool, default=True,
                        help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
         g.add_argument('--compile', type=str2bool, default=False,

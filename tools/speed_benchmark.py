@@ -45,7 +45,6 @@ from data.synthetic import make_phantom  # noqa: E402
 from models import create_model  # noqa: E402
 from options.base_options import PRESETS, default_folder, str2bool  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
-from util.crf_utils import PROB_SCALE, CRFParams, refine_many  # noqa: E402
 from util.machine import machine  # noqa: E402
 
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
@@ -210,6 +209,7 @@ def run_path(name, opt):
 def synthetic_crf_items(folder, size, count):
     """(image, probability map) PNG pairs of ``count`` phantoms at ``size`` px, written under ``folder``:
     the inputs crf.py reads, with a blurred lesion as the map."""
+    from util.crf_utils import PROB_SCALE
     rng = np.random.default_rng(0)
     items = []
     for i in range(count):
@@ -224,6 +224,8 @@ def synthetic_crf_items(folder, size, count):
 
 def crf_speed(size, count, workers):
     """Images per second of refine_many on ``count`` synthetic pairs (reading the files included)."""
+    # Imported here so --crf_images 0 runs where pydensecrf is not installed (a GPU box, say).
+    from util.crf_utils import CRFParams, refine_many
     with tempfile.TemporaryDirectory(prefix='speed_crf_') as folder:
         items = synthetic_crf_items(folder, size, count)
         started = time.perf_counter()
