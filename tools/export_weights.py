@@ -115,7 +115,8 @@ def _stage1_lines(state):
         return []
     seconds, chosen = stage1.get('train_seconds'), stage1['selection']
     return ['Two stages: the CLTNet A->B generator (stage 1) and the U-Net trained on its pseudo-masks '
-            '(stage 2); val chooses among the maps of both.', '',
+            '(stage 2), joined by `tools/export_weights.py --run STAGE2_RUN --generator STAGE1_FILE`; '
+            '`test.py --weights` then chose among the maps of both on val.', '',
             f"Stage 1 training command: `python {stage1['options']['command_line']}` "
             f"({stage1['step']} steps" + (f', {seconds / 60:.0f} min' if seconds else '') +
             f"; alone, val chose map `{chosen['map_mode']}`).", '', 'Stage 2:', '']
