@@ -56,10 +56,9 @@ class CLTNetModel(BaseModel):
         if opt.is_train:
             generators = [self.G_AB, self.G_BA]
             self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
-            adam = dict(lr=opt.lr, betas=(0.5, 0.999), weight_decay=opt.weight_decay)
             self.optimizers = {
-                'G': torch.optim.Adam([p for g in generators for p in g.parameters()], **adam),
-                'D': torch.optim.Adam([p for d in self.discriminators for p in d.parameters()], **adam)}
+                'G': self.adam([p for g in generators for p in g.parameters()], betas=(0.5, 0.999)),
+                'D': self.adam([p for d in self.discriminators for p in d.parameters()], betas=(0.5, 0.999))}
             self.scalers = {k: self.grad_scaler() for k in self.optimizers}
 
     map_modes = ('attention', 'difference', 'fused', 'cam')
