@@ -15,8 +15,6 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_io import write_text_atomic  # noqa: E402
@@ -24,6 +22,7 @@ from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
+from test import read_state  # noqa: E402
 from util.machine import machine  # noqa: E402
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
@@ -42,22 +41,12 @@ def cascade_state(seg_state, generator):
     if seg_state['architecture']['model'] != 'seg':
         raise SystemExit('error: --generator needs a stage-2 run (train.py --stage 2); this run trained '
                          f"--model {seg_state['architecture']['model']}")
-    stage1 = _read_state(generator)
+    stage1 = read_state(generator)
     if stage1['architecture']['model'] != 'cltnet':
         raise SystemExit(f'error: {generator} holds no CLTNet generator; pass a stage-1 file such as weights/ISIC.pt')
     architecture = dict(stage1['architecture'], model='cascade', seg_ch=seg_state['architecture']['ch'])
     return dict(seg_state, architecture=architecture, nets={'G_AB': stage1['nets']['G_AB'], **seg_state['nets']},
                 stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
-
-
-def _read_state(path):
-    """torch.load a weights file or checkpoint of ours; one-line exit otherwise."""
-    if not os.path.isfile(path):
-        raise SystemExit(f'error: {path} not found')
-    state = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
-        raise SystemExit(f'error: {path} is not a CLTNet-Seg checkpoint or weights file')
-    return state
 
 
 def export(run, out, generator=None):
@@ -68,7 +57,7 @@ def export(run, out, generator=None):
     if os.path.isfile(crf_summary):
         selection['crf'] = _read_json(crf_summary, '')['selection']['crf']
     selection.pop('ranking', None)
-    state = _read_state(selection['checkpoint'])
+    state = read_state(selection['checkpoint'])
     if generator:
         state = cascade_state(state, generator)
     model_class = find_model_class(state['architecture']['model'])
