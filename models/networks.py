@@ -37,11 +37,15 @@ def _mix_instance_layer(x, rho, eps):
     One affine map instead of two normalised maps mixed: autograd then keeps one full-size fp32
     tensor per norm layer for the backward pass instead of about eight, which were ~40 % of the
     paper setting's training memory. Statistics in fp32 even under autocast: bf16 variances of
-    near-constant maps are unstable.
+    near-constant maps are unstable. The layer statistics are pooled from the instance ones (one pass
+    over the map instead of two; the same unbiased variances).
     """
     xf = x.float()
     var_in, mean_in = torch.var_mean(xf, dim=(2, 3), keepdim=True)
-    var_ln, mean_ln = torch.var_mean(xf, dim=(1, 2, 3), keepdim=True)
+    pixels, channels = x.shape[2] * x.shape[3], x.shape[1]
+    mean_ln = mean_in.mean(1, keepdim=True)
+    squares = var_in.sum(1, keepdim=True) * (pixels - 1) + (mean_in - mean_ln).square().sum(1, keepdim=True) * pixels
+    var_ln = squares / (channels * pixels - 1)
     rho = rho.float()
     scale_in, scale_ln = rho * torch.rsqrt(var_in + eps), (1 - rho) * torch.rsqrt(var_ln + eps)
     return xf, scale_in + scale_ln, -(mean_in * scale_in + mean_ln * scale_ln)
@@ -152,6 +156,11 @@ class GeneratorOutput(NamedTuple):
     mask: torch.Tensor            # B x 1 x H x W, attention mask in [0, 1]
     reconstruction: torch.Tensor  # B x C x H x W or None, input decoded by the reconstruction branch
     composite: torch.Tensor       # B x C x H x W, translated inside the mask, input outside
+
+    def split(self, sizes):
+        """One GeneratorOutput per batch slice of ``sizes`` (the passes that were batched together)."""
+        parts = [field.split(sizes) if field is not None else [None] * len(sizes) for field in self]
+        return [GeneratorOutput(*fields) for fields in zip(*parts)]
 
 
 class CLTGenerator(nn.Module):

@@ -58,6 +58,19 @@ def test_without_reconstruction_skips_it_and_keeps_the_translation():
         torch.testing.assert_close(getattr(short, name), getattr(full, name), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('light', [True, False])
+def test_a_batched_pass_splits_into_the_separate_passes(light):
+    # The training step runs the cycle and identity passes of a generator as one batch.
+    generator, first, second = _generator(32, light), _images(1, 32, seed=1), _images(1, 32, seed=2) * 0.3
+    with torch.no_grad():
+        parts = generator(torch.cat([first, second]), with_reconstruction=False).split([1, 1])
+        separate = [generator(first, with_reconstruction=False), generator(second, with_reconstruction=False)]
+    for part, alone in zip(parts, separate):
+        assert part.reconstruction is None
+        for name in ('translated', 'cam_logit', 'heatmap', 'mask', 'composite'):
+            torch.testing.assert_close(getattr(part, name), getattr(alone, name), rtol=1e-5, atol=1e-5)
+
+
 def test_grayscale_generator():
     with torch.no_grad():
         out = _generator(32, img_ch=1)(_images(2, 32, img_ch=1))

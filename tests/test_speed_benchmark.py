@@ -95,8 +95,9 @@ def test_reuse_fakes_false_runs_the_generators_again_for_the_discriminator_step(
     for reuse in (True, False):
         torch.manual_seed(0)
         models[reuse] = create_model(tiny_opt('--reuse_fakes', str(reuse)))
-    assert _generator_passes(models[True], batch) == 6
-    assert _generator_passes(models[False], batch) == 8
+    # Per generator: the translation pass, then its cycle and identity passes as one batch.
+    assert _generator_passes(models[True], batch) == 4
+    assert _generator_passes(models[False], batch) == 6
     assert all(torch.isfinite(v) for v in models[False].get_current_losses().values())
     # The generator steps are the same computation; only the fakes the discriminators judge differ.
     same, fresh = models[True], models[False]
