@@ -3,8 +3,9 @@ import math
 
 import pytest
 import torch
+from torch.nn.utils import spectral_norm
 
-from models.networks import ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput
+from models.networks import ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput, SpectralConv2d
 
 CH, N_RES = 4, 1
 
@@ -126,6 +127,36 @@ def test_clip_rho_clamps_every_mixing_weight():
     for module, want in zip(norms, expected):
         assert module.rho.min() >= 0 and module.rho.max() <= 1
         assert torch.equal(module.rho.detach(), want)  # values inside [0, 1] are untouched
+
+
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('bias', [True, False])
+def test_spectral_conv_matches_torch_spectral_norm(memory_format, bias):
+    torch.manual_seed(0)
+    reference = spectral_norm(torch.nn.Conv2d(6, 10, 4, 2, bias=bias)).to(memory_format=memory_format)
+    torch.manual_seed(0)
+    layer = SpectralConv2d(6, 10, 4, 2, bias=bias).to(memory_format=memory_format)
+    # Same initialisation and state-dict keys: checkpoints of either load into the other.
+    assert list(layer.state_dict()) == list(reference.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(layer.state_dict().values(), reference.state_dict().values()))
+    x = _images(2, 16, img_ch=6).contiguous(memory_format=memory_format)
+    params = [layer.weight_orig] + ([layer.bias] if bias else [])
+    reference_params = [reference.weight_orig] + ([reference.bias] if bias else [])
+    for _ in range(3):  # training forwards: one power-iteration step each
+        out, expected = layer(x), reference(x)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        for got, want in zip(torch.autograd.grad(out.square().sum(), params),
+                             torch.autograd.grad(expected.square().sum(), reference_params)):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(layer.weight_u, reference.weight_u)
+        torch.testing.assert_close(layer.weight_v, reference.weight_v)
+    layer.eval(), reference.eval()
+    u = layer.weight_u.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(layer.weight_u, u)  # eval: no power step
+    with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():
+        assert layer(x).dtype == torch.bfloat16
 
 
 def test_channels_last_input_gives_the_same_outputs():
