@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.nn.utils import spectral_norm
 
-from models.networks import ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput, SpectralConv2d
+from models.networks import (ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput, InstanceNorm,
+                             SpectralConv2d)
 
 CH, N_RES = 4, 1
 
@@ -157,6 +158,22 @@ def test_spectral_conv_matches_torch_spectral_norm(memory_format, bias):
     assert torch.equal(layer.weight_u, u)  # eval: no power step
     with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():
         assert layer(x).dtype == torch.bfloat16
+
+
+def test_instance_norm_of_a_bf16_channels_last_map_matches_the_contiguous_one():
+    # The CPU path converts such maps to the contiguous layout and back (faster there).
+    x = (_images(2, 16, img_ch=8) * 3 + 1).bfloat16()
+    grad_out = _images(2, 16, img_ch=8, seed=1).bfloat16()
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        inp = x.clone(memory_format=memory_format).requires_grad_()
+        out = InstanceNorm()(inp)
+        out.backward(grad_out.contiguous(memory_format=memory_format))
+        assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=memory_format)
+        results.append((out.float(), inp.grad.float()))
+    (out_a, grad_a), (out_b, grad_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
+    torch.testing.assert_close(out_a, torch.nn.functional.instance_norm(x.float()), atol=0.05, rtol=0.02)
 
 
 def test_channels_last_input_gives_the_same_outputs():
