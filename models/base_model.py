@@ -64,6 +64,8 @@ class BaseModel:
     model_names = []
     # The networks test.py needs (what a released-weights file holds); default: all of them.
     inference_nets = None
+    # The options that shape the networks (checked when a checkpoint loads).
+    architecture_keys = ('model', 'img_size', 'img_ch', 'ch', 'n_res', 'n_dis', 'light')
     loss_names = []
     loss_groups = {}
     visual_names = []
@@ -160,9 +162,14 @@ class BaseModel:
         return {name: getattr(self, name).detach().float() for name in self.visual_names}
 
     def architecture(self):
-        """The options that fix tensor shapes; a checkpoint loads only into the same architecture."""
-        keys = ('model', 'img_size', 'img_ch', 'ch', 'n_res', 'n_dis', 'light')
-        return {key: getattr(self.opt, key) for key in keys}
+        """The options that fix tensor shapes (``architecture_keys``); a checkpoint loads only into
+        the same architecture."""
+        return {key: getattr(self.opt, key) for key in self.architecture_keys}
+
+    def wrap_distributed(self, wrap):
+        """Replace every network by ``wrap(net)`` (DistributedDataParallel)."""
+        for name in self.model_names:
+            setattr(self, name, wrap(getattr(self, name)))
 
     def state_dict(self, nets_only=False):
         """Everything needed to resume (or just the networks): plain state dicts, no DDP prefix."""

@@ -80,20 +80,14 @@ class CAMModel(BaseModel):
     loss_groups = {'classification BCE': ['cls']}
     visual_names = ['real_A', 'cam_A', 'real_B', 'cam_B']
     map_modes = ('cam',)
+    # No residual generator or discriminators: only these shape the classifier.
+    architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
 
     def __init__(self, opt):
         super().__init__(opt)
         self.classifier = self.place(CAMClassifier(img_ch=opt.img_ch, ch=opt.ch))
         if opt.is_train:
             self.single_adam('cls', self.classifier)
-
-    def architecture(self):
-        """Only these options shape the classifier (it has no residual generator or discriminators)."""
-        return {key: getattr(self.opt, key) for key in ('model', 'img_size', 'img_ch', 'ch')}
-
-    def wrap_distributed(self, wrap):
-        """Replace the classifier by ``wrap(classifier)`` (DistributedDataParallel)."""
-        self.classifier = wrap(self.classifier)
 
     def optimize_parameters(self):
         """One Adam step of the BCE between the lesion logits and the weak labels (A = 1, B = 0)."""

@@ -92,8 +92,7 @@ class CLTNetModel(BaseModel):
 
     def wrap_distributed(self, wrap):
         """Replace every network by ``wrap(net)`` (DistributedDataParallel), keeping the lists in sync."""
-        for name in self.model_names:
-            setattr(self, name, wrap(getattr(self, name)))
+        super().wrap_distributed(wrap)
         self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
 
     def _judge(self, discriminators, images, targets):

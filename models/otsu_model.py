@@ -17,15 +17,13 @@ class OtsuModel(BaseModel):
     # How a map becomes a mask is part of this method, so val chooses only the orientation.
     fixed_rule = {'binarize': 'otsu', 'threshold': None, 'postprocess': 'largest'}
     map_modes = ('dark', 'bright')
+    architecture_keys = ('model', 'img_size', 'img_ch')
 
     def __init__(self, opt):
         if opt.is_train:
             raise SystemExit('error: --model otsu is training-free: run test.py (and crf.py) directly, '
                              'no train.py needed')
         super().__init__(opt)
-
-    def architecture(self):
-        return {key: getattr(self.opt, key) for key in ('model', 'img_size', 'img_ch')}
 
     @torch.inference_mode()
     def infer(self, images):

@@ -80,19 +80,13 @@ class SegModel(BaseModel):
     loss_groups = {'segmentation (pseudo-masks)': ['bce', 'dice']}
     visual_names = ['real_A', 'target_A', 'pred_A', 'real_B', 'pred_B']
     map_modes = ('seg',)
+    architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
 
     def __init__(self, opt):
         super().__init__(opt)
         self.seg = self.place(UNet(img_ch=opt.img_ch, ch=opt.ch))
         if opt.is_train:
             self.single_adam('seg', self.seg)
-
-    def architecture(self):
-        """Only these options shape the U-Net."""
-        return {key: getattr(self.opt, key) for key in ('model', 'img_size', 'img_ch', 'ch')}
-
-    def wrap_distributed(self, wrap):
-        self.seg = wrap(self.seg)
 
     def set_input(self, batch):
         """batch: 'A' / 'B' images in [-1, 1] and 'A_target', 'A_weight', 'B_target', 'B_weight'
