@@ -54,11 +54,9 @@ class CLTNetModel(BaseModel):
         for net in self.nets().values():
             self.place(net)
         if opt.is_train:
-            generators = [self.G_AB, self.G_BA]
-            self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
-            self.optimizers = {
-                'G': self.adam([p for g in generators for p in g.parameters()], betas=(0.5, 0.999)),
-                'D': self.adam([p for d in self.discriminators for p in d.parameters()], betas=(0.5, 0.999))}
+            groups = {'G': [self.G_AB, self.G_BA], 'D': self.discriminators}
+            self.optimizers = {name: self.adam([p for net in nets for p in net.parameters()], betas=(0.5, 0.999))
+                               for name, nets in groups.items()}
             self.scalers = {k: self.grad_scaler() for k in self.optimizers}
 
     map_modes = ('attention', 'difference', 'fused', 'cam')
@@ -90,10 +88,10 @@ class CLTNetModel(BaseModel):
                 'cam': heatmap * score[:, None, None]}
         return {'maps': maps, 'score': score, 'translated': translated, 'heatmap': heatmap}
 
-    def wrap_distributed(self, wrap):
-        """Replace every network by ``wrap(net)`` (DistributedDataParallel), keeping the lists in sync."""
-        super().wrap_distributed(wrap)
-        self.discriminators = [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
+    @property
+    def discriminators(self):
+        """The four discriminators (training only), read from their attributes so a DDP wrap shows."""
+        return [self.D_A_global, self.D_A_local, self.D_B_global, self.D_B_local]
 
     def _judge(self, discriminators, images, targets):
         """Sum of LSGAN losses of ``discriminators`` on a list of same-sized image batches, batch k

@@ -51,7 +51,8 @@ def _mix_instance_layer(x, rho, eps):
     var_in, mean_in = torch.var_mean(xf, dim=(2, 3), keepdim=True)
     pixels, channels = x.shape[2] * x.shape[3], x.shape[1]
     mean_ln = mean_in.mean(1, keepdim=True)
-    squares = var_in.sum(1, keepdim=True) * (pixels - 1) + (mean_in - mean_ln).square().sum(1, keepdim=True) * pixels
+    squares = (var_in.sum(1, keepdim=True) * (pixels - 1) +
+               (mean_in - mean_ln).square().sum(1, keepdim=True) * pixels)
     var_ln = squares / (channels * pixels - 1)
     rho = rho.float()
     scale_in, scale_ln = rho * torch.rsqrt(var_in + eps), (1 - rho) * torch.rsqrt(var_ln + eps)

@@ -106,8 +106,8 @@ def wrap(net):
       discriminators are frozen (requires_grad False) during the generator step, so their hooks
       never fire there.
     - no static_graph: a network called several times before one backward (G_AB on real A, then on
-      the fake A of the cycle and real B as one batch) is reduced correctly, because autograd sums every use of a
-      parameter before its gradient-ready hook fires once per backward
+      the fake A of the cycle and real B as one batch) is reduced correctly, because autograd sums
+      every use of a parameter before its gradient-ready hook fires once per backward
       (tests/test_distributed.py checks the result against one process on the same global batch).
     """
     device = next(net.parameters()).device
