@@ -49,6 +49,7 @@ class CLTNetModel(BaseModel):
             self.D_A_local = Discriminator(n_layers=opt.n_dis - 1, **dis)
             self.D_B_global = Discriminator(n_layers=opt.n_dis + 1, **dis)
             self.D_B_local = Discriminator(n_layers=opt.n_dis - 1, **dis)
+            self.G_AB.recompute = self.G_BA.recompute = opt.recompute
         else:
             self.model_names = self.inference_nets
         for net in self.nets().values():

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
+from torch.utils.checkpoint import checkpoint
 
 
 class InstanceNorm(nn.Module):
@@ -234,6 +235,10 @@ class CLTGenerator(nn.Module):
         if img_size % 4:
             raise ValueError(f"img_size must be divisible by 4, got {img_size}")
         self.light = light
+        # True: keep only the encoder's, each decoder block's and the upsampling head's inputs for the
+        # backward pass and run those parts again there (train.py --recompute): the same gradients
+        # for about a third of the activation memory.
+        self.recompute = False
         dim = ch * 4
         self.encoder = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(img_ch, ch, 7, bias=False), InstanceNorm(), nn.ReLU(True),
@@ -255,10 +260,16 @@ class CLTGenerator(nn.Module):
             up += [nn.Upsample(scale_factor=2, mode='nearest'), *_conv3(c, c // 2), ILN(c // 2), nn.ReLU(True)]
         self.upsample = nn.Sequential(*up, nn.ReflectionPad2d(3), nn.Conv2d(ch, img_ch, 7, bias=False), nn.Tanh())
 
+    def _run(self, module, *inputs):
+        """module(*inputs), recomputed in the backward pass instead of stored when ``recompute`` is on."""
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(module, *inputs, use_reentrant=False)
+        return module(*inputs)
+
     def encode(self, x):
         """Encoder + CAM head: returns (features, cam_logit, heatmap at 1/4 resolution)."""
         # The CAM weights re-weight the feature maps so the decoder sees where the classifier looks.
-        return self.cam(self.encoder(x))
+        return self.cam(self._run(self.encoder, x))
 
     def forward(self, x, with_reconstruction=True):
         """x: B x img_ch x H x W in [-1, 1] -> GeneratorOutput.
@@ -273,13 +284,13 @@ class CLTGenerator(nn.Module):
         gamma, beta = self.gamma(hidden), self.beta(hidden)
         h, h_r = feats, feats
         for translate, reconstruct in zip(self.translate, self.reconstruct):
-            h_r = reconstruct(h_r)
-            h = translate(h, gamma, beta) * mask_small + h_r * (1 - mask_small)
+            h_r = self._run(reconstruct, h_r)
+            h = self._run(translate, h, gamma, beta) * mask_small + h_r * (1 - mask_small)
         if with_reconstruction:
-            decoded = self.upsample(torch.cat([h, h_r], 0))
+            decoded = self._run(self.upsample, torch.cat([h, h_r], 0))
             translated, reconstruction = decoded.chunk(2, 0)
         else:
-            translated, reconstruction = self.upsample(h), None
+            translated, reconstruction = self._run(self.upsample, h), None
         mask = F.interpolate(mask_small, size=size, mode='bilinear', align_corners=False)
         composite = translated * mask + x * (1 - mask)
         heatmap = F.interpolate(heatmap, size=size, mode='bilinear', align_corners=False)

@@ -52,11 +52,11 @@ def test_json_holds_every_figure_of_both_paths(speed):
 
 def test_plain_path_is_fp32_contiguous_without_reuse_and_fast_path_is_the_default(speed):
     fast, plain = speed.json['paths']['fast'], speed.json['paths']['plain']
-    assert (plain['amp'], plain['output_dtype'], plain['channels_last'], plain['reuse_fakes'], plain['compile']) == \
-        ('float32', 'float32', False, False, False)
+    assert (plain['amp'], plain['output_dtype'], plain['channels_last'], plain['reuse_fakes'], plain['compile'],
+            plain['recompute']) == ('float32', 'float32', False, False, False, False)
     expected = str(amp_dtype('auto', 'cpu') or torch.float32).replace('torch.', '')
-    assert (fast['amp'], fast['output_dtype'], fast['channels_last'], fast['reuse_fakes'], fast['compile']) == \
-        (expected, expected, True, True, False)
+    assert (fast['amp'], fast['output_dtype'], fast['channels_last'], fast['reuse_fakes'], fast['compile'],
+            fast['recompute']) == (expected, expected, True, True, False, False)
 
 
 def test_quality_check_trains_both_paths_and_compares_val_dice(speed):

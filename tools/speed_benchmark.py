@@ -7,9 +7,9 @@
 Two paths are measured, each in a fresh subprocess of its own so their memory peaks do not mix:
   fast   the project's defaults: --amp auto (bf16 autocast where the CPU or GPU supports it),
          --channels_last True, the generator step's fakes reused by the discriminator step, and
-         --compile as given here;
+         --compile and --recompute as given here;
   plain  fp32 (--amp off), --channels_last False, --reuse_fakes False (the discriminator step runs
-         both generators again for fresh fakes, as the original code did), no compile.
+         both generators again for fresh fakes, as the original code did), no compile, no recompute.
 For each: seconds per training iteration (one optimize_parameters() on batch_size random A and B
 images; median and range over --iters iterations after --warmup unmeasured ones), the process's
 peak memory after training (peak RSS; on CUDA also torch's peak allocation), and the generator's
@@ -50,12 +50,16 @@ from util.machine import machine  # noqa: E402
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
 
 
-def path_options(name, compile_fast):
-    """{flag: value} of the path ``name`` ('fast' or 'plain'); every flag but reuse_fakes is one test.py
-    takes too."""
+TRAINING_ONLY = ('reuse_fakes', 'recompute')  # path flags test.py does not take
+
+
+def path_options(name, opt):
+    """{flag: value} of the path ``name`` ('fast' or 'plain'); the fast path takes --compile and --recompute
+    from ``opt``."""
     if name == 'fast':
-        return {'amp': 'auto', 'channels_last': 'True', 'compile': str(compile_fast), 'reuse_fakes': 'True'}
-    return {'amp': 'off', 'channels_last': 'False', 'compile': 'False', 'reuse_fakes': 'False'}
+        return {'amp': 'auto', 'channels_last': 'True', 'compile': str(opt.compile), 'reuse_fakes': 'True',
+                'recompute': str(opt.recompute)}
+    return {'amp': 'off', 'channels_last': 'False', 'compile': 'False', 'reuse_fakes': 'False', 'recompute': 'False'}
 
 
 def _flags(options, skip=()):
@@ -82,6 +86,9 @@ def build_parser(prog='tools/speed_benchmark.py'):
     g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
     g.add_argument('--compile', type=str2bool, default=False,
                    help='True: the fast path compiles its networks with torch.compile (the plain path never does)')
+    g.add_argument('--recompute', type=str2bool, default=False,
+                   help="True: the fast path recomputes the generators' activations in the backward pass "
+                        '(train.py --recompute; the plain path never does)')
     g = parser.add_argument_group('measurement')
     g.add_argument('--iters', type=int, default=10, help='measured training iterations (and inference batches)')
     g.add_argument('--warmup', type=int, default=2, help='unmeasured iterations (and batches) before them')
@@ -160,7 +167,8 @@ def measure_path(name, argv, iters, warmup, infer_batch):
     result = {'path': name, 'setting': setting, 'amp': str(model.dtype or torch.float32).replace('torch.', ''),
               'output_dtype': str(model.fake_B.dtype).replace('torch.', ''),
               'channels_last': model.G_AB.encoder[1].weight.is_contiguous(memory_format=torch.channels_last),
-              'reuse_fakes': opt.reuse_fakes, 'compile': opt.compile, 'threads': torch.get_num_threads(),
+              'reuse_fakes': opt.reuse_fakes, 'compile': opt.compile, 'recompute': opt.recompute,
+              'threads': torch.get_num_threads(),
               'train_seconds': _summary(train_seconds),
               'losses': {k: float(v) for k, v in model.get_current_losses().items()},
               # ru_maxrss is in KiB on Linux; read before inference, so it is the training peak.
@@ -190,7 +198,7 @@ def worker(spec):
 
 def run_path(name, opt):
     """Measure path ``name`` in a fresh subprocess (its progress bars go to our stderr)."""
-    spec = {'name': name, 'argv': setting_argv(opt) + _flags(path_options(name, opt.compile)), 'iters': opt.iters,
+    spec = {'name': name, 'argv': setting_argv(opt) + _flags(path_options(name, opt)), 'iters': opt.iters,
             'warmup': opt.warmup, 'infer_batch': opt.infer_batch}
     done = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -237,13 +245,13 @@ def crf_speed(size, count, workers):
 
 def val_dice(opt, name, root):
     """Train path ``name`` for opt.quality steps with train.py, choose on val with test.py; its val DI."""
-    options = path_options(name, opt.compile)
+    options = path_options(name, opt)
     data = ['--dataroot', opt.dataroot, '--dataset', opt.dataset, '--result_dir', root, '--name', name]
     code = train.main(data + setting_argv(opt) + _flags(options) +
                       ['--iteration', str(opt.quality), '--save_freq', str(opt.quality), '--display_id', '0'])
     if code:
         raise SystemExit(f'speed benchmark: train.py of the {name} path stopped ({code})')
-    test_script.main(data + setting_argv(opt, with_batch=False) + _flags(options, skip=('reuse_fakes',)))
+    test_script.main(data + setting_argv(opt, with_batch=False) + _flags(options, skip=TRAINING_ONLY))
     summary = os.path.join(root, opt.dataset, default_folder(opt.dataset), name, 'test', 'val', 'summary.json')
     with open(summary) as handle:
         return json.load(handle)['DI']
@@ -271,14 +279,14 @@ def format_report(report):
              f"batch {s['batch_size']} (preset {s['preset']}) on {s['device']}, {s['threads']} threads, "
              f"torch {report['torch']}",
              f"machine: {report['machine']}", '',
-             f"{'path':<6} {'amp':<9} {'channels_last':<14} {'reuse_fakes':<12} {'compile':<8} "
+             f"{'path':<6} {'amp':<9} {'channels_last':<14} {'reuse_fakes':<12} {'compile':<8} {'recompute':<10} "
              f"{'s/iteration: median [range]':<28} {'peak RSS':>9} {'infer img/s':>12}"]
     for name, r in report['paths'].items():
         t = r['train_seconds']
         timing = f"{t['median']:.3f} [{t['min']:.3f} - {t['max']:.3f}]"
         memory = f"{r['peak_rss_mb'] / 1024:.2f} GB"
         lines.append(f"{name:<6} {r['amp']:<9} {str(r['channels_last']):<14} {str(r['reuse_fakes']):<12} "
-                     f"{str(r['compile']):<8} {timing:<28} {memory:>9} {r['infer_images_per_second']:>12.1f}")
+                     f"{str(r['compile']):<8} {str(r.get('recompute', False)):<10} {timing:<28} {memory:>9} {r['infer_images_per_second']:>12.1f}")
         if 'peak_cuda_mb' in r:
             lines.append(f"{'':<6} peak CUDA allocation {r['peak_cuda_mb'] / 1024:.2f} GB")
     if 'plain_over_fast' in report:
