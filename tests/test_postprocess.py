@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from util.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, fill_holes, foreground_mask,
-                              largest_component, postprocess)
+from util.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, central_component, fill_holes,
+                              foreground_mask, largest_component, postprocess)
 
 
 def _ring(size=20, outer=(3, 17), inner=(7, 13)):
@@ -57,6 +57,21 @@ def test_largest_component_keeps_the_biggest_8_connected_blob():
     assert np.array_equal(largest_component(single), single)
 
 
+def test_central_component_keeps_the_blob_nearest_the_centre_not_the_biggest():
+    mask = np.zeros((21, 21), bool)
+    mask[0:8, 0:8] = True  # 64 px in a corner: a sticker
+    mask[9:12, 11:14] = True  # 9 px beside the centre (10, 10): the lesion core
+    mask[12, 14] = True  # diagonal neighbour: part of the core under 8-connectivity
+    expected = np.zeros_like(mask)
+    expected[9:12, 11:14] = True
+    expected[12, 14] = True
+    assert np.array_equal(central_component(mask), expected)
+    assert largest_component(mask)[0, 0] and not largest_component(mask)[10, 12]
+    assert not central_component(np.zeros((5, 5), bool)).any()
+    single = np.eye(5, dtype=bool)
+    assert np.array_equal(central_component(single), single)
+
+
 def test_fill_holes_fills_enclosed_holes_only():
     ring = _ring()
     filled = fill_holes(ring)
@@ -76,7 +91,7 @@ def test_postprocess_names(name):
     out = postprocess(mask, name)
     assert out.dtype == bool and out.shape == mask.shape
     assert out[0, 0] == (name in ('none', 'fill'))
-    assert out[10, 10] == (name in ('fill', 'largest+fill'))
+    assert out[10, 10] == (name in ('fill', 'largest+fill', 'central+fill'))
 
 
 @pytest.mark.parametrize('threshold', [0.05, 0.3, 0.5, 0.8, 0.99])
