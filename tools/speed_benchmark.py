@@ -286,7 +286,8 @@ def format_report(report):
         timing = f"{t['median']:.3f} [{t['min']:.3f} - {t['max']:.3f}]"
         memory = f"{r['peak_rss_mb'] / 1024:.2f} GB"
         lines.append(f"{name:<6} {r['amp']:<9} {str(r['channels_last']):<14} {str(r['reuse_fakes']):<12} "
-                     f"{str(r['compile']):<8} {str(r.get('recompute', False)):<10} {timing:<28} {memory:>9} {r['infer_images_per_second']:>12.1f}")
+                     f"{str(r['compile']):<8} {str(r['recompute']):<10} {timing:<28} {memory:>9} "
+                     f"{r['infer_images_per_second']:>12.1f}")
         if 'peak_cuda_mb' in r:
             lines.append(f"{'':<6} peak CUDA allocation {r['peak_cuda_mb'] / 1024:.2f} GB")
     if 'plain_over_fast' in report:

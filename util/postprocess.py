@@ -21,14 +21,32 @@ def foreground_mask(raw):
     return ndimage.binary_fill_holes(bright)
 
 
-def largest_component(mask):
-    """Keep only the largest 8-connected component of a bool mask (empty stays empty)."""
+def _keep_one_component(mask, choose):
+    """Keep only the 8-connected component of a bool mask whose label ``choose(labels, count)`` returns
+    (empty stays empty, one component stays whole)."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if count <= 1:
         return mask
-    sizes = np.bincount(labels.ravel())
+    return labels == choose(labels, count)
+
+
+def _largest_label(labels, count):
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
     sizes[0] = 0
-    return labels == sizes.argmax()
+    return int(sizes.argmax())
+
+
+def _most_central_label(labels, count):
+    rows, cols = np.nonzero(labels)
+    distance = (rows - (labels.shape[0] - 1) / 2) ** 2 + (cols - (labels.shape[1] - 1) / 2) ** 2
+    nearest = np.full(count + 1, np.inf)
+    np.minimum.at(nearest, labels[rows, cols], distance)
+    return int(nearest.argmin())
+
+
+def largest_component(mask):
+    """Keep only the largest 8-connected component of a bool mask (empty stays empty)."""
+    return _keep_one_component(mask, _largest_label)
 
 
 def central_component(mask):
@@ -38,14 +56,7 @@ def central_component(mask):
     model confuses with it (ink marks, stickers, rulers, hair) lie around it, often larger than a faint
     lesion's detected core.
     """
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if count <= 1:
-        return mask
-    rows, cols = np.nonzero(labels)
-    distance = (rows - (mask.shape[0] - 1) / 2) ** 2 + (cols - (mask.shape[1] - 1) / 2) ** 2
-    nearest = np.full(count + 1, np.inf)
-    np.minimum.at(nearest, labels[rows, cols], distance)
-    return labels == int(nearest.argmin())
+    return _keep_one_component(mask, _most_central_label)
 
 
 def fill_holes(mask):
