@@ -43,13 +43,13 @@ def _summary(root, method, stage, split):
 
 
 def _table(root):
-    """RESULTS.md -> (text, {method: cells}) of the tiny dataset's table."""
+    """RESULTS.md -> (text, {method: cells after the run column}, {method: run}) of the tiny dataset's table."""
     with open(os.path.join(root, 'docs', 'RESULTS.md'), encoding='utf-8') as handle:
         text = handle.read()
     section = text.split(f'## {TINY_DATASET}\n', 1)[1].split('\n## ', 1)[0]
     rows = [[c.strip() for c in line.strip('|').split('|')] for line in section.splitlines()
             if line.startswith('| ') and not line.startswith('| method')]
-    return text, {cells[0]: cells[1:] for cells in rows}
+    return text, {cells[0]: cells[2:] for cells in rows}, {cells[0]: cells[1] for cells in rows}
 
 
 def test_results_json_has_the_issue_shape_and_the_summaries_numbers(bench):
@@ -66,10 +66,11 @@ def test_results_json_has_the_issue_shape_and_the_summaries_numbers(bench):
 
 
 def test_results_md_tables_show_every_row_from_the_run_folders(bench):
-    text, table = _table(bench.root)
+    text, table, runs = _table(bench.root)
     assert list(table) == list(ROWS)
     for row, cells in table.items():
         method, stage = (row[:-4], 'crf') if row.endswith('+crf') else (row, 'test')
+        assert runs[row] == method  # no --names: each run folder is named after its method
         summary = _summary(bench.root, method, stage, 'testA')
         testB = _summary(bench.root, method, stage, 'testB')
         assert [float(c) for c in cells[:5]] == pytest.approx([summary[k] for k in SCORE_NAMES], abs=5e-4)
@@ -86,7 +87,8 @@ def test_results_md_tables_show_every_row_from_the_run_folders(bench):
             seconds = benchmark.training_record(benchmark.Run(benchmark.parse(
                 ['--result_dir', str(bench.root / 'results')]), TINY_DATASET, method))['seconds']
             assert cells[7] == f'{seconds:.1f} s' and cells[8].startswith('2 (chosen: ')
-            assert cells[9] == '32 px, ch 4, batch 1'
+            pseudo = ', pseudo-masks of cltnet' if method in benchmark.STAGE2 else ''
+            assert cells[9] == '32 px, ch 4, batch 1' + pseudo
     assert 'python tools/benchmark.py --dataroot' in text and '--iteration 2' in text
     assert f'torch {torch.__version__}' in text and 'logical cores' in text
     assert re.search(r'best CLTNet row cltnet(_stage2)?(\+crf)? [\d.]+ vs best baseline row', text)
@@ -139,7 +141,7 @@ def test_minutes_budget_stops_a_training_that_overruns(tiny_dataroot, tmp_path, 
     with open(os.path.join(tmp_path, 'results', TINY_DATASET, TINY_FOLDER, 'cam', benchmark.TIMING_FILE)) as f:
         record = json.load(f)
     assert record['stopped_at_budget'] and 2.4 <= record['train_seconds'] < 10
-    _, table = _table(tmp_path)
+    _, table, _ = _table(tmp_path)
     assert 'of 1000000 (incomplete)' in table['cam'][8]
 
 
@@ -164,3 +166,16 @@ def test_stage_two_without_cltnet_first_is_refused(tiny_dataroot, tmp_path):
     with pytest.raises(SystemExit):
         benchmark.main(['--dataroot', tiny_dataroot, '--datasets', TINY_DATASET, '--methods', 'cltnet_stage2,cltnet',
                         '--result_dir', tmp_path])
+
+
+def test_names_per_dataset_win_over_names_per_method(tmp_path):
+    opt = benchmark.parse(['--result_dir', str(tmp_path), '--names',
+                           'cltnet=s1,cltnet_stage2=u,ISIC/cltnet_stage2=r3,BraTS/cltnet=s1b'])
+    isic, brats = (benchmark.Run(opt, dataset, 'cltnet_stage2') for dataset in ('ISIC', 'BraTS'))
+    assert (isic.name, isic.pseudo_source) == ('r3', 's1')
+    assert (brats.name, brats.pseudo_source) == ('u', 's1b')
+    for bad in ('ISIC/unknown=x', '/cltnet=x', 'ISIC/cltnet='):
+        with pytest.raises(SystemExit):
+            benchmark.parse(['--names', bad])
+    with pytest.raises(SystemExit):
+        benchmark.parse(['--iteration', 'ISIC/cltnet=5'])

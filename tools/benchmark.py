@@ -80,8 +80,9 @@ def build_parser():
                         help='comma-separated methods whose maps also go through crf.py (their "+crf" rows)')
     parser.add_argument('--result_dir', default='results', help='root of the run folders (as train.py)')
     parser.add_argument('--names', default='',
-                        help='run name per method as METHOD=NAME pairs, e.g. "cltnet=cpu1200"; default: the '
-                             'method name')
+                        help='run name per method as METHOD=NAME pairs, e.g. "cltnet=cpu1200", or per dataset '
+                             'and method as DATASET/METHOD=NAME (wins over METHOD=NAME), e.g. '
+                             '"ISIC/cltnet_stage2=r3"; default: the method name')
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument('--iteration', default=None,
                         help='training steps: one number for every trained method, or METHOD=N pairs '
@@ -103,13 +104,16 @@ def build_parser():
     return parser
 
 
-def _pairs(text, flag, parser):
-    """'a=1,b=2' -> {'a': '1', 'b': '2'} (errors name ``flag``)."""
+def _pairs(text, flag, parser, per_dataset=False):
+    """'a=1,b=2' -> {'a': '1', 'b': '2'} (errors name ``flag``); ``per_dataset`` also takes
+    'DATASET/METHOD=VALUE' keys."""
     pairs = {}
     for item in filter(None, (part.strip() for part in text.split(','))):
         key, sep, value = item.partition('=')
-        if not sep or not value or key not in METHODS:
-            parser.error(f'{flag}: expected METHOD=VALUE pairs with METHOD in {", ".join(METHODS)}, got {item!r}')
+        method = key.rpartition('/')[2] if per_dataset else key
+        if not sep or not value or method not in METHODS or key.startswith('/'):
+            form = '[DATASET/]METHOD=VALUE' if per_dataset else 'METHOD=VALUE'
+            parser.error(f'{flag}: expected {form} pairs with METHOD in {", ".join(METHODS)}, got {item!r}')
         pairs[key] = value
     return pairs
 
@@ -131,7 +135,7 @@ def parse(argv):
             find_model_class(method)
         else:
             parser.error(f'--methods: unknown method {method!r}; choose from {", ".join(METHODS)}')
-    opt.names = _pairs(opt.names, '--names', parser)
+    opt.names = _pairs(opt.names, '--names', parser, per_dataset=True)
     if opt.iteration is None or '=' in opt.iteration:
         opt.iteration = _pairs(opt.iteration or '', '--iteration', parser)
     elif opt.iteration.isdigit() and int(opt.iteration) > 0:
@@ -145,13 +149,18 @@ def parse(argv):
     return opt
 
 
+def run_name(names, dataset, method):
+    """--names' run name of ``method`` on ``dataset``: DATASET/METHOD, else METHOD, else the method name."""
+    return names.get(f'{dataset}/{method}', names.get(method, method))
+
+
 class Run:
     """One (dataset, method): its run folder and the argument lists of the three scripts."""
 
     def __init__(self, opt, dataset, method):
         self.dataset, self.method = dataset, method
         self.folder = default_folder(dataset)
-        self.name = opt.names.get(method, method)
+        self.name = run_name(opt.names, dataset, method)
         self.dir = os.path.join(opt.result_dir, dataset, self.folder, self.name)
         model = 'seg' if method in STAGE2 else method
         self.trained = getattr(find_model_class(model), 'needs_checkpoint', True)
@@ -161,7 +170,7 @@ class Run:
         self.train_argv = self.argv + ['--display_id', '0', *shlex.split(opt.train_args)]
         self.pseudo_source = None
         if method in STAGE2:
-            self.pseudo_source = opt.names.get('cltnet', 'cltnet')
+            self.pseudo_source = run_name(opt.names, dataset, 'cltnet')
             self.train_argv += ['--stage', '2', '--pseudo', self.pseudo_source,
                                 *(flag.format(few_sample=opt.few_sample) for flag in STAGE2[method])]
 
@@ -315,20 +324,21 @@ def training_record(run):
         seconds = _read_json(timing)['train_seconds']
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
             'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"
-                       + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')}
+                       + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')
+                       + (f", pseudo-masks of {options['pseudo']}" if options.get('stage') == 2 else '')}
 
 
 def collect(run, opt):
-    """Table rows ({'method', 'scores', 'fp_rate', 'auc', 'training', 'chosen_step', 'images_per_second'})
+    """Table rows ({'method', 'run', 'scores', 'fp_rate', 'auc', 'training', 'chosen_step', 'images_per_second'})
     of one run: the method itself and, when refined, its +crf row."""
     test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
     training = training_record(run)
-    rows = [{'method': run.method, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
+    rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
              'auc': test_a.get('auc'), 'training': training, 'chosen_step': test_a['selection'].get('step'),
              'map_mode': test_a['selection']['map_mode'], 'images_per_second': test_a['images_per_second']}]
     if run.method in opt.crf:
         crf_a, crf_b = (_read_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
-        rows.append({'method': run.method + '+crf', 'scores': {k: crf_a[k] for k in SCORE_NAMES},
+        rows.append({'method': run.method + '+crf', 'run': run.name, 'scores': {k: crf_a[k] for k in SCORE_NAMES},
                      'fp_rate': crf_b['fp_rate'], 'auc': None, 'training': training,
                      'chosen_step': rows[0]['chosen_step'], 'map_mode': rows[0]['map_mode'],
                      'images_per_second': crf_a['images_per_second']})
@@ -386,12 +396,12 @@ def render(tables, opt, started, finished):
              '(— where the method has no score). Training time and images/s were measured where and when each '
              'run ran (reused runs: by that run); images/s is test.py\'s inference on testA, or crf.py\'s for '
              '"+crf" rows.', '']
-    header = ('| method | JA | DI | AC | SE | SP | testB FP rate | AUC | training time | iterations | setting '
+    header = ('| method | run | JA | DI | AC | SE | SP | testB FP rate | AUC | training time | iterations | setting '
               '| map | images/s |')
     for dataset, rows in tables.items():
-        lines += [f'## {dataset}', '', header, '|' + '---|' * 13]
+        lines += [f'## {dataset}', '', header, '|' + '---|' * 14]
         for row in rows:
-            cells = [row['method']] + [_num(row['scores'][k]) for k in SCORE_NAMES]
+            cells = [row['method'], row['run']] + [_num(row['scores'][k]) for k in SCORE_NAMES]
             cells += [_num(row['fp_rate']), _num(row['auc'])] + _training_cells(row)
             cells += [row['map_mode'], _num(row['images_per_second'], 1)]
             lines.append('| ' + ' | '.join(cells) + ' |')
