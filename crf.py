@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split
+from data.layout import LayoutError, check_split, few_shot_pairs
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
 from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search_params
@@ -45,18 +45,28 @@ def _read_json(path):
         return json.load(f)
 
 
+def _held_out_few(test_root):
+    """The few-shot folder test.py added to val to choose on (train.py --select_few), or ''."""
+    return _read_json(os.path.join(test_root, 'val', 'summary.json')).get('selection', {}).get('select_few', '')
+
+
 def split_items(opt, test_root, split):
-    """[(name, image_path, label_path or None, prob_path)] for every image of ``split``.
+    """[(name, image_path, label_path or None, prob_path)] for every image of ``split`` (val: with the
+    held-out few-shot images test.py chose on, see train.py --select_few).
 
     Raises LayoutError for dataset problems, SystemExit when test.py left a map out.
     """
-    files = check_split(os.path.join(opt.dataroot, opt.dataset, opt.folder), split,
-                        skip_bad=opt.skip_bad_images)
+    data_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
+    files = check_split(data_dir, split, skip_bad=opt.skip_bad_images)
     if files.skipped:
         print(f'{split}: skipped {len(files.skipped)} file(s):', *files.skipped, sep='\n  ')
+    pairs = list(files)
+    few = _held_out_few(test_root) if split == 'val' else ''
+    if few:
+        pairs += few_shot_pairs(data_dir, few)
     prob_dir = os.path.join(test_root, split, 'prob')
     items = []
-    for image, label in files:
+    for image, label in pairs:
         name = os.path.splitext(os.path.basename(image))[0]
         items.append((name, image, label, os.path.join(prob_dir, name + '.png')))
     missing = [prob for *_, prob in items if not os.path.isfile(prob)]
@@ -91,7 +101,9 @@ def choose_params(opt, test_root, crf_root):
         write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
             'chosen': best, 'val_DI_before': val_before,
             'grid': [{**c.as_dict(), 'DI': float(m)} for c, m in zip(combos, means)]})
-    return combos[best], {'crf': combos[best].as_dict(), 'chosen_on': 'given' if opt.crf_params else 'val',
+    few = _held_out_few(test_root)
+    chosen_on = 'given' if opt.crf_params else f'val + few_sample/{few}' if few else 'val'
+    return combos[best], {'crf': combos[best].as_dict(), 'chosen_on': chosen_on,
                           'val_DI_before': val_before, 'val_DI_after': float(means[best])}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from data.image_io import write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split
+from data.layout import LayoutError, check_split, few_shot_pairs
 from data.synthetic import make_demo_if_missing
 from models import create_model, find_model_class
 from models.base_model import CHECKPOINT_FORMAT, CheckpointError
@@ -93,9 +93,28 @@ def sources(opt, folder):
     return found
 
 
-def choose(opt, folder, data_dir, candidates):
-    """The val-chosen rule (cached in test/selection.json), or the one stored with --weights."""
+def held_out_few(candidates):
+    """The few-shot folder a stage-2 run held out of training to be chosen on (train.py --select_few), or ''."""
+    path = candidates[-1][1]
+    return read_state(path).get('options', {}).get('select_few', '') if path else ''
+
+
+def selection_pairs(data_dir, opt, few):
+    """((image, label) pairs to choose on, the few-shot folder among them or ''): val, plus the held-out
+    few_sample/<few> images when the dataset has them."""
     val = split_pairs(data_dir, 'val', opt)
+    if val is None or not few:
+        return val, ''
+    if not os.path.isdir(os.path.join(data_dir, 'few_sample', few)):
+        print(f'note: {data_dir}/few_sample/{few} (held out of training to choose on) not found: choosing on val alone')
+        return val, ''
+    return val + few_shot_pairs(data_dir, few), few
+
+
+def choose(opt, folder, data_dir, candidates):
+    """The rule chosen on val (plus the run's held-out few-shot images; cached in test/selection.json),
+    or the one stored with --weights."""
+    val, few = selection_pairs(data_dir, opt, held_out_few(candidates))
     if val is None:
         stored = read_state(opt.weights).get('selection') if opt.weights else None
         if not stored:
@@ -126,6 +145,8 @@ def choose(opt, folder, data_dir, candidates):
         selection = dict(select_fixed_rule(items_by_source, modes, fixed_rule), chosen_on='val')
     else:
         selection = dict(select(items_by_source, modes), chosen_on='val')
+    if few:
+        selection.update(select_few=few, chosen_on=f'val + few_sample/{few}')
     write_json_atomic(cache_path, {'key': key, 'selection': selection})
     return selection
 
@@ -189,7 +210,8 @@ def main(argv=None):
           f"(val DI {rule.get('val_DI', float('nan')):.4f})")
     summaries, scores = {}, {}
     for split in ['val'] + [s for s in opt.splits if s != 'val']:
-        pairs = split_pairs(data_dir, split, opt)
+        pairs = (selection_pairs(data_dir, opt, rule.get('select_few', ''))[0] if split == 'val'
+                 else split_pairs(data_dir, split, opt))
         if pairs is None:
             continue
         started = time.time()

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.image_io import write_text_atomic
-from data.layout import LayoutError, check_training_layout
+from data.layout import LayoutError, check_training_layout, few_shot_pairs
 from data.pseudo_dataset import PSEUDO_FOLDER, PseudoMaskDataset, few_shot_items, pseudo_items
 from data.step_sampler import SeededItems, StepSampler
 from data.synthetic import make_demo_if_missing
@@ -62,9 +62,19 @@ def training_datasets(opt, files):
         return tuple(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter)
                      for paths in (files.paths_A, files.paths_B))
     pseudo_dir = os.path.join(run_dir(opt, opt.pseudo), PSEUDO_FOLDER)
-    items_A = pseudo_items(pseudo_dir, files.paths_A, 'A')
+    folder_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
+    paths_A = files.paths_A
+    if opt.select_few:  # held out for test.py's choices, so they must not be learned from
+        held_out = {os.path.basename(image) for image, _ in few_shot_pairs(folder_dir, opt.select_few)}
+        paths_A = [path for path in paths_A if os.path.basename(path) not in held_out]
+        if not paths_A:
+            raise SystemExit(f'error: --select_few {opt.select_few} holds out all {len(files.paths_A)} lesion '
+                             f'training images; pass a few-shot folder with fewer images, or none')
+        print(f'--select_few {opt.select_few}: {len(files.paths_A) - len(paths_A)} of {len(files.paths_A)} lesion '
+              f'images held out of training for test.py to choose on')
+    items_A = pseudo_items(pseudo_dir, paths_A, 'A')
     if opt.few_sample:
-        items_A += few_shot_items(os.path.join(opt.dataroot, opt.dataset, opt.folder), opt.few_sample, opt.few_weight)
+        items_A += few_shot_items(folder_dir, opt.few_sample, opt.few_weight)
     items_B = pseudo_items(pseudo_dir, files.paths_B, 'B')
     return tuple(PseudoMaskDataset(items, opt.img_size, opt.img_ch, opt.min_confidence, jitter=opt.jitter)
                  for items in (items_A, items_B))

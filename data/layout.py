@@ -131,6 +131,22 @@ def label_path_for(image_path, labels_dir):
     return matches[0] if matches else None
 
 
+def few_shot_pairs(folder_dir, name):
+    """[(image, mask)] of the labelled folder ``few_sample/<name>`` (``A/NAME.png`` images,
+    ``B/NAME_segmentation.png`` masks); SystemExit naming the folder or the first image without a mask."""
+    images_dir = os.path.join(folder_dir, 'few_sample', name, 'A')
+    labels_dir = os.path.join(folder_dir, 'few_sample', name, 'B')
+    if not os.path.isdir(images_dir) or not os.path.isdir(labels_dir):
+        raise SystemExit(f'error: few-shot folder {images_dir} (images) or {labels_dir} (NAME_segmentation.png '
+                         f'masks) not found; check --few_sample / --select_few or leave it empty')
+    pairs = [(image, label_path_for(image, labels_dir)) for image in list_images(images_dir)]
+    unlabelled = [image for image, label in pairs if label is None]
+    if unlabelled or not pairs:
+        detail = f'{len(unlabelled)} image(s) without a mask, e.g. {unlabelled[0]}' if unlabelled else 'no images'
+        raise SystemExit(f'error: few-shot folder {images_dir}: {detail}; add NAME_segmentation.png to {labels_dir}')
+    return pairs
+
+
 def _image_size(path):
     """(size, None) for a readable image header, else (None, Problem). ``verify`` checks the file cheaply."""
     try:

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data.image_io import ImageReadError, list_images, read_image, read_mask
-from data.layout import label_path_for
+from data.image_io import ImageReadError, read_image, read_mask
+from data.layout import few_shot_pairs
 from data.weak_dataset import WeakImageDataset, resize_square, to_float_tensor
 
 PSEUDO_FOLDER = 'pseudo'
@@ -53,18 +53,8 @@ def pseudo_items(pseudo_dir, paths, domain):
 
 
 def few_shot_items(folder_dir, name, weight):
-    """MaskedImage of every labelled image of ``few_sample/<name>``; SystemExit listing every image
-    without a mask."""
-    images_dir = os.path.join(folder_dir, 'few_sample', name, 'A')
-    labels_dir = os.path.join(folder_dir, 'few_sample', name, 'B')
-    if not os.path.isdir(images_dir) or not os.path.isdir(labels_dir):
-        raise SystemExit(f'error: few-shot folder {images_dir} (images) or {labels_dir} (NAME_segmentation.png '
-                         f'masks) not found; check --few_sample or leave it empty')
-    pairs = [(image, label_path_for(image, labels_dir)) for image in list_images(images_dir)]
-    unlabelled = [image for image, label in pairs if label is None]
-    if unlabelled or not pairs:
-        detail = f'{len(unlabelled)} image(s) without a mask, e.g. {unlabelled[0]}' if unlabelled else 'no images'
-        raise SystemExit(f'error: few-shot folder {images_dir}: {detail}; add NAME_segmentation.png to {labels_dir}')
+    """MaskedImage of every labelled image of ``few_sample/<name>`` (see data.layout.few_shot_pairs)."""
+    pairs = few_shot_pairs(folder_dir, name)
     return [MaskedImage(image, label, None, weight) for image, label in pairs]
 
 

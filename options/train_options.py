@@ -46,6 +46,10 @@ class TrainOptions(BaseOptions):
         g.add_argument('--few_sample', default='',
                        help='stage 2: also train on the labelled images of few_sample/<NAME> (e.g. stage2_50); '
                             'empty: none')
+        g.add_argument('--select_few', default='',
+                       help='stage 2: hold the labelled images of few_sample/<NAME> out of training and add them '
+                            'to val, so test.py and crf.py choose checkpoint, rule and CRF on more images and '
+                            'subjects than val alone (recorded in the checkpoints); empty: val alone')
         g.add_argument('--few_weight', type=float, default=1.0,
                        help='stage 2: loss weight of each few-shot labelled pixel (pseudo-mask pixels weigh 1)')
         g = parser.add_argument_group('loss weights (default: the original per-dataset values)')
@@ -82,6 +86,11 @@ class TrainOptions(BaseOptions):
                          f'--model seg (got --stage {opt.stage} --model {opt.model})')
         if not 0 <= opt.jitter < 1:
             parser.error(f'--jitter must be in [0, 1), got {opt.jitter}')
+        if opt.select_few and opt.stage != 2:
+            parser.error('--select_few holds labelled images out of stage-2 training; it needs --stage 2')
+        if opt.select_few and opt.select_few == opt.few_sample:
+            parser.error(f'--select_few {opt.select_few}: those images cannot be both trained on (--few_sample) '
+                         'and held out to choose on')
         if not 0 <= opt.min_confidence <= 1 or opt.few_weight < 0:
             parser.error('--min_confidence must be in [0, 1] and --few_weight >= 0')
         for flag in ('iteration', 'batch_size', 'print_freq', 'display_freq', 'save_freq'):

@@ -1,6 +1,7 @@
 """Tests for pseudo.py and the stage-2 pipeline: stage 1 -> test -> crf -> pseudo-masks -> stage 2 -> test -> crf."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -149,3 +150,46 @@ def test_two_stage_file_serves_both_stages_maps(stage_one, tiny_argv, tiny_test_
 def test_generator_needs_a_stage_two_run(stage_one, tmp_path):
     with pytest.raises(SystemExit, match='--generator needs a stage-2 run'):
         export_weights.main(['--run', stage_one, '--out', str(tmp_path / 'x.pt'), '--generator', 'weights/ISIC.pt'])
+
+
+def test_select_few_holds_its_images_out_of_training_and_is_chosen_on(stage_one, tiny_dataroot, tiny_argv,
+                                                                      tiny_test_argv, run_folder, tmp_path,
+                                                                      monkeypatch, capsys):
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    root = str(tmp_path / 'root')
+    shutil.copytree(tiny_dataroot, root)
+    few = os.path.join(root, 'tiny', TINY_FOLDER, 'few_sample')
+    shutil.copytree(os.path.join(few, 'stage2_8'), os.path.join(few, 'held2'))
+    held = sorted(os.listdir(os.path.join(few, 'held2', 'A')))[:2]
+    for name in sorted(os.listdir(os.path.join(few, 'held2', 'A')))[2:]:
+        os.remove(os.path.join(few, 'held2', 'A', name))
+        os.remove(os.path.join(few, 'held2', 'B', name[:-4] + '_segmentation.png'))
+    stage2 = ['--stage', '2', '--pseudo', 's1', '--save_freq', '2', '--dataroot', root]
+    with pytest.raises(SystemExit):
+        train.main(tiny_argv('--select_few', 'held2', '--dataroot', root, name='s1h'))  # stage 1: refused
+    with pytest.raises(SystemExit):
+        train.main(tiny_argv(*stage2, '--select_few', 'held2', '--few_sample', 'held2', name='s2h'))
+    with pytest.raises(SystemExit, match='holds out all 6 lesion training images'):
+        train.main(tiny_argv(*stage2, '--select_few', 'stage2_8', name='s2h'))
+
+    trained_on = []
+    real_items = train.pseudo_items
+    monkeypatch.setattr(train, 'pseudo_items', lambda d, paths, domain: (
+        trained_on.extend(os.path.basename(p) for p in paths if domain == 'A'), real_items(d, paths, domain))[1])
+    assert train.main(tiny_argv(*stage2, '--select_few', 'held2', name='s2h')) == 0
+    assert len(trained_on) == 4 and not set(held) & set(trained_on)
+
+    test_script.main(tiny_test_argv('--splits', 'testA', '--dataroot', root, name='s2h'))
+    crf.main(tiny_test_argv('--splits', 'testA', '--dataroot', root, name='s2h'))
+    val = json.load(open(os.path.join(run_folder('s2h'), 'test', 'val', 'summary.json')))
+    assert val['n_images'] == 3 + 2 and val['selection']['select_few'] == 'held2'
+    assert val['selection']['chosen_on'] == 'val + few_sample/held2'
+    assert sorted(os.listdir(os.path.join(run_folder('s2h'), 'test', 'val', 'masks')))[:2] == held
+    refined = json.load(open(os.path.join(run_folder('s2h'), 'crf', 'testA', 'summary.json')))
+    assert refined['selection']['chosen_on'] == 'val + few_sample/held2'
+
+    # A dataset without that folder: val alone, said so.
+    test_script.main(tiny_test_argv('--splits', 'testA', '--reselect', name='s2h'))
+    assert 'few_sample/held2 (held out of training to choose on) not found' in capsys.readouterr().out
+    val = json.load(open(os.path.join(run_folder('s2h'), 'test', 'val', 'summary.json')))
+    assert val['n_images'] == 3 and 'select_few' not in val['selection'] and val['selection']['chosen_on'] == 'val'
