@@ -187,6 +187,11 @@ def test_select_few_holds_its_images_out_of_training_and_is_chosen_on(stage_one,
     assert sorted(os.listdir(os.path.join(run_folder('s2h'), 'test', 'val', 'masks')))[:2] == held
     refined = json.load(open(os.path.join(run_folder('s2h'), 'crf', 'testA', 'summary.json')))
     assert refined['selection']['chosen_on'] == 'val + few_sample/held2'
+    readme = str(tmp_path / 'README.md')
+    export_weights.main(['--run', run_folder('s2h'), '--out', str(tmp_path / 'held.pt'), '--readme', readme,
+                         '--dataset', 'tiny'])
+    assert 'Chosen on val + few_sample/held2: checkpoint step' in open(readme).read()
+    assert '| val + few_sample/held2 | before CRF |' in open(readme).read()
 
     # A dataset without that folder: val alone, said so.
     test_script.main(tiny_test_argv('--splits', 'testA', '--reselect', name='s2h'))

@@ -72,19 +72,20 @@ def export(run, out, generator=None):
     return selection, state
 
 
-def _score_rows(run):
-    """Markdown rows of JA..SP for val and testA, before (test.py) and after (crf.py) the CRF."""
+def _score_rows(run, val_label):
+    """Markdown rows of JA..SP for val (named ``val_label``) and testA, before (test.py) and after
+    (crf.py) the CRF."""
     rows = []
     for split in ('val', 'testA'):
         for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
             path = os.path.join(run, stage, split, 'summary.json')
             if os.path.isfile(path):
                 summary = _read_json(path, '')
-                rows.append(f'| {split} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORES) + ' |')
+                rows.append(f"| {val_label if split == 'val' else split} | {label} | " + ' | '.join(f'{summary[k]:.4f}' for k in SCORES) + ' |')
             elif stage == 'crf' and split == 'val' and os.path.isfile(os.path.join(run, 'crf', 'testA', 'summary.json')):
                 # crf.py scores val for its parameter search; without a crf/val folder only that DI exists.
                 chosen = _read_json(os.path.join(run, 'crf', 'testA', 'summary.json'), '')['selection']
-                rows.append(f"| val | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
+                rows.append(f"| {val_label} | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
     return rows
 
 
@@ -117,15 +118,16 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
     seconds = state.get('train_seconds')
     trained = f'{seconds / 60:.0f} min' if seconds else 'not recorded'
     crf = selection.get('crf')
+    val_label = f"val + few_sample/{selection['select_few']}" if selection.get('select_few') else 'val'
     lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_stage1_lines(state),
              *_pseudo_lines(options),
              f"Training command: `python {options['command_line']}`", '',
              f"Trained {state['step']} steps in {trained} on: {machine()}, "
              f"{options.get('num_threads') or 'default'} torch thread(s).", '',
-             f"Chosen on val: checkpoint step {selection['step']}, map `{selection['map_mode']}`, "
+             f"Chosen on {val_label}: checkpoint step {selection['step']}, map `{selection['map_mode']}`, "
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
              f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '') + '.', '',
-             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *_score_rows(run), '',
+             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *_score_rows(run, val_label), '',
              f'Written by `python tools/export_weights.py --run {run} --out {out} --readme {readme} '
              f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',
              f'<!-- {dataset} end -->']
