@@ -325,7 +325,9 @@ def training_record(run):
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
             'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"
                        + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')
-                       + (f", pseudo-masks of {options['pseudo']}" if options.get('stage') == 2 else '')}
+                       + (f", pseudo-masks of {options['pseudo']}" if options.get('stage') == 2 else '')
+                       + (f", chosen on val + few_sample/{options['select_few']} (held out of training)"
+                          if options.get('select_few') else '')}
 
 
 def collect(run, opt):
@@ -391,7 +393,8 @@ def render(tables, opt, started, finished):
              f'(this command took {_duration(finished - started)})',
              f'- runs: `{opt.result_dir}/<dataset>/<folder>/<name>/`', '',
              'JA, DI, AC, SE, SP: testA, mean over images, in [0, 1]; masks made by the rule chosen on val '
-             '(checkpoint, map, threshold, post-processing; CRF parameters for "+crf"). testB FP rate: fraction '
+             '(checkpoint, map, threshold, post-processing; CRF parameters for "+crf"), or on val plus the '
+             'held-out few-shot images where the setting says so (train.py --select_few). testB FP rate: fraction '
              'of the normal testB images given any lesion pixel. AUC: image-level lesion score, testA vs testB '
              '(— where the method has no score). Training time and images/s were measured where and when each '
              'run ran (reused runs: by that run); images/s is test.py\'s inference on testA, or crf.py\'s for '
