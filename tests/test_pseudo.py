@@ -166,9 +166,11 @@ def test_select_few_holds_its_images_out_of_training_and_is_chosen_on(stage_one,
         os.remove(os.path.join(few, 'held2', 'B', name[:-4] + '_segmentation.png'))
     stage2 = ['--stage', '2', '--pseudo', 's1', '--save_freq', '2', '--dataroot', root]
     with pytest.raises(SystemExit):
-        train.main(tiny_argv('--select_few', 'held2', '--dataroot', root, name='s1h'))  # stage 1: refused
+        train.main(tiny_argv('--select_few', 'held2', '--dataroot', root, name='s1h'))
+    assert '--select_few holds labelled images out of stage-2 training; it needs --stage 2' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(tiny_argv(*stage2, '--select_few', 'held2', '--few_sample', 'held2', name='s2h'))
+    assert 'cannot be both trained on (--few_sample) and held out' in capsys.readouterr().err
     with pytest.raises(SystemExit, match='holds out all 6 lesion training images'):
         train.main(tiny_argv(*stage2, '--select_few', 'stage2_8', name='s2h'))
 
