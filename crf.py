@@ -45,14 +45,9 @@ def _read_json(path):
         return json.load(f)
 
 
-def _held_out_few(test_root):
-    """The few-shot folder test.py added to val to choose on (train.py --select_few), or ''."""
-    return _read_json(os.path.join(test_root, 'val', 'summary.json')).get('selection', {}).get('select_few', '')
-
-
-def split_items(opt, test_root, split):
-    """[(name, image_path, label_path or None, prob_path)] for every image of ``split`` (val: with the
-    held-out few-shot images test.py chose on, see train.py --select_few).
+def split_items(opt, test_root, split, few=''):
+    """[(name, image_path, label_path or None, prob_path)] for every image of ``split``, then of the
+    labelled folder few_sample/<few> when given (val: the held-out images test.py chose on too).
 
     Raises LayoutError for dataset problems, SystemExit when test.py left a map out.
     """
@@ -60,10 +55,7 @@ def split_items(opt, test_root, split):
     files = check_split(data_dir, split, skip_bad=opt.skip_bad_images)
     if files.skipped:
         print(f'{split}: skipped {len(files.skipped)} file(s):', *files.skipped, sep='\n  ')
-    pairs = list(files)
-    few = _held_out_few(test_root) if split == 'val' else ''
-    if few:
-        pairs += few_shot_pairs(data_dir, few)
+    pairs = list(files) + (few_shot_pairs(data_dir, few) if few else [])
     prob_dir = os.path.join(test_root, split, 'prob')
     items = []
     for image, label in pairs:
@@ -93,15 +85,16 @@ def choose_params(opt, test_root, crf_root):
         return opt.crf_params, {'crf': opt.crf_params.as_dict(), 'chosen_on': 'given',
                                 'val_DI_before': None, 'val_DI_after': None}
     _require_probs(opt, test_root, 'val')
-    items = [(image, prob, label) for _, image, label, prob in split_items(opt, test_root, 'val')]
+    val_summary = _read_json(os.path.join(test_root, 'val', 'summary.json'))
+    few = val_summary.get('selection', {}).get('select_few', '')  # test.py chose on these too (--select_few)
+    items = [(image, prob, label) for _, image, label, prob in split_items(opt, test_root, 'val', few)]
     combos = [opt.crf_params] if opt.crf_params else param_grid()
     best, means, threshold_DI = search_params(items, combos, opt.num_workers)
-    val_before = _read_json(os.path.join(test_root, 'val', 'summary.json')).get('DI', threshold_DI)
+    val_before = val_summary.get('DI', threshold_DI)
     if opt.crf_params is None:
         write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
             'chosen': best, 'val_DI_before': val_before,
             'grid': [{**c.as_dict(), 'DI': float(m)} for c, m in zip(combos, means)]})
-    few = _held_out_few(test_root)
     chosen_on = 'given' if opt.crf_params else f'val + few_sample/{few}' if few else 'val'
     return combos[best], {'crf': combos[best].as_dict(), 'chosen_on': chosen_on,
                           'val_DI_before': val_before, 'val_DI_after': float(means[best])}

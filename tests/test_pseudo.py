@@ -176,8 +176,12 @@ def test_select_few_holds_its_images_out_of_training_and_is_chosen_on(stage_one,
 
     trained_on = []
     real_items = train.pseudo_items
-    monkeypatch.setattr(train, 'pseudo_items', lambda d, paths, domain: (
-        trained_on.extend(os.path.basename(p) for p in paths if domain == 'A'), real_items(d, paths, domain))[1])
+
+    def recording_items(pseudo_dir, paths, domain):
+        if domain == 'A':
+            trained_on.extend(os.path.basename(path) for path in paths)
+        return real_items(pseudo_dir, paths, domain)
+    monkeypatch.setattr(train, 'pseudo_items', recording_items)
     assert train.main(tiny_argv(*stage2, '--select_few', 'held2', name='s2h')) == 0
     assert len(trained_on) == 4 and not set(held) & set(trained_on)
 
