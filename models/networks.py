@@ -38,6 +38,20 @@ class InstanceNorm(nn.Module):
         return F.group_norm(x, x.shape[1], eps=self.eps)
 
 
+class ReflectionPad(nn.ReflectionPad2d):
+    """nn.ReflectionPad2d that keeps its input's dtype under autocast.
+
+    CPU autocast runs reflection_pad2d in fp32, so every pad of a bf16 map cost a cast up and the
+    convolution after it a cast back down: two full-size copies per convolution, about a third of
+    the paper setting's inference time. The forward pass is unchanged (padding is exact in any
+    dtype); the backward pass sums the gradients of reflected border pixels in the map's dtype.
+    """
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x)
+
+
 def _mix_instance_layer(x, rho, eps):
     """(xf, scale, shift) with rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x) == xf * scale + shift:
     x in fp32 and a B x C x 1 x 1 scale and shift.
@@ -143,7 +157,7 @@ class SpectralConv2d(nn.Conv2d):
 
 
 def _conv3(channels_in, channels_out, stride=1, bias=False):
-    return [nn.ReflectionPad2d(1), nn.Conv2d(channels_in, channels_out, 3, stride, bias=bias)]
+    return [ReflectionPad(1), nn.Conv2d(channels_in, channels_out, 3, stride, bias=bias)]
 
 
 class ResnetBlock(nn.Module):
@@ -241,7 +255,7 @@ class CLTGenerator(nn.Module):
         self.recompute = False
         dim = ch * 4
         self.encoder = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(img_ch, ch, 7, bias=False), InstanceNorm(), nn.ReLU(True),
+            ReflectionPad(3), nn.Conv2d(img_ch, ch, 7, bias=False), InstanceNorm(), nn.ReLU(True),
             *_conv3(ch, ch * 2, stride=2), InstanceNorm(), nn.ReLU(True),
             *_conv3(ch * 2, dim, stride=2), InstanceNorm(), nn.ReLU(True),
             *[ResnetBlock(dim) for _ in range(n_res)])
@@ -258,7 +272,7 @@ class CLTGenerator(nn.Module):
         for i in range(2):
             c = dim // 2 ** i
             up += [nn.Upsample(scale_factor=2, mode='nearest'), *_conv3(c, c // 2), ILN(c // 2), nn.ReLU(True)]
-        self.upsample = nn.Sequential(*up, nn.ReflectionPad2d(3), nn.Conv2d(ch, img_ch, 7, bias=False), nn.Tanh())
+        self.upsample = nn.Sequential(*up, ReflectionPad(3), nn.Conv2d(ch, img_ch, 7, bias=False), nn.Tanh())
 
     def _run(self, module, *inputs):
         """module(*inputs), recomputed in the backward pass instead of stored when ``recompute`` is on."""
@@ -314,16 +328,16 @@ class Discriminator(nn.Module):
     def __init__(self, img_ch=3, ch=64, n_layers=7, img_size=256):
         super().__init__()
         n_down = max(1, min(n_layers - 2, int(math.log2(img_size)) - 2))
-        layers = [nn.ReflectionPad2d(1), SpectralConv2d(img_ch, ch, 4, 2), nn.LeakyReLU(0.2, True)]
+        layers = [ReflectionPad(1), SpectralConv2d(img_ch, ch, 4, 2), nn.LeakyReLU(0.2, True)]
         c = ch
         for _ in range(n_down - 1):
-            layers += [nn.ReflectionPad2d(1), SpectralConv2d(c, c * 2, 4, 2), nn.LeakyReLU(0.2, True)]
+            layers += [ReflectionPad(1), SpectralConv2d(c, c * 2, 4, 2), nn.LeakyReLU(0.2, True)]
             c *= 2
-        layers += [nn.ReflectionPad2d(1), SpectralConv2d(c, c * 2, 4, 1), nn.LeakyReLU(0.2, True)]
+        layers += [ReflectionPad(1), SpectralConv2d(c, c * 2, 4, 1), nn.LeakyReLU(0.2, True)]
         c *= 2
         self.body = nn.Sequential(*layers)
         self.cam = CAMHead(c, spectral=True, activation=nn.LeakyReLU(0.2, True))
-        self.head = nn.Sequential(nn.ReflectionPad2d(1), SpectralConv2d(c, 1, 4, 1, bias=False))
+        self.head = nn.Sequential(ReflectionPad(1), SpectralConv2d(c, 1, 4, 1, bias=False))
 
     def forward(self, x):
         feats, cam_logit, heatmap = self.cam(self.body(x))

@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils import spectral_norm
 
 from models.networks import (ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput, InstanceNorm,
-                             SpectralConv2d)
+                             ReflectionPad, SpectralConv2d)
 
 CH, N_RES = 4, 1
 
@@ -174,6 +174,16 @@ def test_instance_norm_of_a_bf16_channels_last_map_matches_the_contiguous_one():
     (out_a, grad_a), (out_b, grad_b) = results
     assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
     torch.testing.assert_close(out_a, torch.nn.functional.instance_norm(x.float()), atol=0.05, rtol=0.02)
+
+
+def test_reflection_pad_keeps_bf16_under_autocast_with_the_same_values():
+    # CPU autocast would run torch's pad in fp32: a cast up and, at the next convolution, back down.
+    x = _images(2, 16, img_ch=8).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.nn.ReflectionPad2d(2)(x).dtype == torch.float32
+        out = ReflectionPad(2)(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 8, 20, 20)
+    assert torch.equal(out.float(), torch.nn.ReflectionPad2d(2)(x.float()))
 
 
 def test_channels_last_input_gives_the_same_outputs():
