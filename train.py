@@ -59,7 +59,8 @@ def training_datasets(opt, files):
     """(lesion, normal) datasets: the weak-label folders (stage 1), or their stage-1 pseudo-masks plus
     the optional few-shot labelled images (stage 2)."""
     if opt.stage == 1:
-        return tuple(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter)
+        return tuple(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter,
+                                      rot90=opt.rot90)
                      for paths in (files.paths_A, files.paths_B))
     pseudo_dir = os.path.join(run_dir(opt, opt.pseudo), PSEUDO_FOLDER)
     folder_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
@@ -76,7 +77,8 @@ def training_datasets(opt, files):
     if opt.few_sample:
         items_A += few_shot_items(folder_dir, opt.few_sample, opt.few_weight)
     items_B = pseudo_items(pseudo_dir, files.paths_B, 'B')
-    return tuple(PseudoMaskDataset(items, opt.img_size, opt.img_ch, opt.min_confidence, jitter=opt.jitter)
+    return tuple(PseudoMaskDataset(items, opt.img_size, opt.img_ch, opt.min_confidence, jitter=opt.jitter,
+                                   rot90=opt.rot90)
                  for items in (items_A, items_B))
 
 

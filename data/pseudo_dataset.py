@@ -70,13 +70,13 @@ def read_confidence(path):
 class PseudoMaskDataset(Dataset):
     """Items ``{'image': img_ch x S x S in [-1, 1], 'target': 1 x S x S in {0, 1}, 'weight': 1 x S x S,
     'path'}``: pixels whose confidence is below ``min_confidence`` get weight 0, the others the item's
-    weight. Augmentation (``augment``, ``jitter``) is the stage-1 one, applied to mask and weights alike."""
+    weight. Augmentation (``augment``, ``jitter``, ``rot90``) is the stage-1 one, applied to mask and weights alike."""
 
-    def __init__(self, items, img_size, img_ch=3, min_confidence=0.5, augment=True, jitter=0.1):
+    def __init__(self, items, img_size, img_ch=3, min_confidence=0.5, augment=True, jitter=0.1, rot90=False):
         self.items = list(items)
         # Reuses the weak dataset's augmentation, so both stages see images transformed the same way.
         self.transform = WeakImageDataset([item.image for item in self.items], img_size, img_ch, augment,
-                                          jitter=jitter)
+                                          jitter=jitter, rot90=rot90)
         self.min_confidence = min_confidence
 
     def __len__(self):

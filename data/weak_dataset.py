@@ -39,13 +39,14 @@ class WeakImageDataset(Dataset):
             (factors in ``1 +- jitter``); off: plain resize to ``img_size``.
         load_size: size before the random crop; default ``default_load_size(img_size)``.
         jitter: half-width of the brightness and contrast factor range.
+        rot90: augmentation also turns the image by a random multiple of 90 degrees.
 
     Items are ``{'image': float tensor img_ch x img_size x img_size in [-1, 1], 'path': str}``.
     Randomness comes only from torch's global RNG, so ``torch.manual_seed`` and DataLoader worker
     seeding make augmentation reproducible.
     """
 
-    def __init__(self, paths, img_size, img_ch=3, augment=False, load_size=None, jitter=0.1):
+    def __init__(self, paths, img_size, img_ch=3, augment=False, load_size=None, jitter=0.1, rot90=False):
         self.paths = [str(p) for p in paths]
         if not self.paths:
             raise ValueError('WeakImageDataset needs at least one image path')
@@ -58,6 +59,7 @@ class WeakImageDataset(Dataset):
         if self.load_size < self.img_size:
             raise ValueError(f'load_size ({self.load_size}) must be at least img_size ({self.img_size})')
         self.jitter = jitter
+        self.rot90 = rot90
 
     def __len__(self):
         return len(self.paths)
@@ -69,7 +71,8 @@ class WeakImageDataset(Dataset):
         return {'image': image.mul_(2.0).sub_(1.0), 'path': path}
 
     def random_transform(self, image, extra=None):
-        """Random flips, resize + random crop, brightness/contrast jitter; CxHxW in [0, 1] in and out.
+        """Random flips (and quarter turns with ``rot90``), resize + random crop, brightness/contrast
+        jitter; CxHxW in [0, 1] in and out.
 
         ``extra`` (K x H x W, e.g. a mask and its weights) goes through the same flips, resize and crop
         but no jitter; with it, returns (image, extra).
@@ -81,6 +84,8 @@ class WeakImageDataset(Dataset):
             image = F.hflip(image)
         if torch.rand(()) < 0.5:
             image = F.vflip(image)
+        if self.rot90:
+            image = torch.rot90(image, int(torch.randint(0, 4, ())), (1, 2))
         image = resize_square(image, self.load_size)
         margin = self.load_size - self.img_size
         top, left = torch.randint(0, margin + 1, (2,)).tolist()

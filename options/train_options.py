@@ -22,6 +22,10 @@ class TrainOptions(BaseOptions):
         g.add_argument('--jitter', type=float, default=0.1,
                        help='augmentation: brightness and contrast factors drawn from 1 +- jitter per image; larger '
                             'values help when lesion intensity varies between patients or scanners')
+        g.add_argument('--rot90', type=str2bool, default=False,
+                       help='augmentation: True also turns each image by a random multiple of 90 degrees (with '
+                            'the flips: all 8 symmetries of the square), for images without a preferred '
+                            'orientation such as dermoscopy')
         g.add_argument('--decay_flag', type=str2bool, default=True,
                        help='True: decay the learning rate linearly to 0 over the second half')
         g.add_argument('--resume', type=str2bool, default=False,

@@ -79,3 +79,17 @@ def test_registry(image_paths):
     assert isinstance(dataset, WeakImageDataset)
     with pytest.raises(ValueError, match='labeled, weak'):
         create_dataset('nope')
+
+
+@pytest.mark.parametrize('rot90', [False, True])
+def test_rot90_adds_the_quarter_turns_to_the_flips(tmp_path, rot90):
+    # A square image with one bright corner pixel and one half-bright edge pixel: each of the 8
+    # symmetries of the square puts them in a distinct pair of places; flips alone reach 4 of them.
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    pixels[0, 0], pixels[0, 3] = 255, 128
+    Image.fromarray(pixels).save(tmp_path / 'marks.png')
+    dataset = WeakImageDataset([tmp_path / 'marks.png'], img_size=8, augment=True, load_size=8, jitter=0.0,
+                               rot90=rot90)
+    torch.manual_seed(0)
+    layouts = {tuple(torch.nonzero(dataset[0]['image'][0] > -1).flatten().tolist()) for _ in range(200)}
+    assert len(layouts) == (8 if rot90 else 4)
