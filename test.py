@@ -93,10 +93,21 @@ def sources(opt, folder):
     return found
 
 
-def held_out_few(candidates):
-    """The few-shot folder a stage-2 run held out of training to be chosen on (train.py --select_few), or ''."""
+def few_to_choose_on(opt, candidates, data_dir):
+    """The few-shot folder whose labelled images val selection adds: --select_few, else the one the run
+    held out of training (train.py --select_few), else ''."""
+    if opt.select_few and not os.path.isdir(os.path.join(data_dir, 'few_sample', opt.select_few)):
+        raise SystemExit(f'error: --select_few {opt.select_few}: {data_dir}/few_sample/{opt.select_few} not found; '
+                         f'pass a folder of few_sample/ or leave --select_few empty to choose on val alone')
     path = candidates[-1][1]
-    return read_state(path).get('options', {}).get('select_few', '') if path else ''
+    options = read_state(path).get('options', {}) if path else {}
+    if not opt.select_few:
+        return options.get('select_few') or ''
+    if opt.select_few == options.get('few_sample'):
+        raise SystemExit(f'error: --select_few {opt.select_few}: this model trained on those labels '
+                         f'(train.py --few_sample {opt.select_few}), so they cannot judge it; choose on val alone '
+                         f'or on a few-shot folder it never learned from')
+    return opt.select_few
 
 
 def selection_pairs(data_dir, opt, few):
@@ -114,7 +125,7 @@ def selection_pairs(data_dir, opt, few):
 def choose(opt, folder, data_dir, candidates):
     """The rule chosen on val (plus the run's held-out few-shot images; cached in test/selection.json),
     or the one stored with --weights."""
-    val, few = selection_pairs(data_dir, opt, held_out_few(candidates))
+    val, few = selection_pairs(data_dir, opt, few_to_choose_on(opt, candidates, data_dir))
     if val is None:
         stored = read_state(opt.weights).get('selection') if opt.weights else None
         if not stored:

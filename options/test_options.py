@@ -20,6 +20,11 @@ class TestOptions(BaseOptions):
                        help="lesion map, one of the model's modes (cltnet: attention, attention-inverted, "
                             "difference, fused, cam; cam: cam; otsu: dark, bright; seg: seg; cascade: cltnet's and seg), "
                             "or auto (chosen on val)")
+        g.add_argument('--select_few', default='',
+                       help='also choose on the labelled images of few_sample/FOLDER (e.g. stage2_50): more '
+                            'images to choose on than val alone, for a model that never learned their labels '
+                            '(refused when it trained on them, --few_sample). Default: the folder the run held '
+                            'out of training (train.py --select_few), else val alone')
         g.add_argument('--splits', default='testA,testB',
                        help='comma-separated splits to predict with the val-chosen rule (val is always done '
                             'when present, since selection and crf.py need it)')

@@ -66,6 +66,8 @@ def test_pseudo_masks_then_stage_two_then_test_and_crf(stage_one, tiny_dataroot,
     assert sorted(os.listdir(os.path.join(run_folder('s2'), 'checkpoints'))) == ['iter_0000002.pt', 'iter_0000004.pt']
     test_script.main(tiny_test_argv('--splits', 'testA,testB', name='s2'))  # model read from the checkpoint
     crf.main(tiny_test_argv('--splits', 'testA', *CRF_FIXED, name='s2'))
+    with pytest.raises(SystemExit, match='this model trained on those labels'):
+        test_script.main(tiny_test_argv('--select_few', 'stage2_8', name='s2'))
     for stage in ('test', 'crf'):
         scores = json.load(open(os.path.join(run_folder('s2'), stage, 'testA', 'summary.json')))
         assert all(0 <= scores[k] <= 1 for k in ('JA', 'DI', 'AC', 'SE', 'SP'))
@@ -150,6 +152,19 @@ def test_two_stage_file_serves_both_stages_maps(stage_one, tiny_argv, tiny_test_
 def test_generator_needs_a_stage_two_run(stage_one, tmp_path):
     with pytest.raises(SystemExit, match='--generator needs a stage-2 run'):
         export_weights.main(['--run', stage_one, '--out', str(tmp_path / 'x.pt'), '--generator', 'weights/ISIC.pt'])
+
+
+def test_test_select_few_adds_labelled_images_the_model_never_learned_to_val(stage_one, tiny_dataroot,
+                                                                            tiny_test_argv, run_folder):
+    few = os.listdir(os.path.join(tiny_dataroot, 'tiny', TINY_FOLDER, 'few_sample', 'stage2_8', 'A'))
+    test_script.main(tiny_test_argv('--splits', 'testA', '--select_few', 'stage2_8', name='s1'))
+    val = json.load(open(os.path.join(run_folder('s1'), 'test', 'val', 'summary.json')))
+    assert val['n_images'] == 3 + len(few) and val['selection']['chosen_on'] == 'val + few_sample/stage2_8'
+    crf.main(tiny_test_argv('--splits', 'testA', name='s1'))
+    refined = json.load(open(os.path.join(run_folder('s1'), 'crf', 'testA', 'summary.json')))
+    assert refined['selection']['chosen_on'] == 'val + few_sample/stage2_8'
+    with pytest.raises(SystemExit, match='few_sample/nope not found'):
+        test_script.main(tiny_test_argv('--select_few', 'nope', name='s1'))
 
 
 def test_select_few_holds_its_images_out_of_training_and_is_chosen_on(stage_one, tiny_dataroot, tiny_argv,
