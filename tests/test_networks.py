@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils import spectral_norm
 
 from models.networks import (ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput, InstanceNorm,
-                             ReflectionPad, SpectralConv2d)
+                             SMALL_OUTPUT_POSITIONS, ReflectionPad, SpectralConv2d)
 
 CH, N_RES = 4, 1
 
@@ -132,7 +132,9 @@ def test_clip_rho_clamps_every_mixing_weight():
 
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('bias', [True, False])
-def test_spectral_conv_matches_torch_spectral_norm(memory_format, bias):
+@pytest.mark.parametrize('size', [16, 8])  # 7 x 7 outputs: a convolution; 3 x 3: the matrix product
+def test_spectral_conv_matches_torch_spectral_norm(memory_format, bias, size):
+    assert (((size - 4) // 2 + 1) ** 2 <= SMALL_OUTPUT_POSITIONS) == (size == 8)
     torch.manual_seed(0)
     reference = spectral_norm(torch.nn.Conv2d(6, 10, 4, 2, bias=bias)).to(memory_format=memory_format)
     torch.manual_seed(0)
@@ -140,12 +142,13 @@ def test_spectral_conv_matches_torch_spectral_norm(memory_format, bias):
     # Same initialisation and state-dict keys: checkpoints of either load into the other.
     assert list(layer.state_dict()) == list(reference.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(layer.state_dict().values(), reference.state_dict().values()))
-    x = _images(2, 16, img_ch=6).contiguous(memory_format=memory_format)
-    params = [layer.weight_orig] + ([layer.bias] if bias else [])
-    reference_params = [reference.weight_orig] + ([reference.bias] if bias else [])
+    x = _images(2, size, img_ch=6).contiguous(memory_format=memory_format).requires_grad_()
+    params = [x, layer.weight_orig] + ([layer.bias] if bias else [])
+    reference_params = [x, reference.weight_orig] + ([reference.bias] if bias else [])
     for _ in range(3):  # training forwards: one power-iteration step each
         out, expected = layer(x), reference(x)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=memory_format)
         for got, want in zip(torch.autograd.grad(out.square().sum(), params),
                              torch.autograd.grad(expected.square().sum(), reference_params)):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
