@@ -52,6 +52,30 @@ class ReflectionPad(nn.ReflectionPad2d):
             return super().forward(x)
 
 
+class _InstanceStats(torch.autograd.Function):
+    """(unbiased variance, mean) over H and W of an fp32 map, keepdim: what ``torch.var_mean(x, (2, 3))``
+    returns, by two passes (the mean, then the squared deviations) instead of its Welford loop.
+
+    Why: torch's CPU var_mean took 20 ms per 8 x 216 x 64 x 64 map here, a third of the paper
+    setting's inference; two passes take 3 ms, within 3e-7 of float64 (Welford: 6e-8). The backward
+    recomputes the deviations instead of storing them, so it keeps only ``x``, which the norm's affine
+    map keeps anyway, and the mean.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        mean = x.mean((2, 3), keepdim=True)
+        var = (x - mean).square_().sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3] - 1)
+        ctx.save_for_backward(x, mean)
+        return var, mean
+
+    @staticmethod
+    def backward(ctx, grad_var, grad_mean):
+        x, mean = ctx.saved_tensors
+        pixels = x.shape[2] * x.shape[3]
+        return torch.addcmul(grad_mean / pixels, x - mean, grad_var * (2 / (pixels - 1)))
+
+
 def _mix_instance_layer(x, rho, eps):
     """(xf, scale, shift) with rho * InstanceNorm(x) + (1 - rho) * LayerNorm(x) == xf * scale + shift:
     x in fp32 and a B x C x 1 x 1 scale and shift.
@@ -63,7 +87,7 @@ def _mix_instance_layer(x, rho, eps):
     over the map instead of two; the same unbiased variances).
     """
     xf = x.float()
-    var_in, mean_in = torch.var_mean(xf, dim=(2, 3), keepdim=True)
+    var_in, mean_in = _InstanceStats.apply(xf)
     pixels, channels = x.shape[2] * x.shape[3], x.shape[1]
     mean_ln = mean_in.mean(1, keepdim=True)
     squares = (var_in.sum(1, keepdim=True) * (pixels - 1) +

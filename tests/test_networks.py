@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils import spectral_norm
 
 from models.networks import (ILN, AdaILN, CLTGenerator, Discriminator, GeneratorOutput, InstanceNorm,
-                             SMALL_OUTPUT_POSITIONS, ReflectionPad, SpectralConv2d)
+                             SMALL_OUTPUT_POSITIONS, ReflectionPad, SpectralConv2d, _InstanceStats)
 
 CH, N_RES = 4, 1
 
@@ -269,3 +269,18 @@ def test_norm_layers_match_the_formula_and_keep_one_full_size_tensor(kind):
         assert layer(x.bfloat16(), *args).dtype == torch.bfloat16
     # Memory: the backward needs x in fp32 once (its bf16 input would add a copy), nothing else full-size.
     assert _full_size_saved(layer, x, *args) == 1
+
+
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_instance_stats_match_torch_var_mean_and_its_gradients(memory_format):
+    torch.manual_seed(0)
+    x = (torch.randn(2, 3, 6, 5, dtype=torch.double) * 4 + 3).contiguous(memory_format=memory_format)
+    x.requires_grad_()
+    var, mean = _InstanceStats.apply(x)
+    want_var, want_mean = torch.var_mean(x, dim=(2, 3), keepdim=True)
+    torch.testing.assert_close((var, mean), (want_var, want_mean))
+    weights = torch.randn_like(var), torch.randn_like(mean)
+    got = torch.autograd.grad((var * weights[0] + mean * weights[1]).sum(), x)[0]
+    want = torch.autograd.grad((want_var * weights[0] + want_mean * weights[1]).sum(), x)[0]
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(_InstanceStats.apply, (x,))
