@@ -30,6 +30,7 @@ from data.synthetic import make_demo_if_missing
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
 from util.crf_utils import CRFParams, refine_many
+from util.hardware import apply_hardware_options
 from util.inference import predict_split
 from util.metrics import SegmentationScores
 from util.selection import apply_rule
@@ -94,8 +95,7 @@ def few_shot_check(folder_dir, paths_A, masks):
 
 def main(argv=None):
     opt = PseudoOptions().parse(argv)
-    if opt.num_threads > 0:
-        torch.set_num_threads(opt.num_threads)
+    apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
     data_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)

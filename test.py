@@ -24,6 +24,7 @@ from models.base_model import CHECKPOINT_FORMAT, CheckpointError
 from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
+from util.hardware import apply_hardware_options
 from util.html import write_run_report
 from util.inference import available_map_modes, predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
@@ -205,8 +206,7 @@ def write_split(items, rule, out_dir, opt, elapsed):
 def main(argv=None):
     opt = TestOptions().parse(argv)
     check_output_dir(os.path.join(run_dir(opt), 'test'))
-    if opt.num_threads > 0:
-        torch.set_num_threads(opt.num_threads)
+    apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
     data_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)

@@ -33,6 +33,7 @@ from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
 from util import distributed
 from util.checkpoints import checkpoint_path, list_checkpoints
+from util.hardware import apply_hardware_options
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
 from util.visualizer import Visualizer
 
@@ -223,8 +224,7 @@ def train(opt):
     """Train with ``opt`` (device and world size already set for this process); returns the exit code,
     128 + the signal number when a signal stopped the run."""
     main_rank = distributed.is_main()
-    if opt.num_threads > 0:
-        torch.set_num_threads(opt.num_threads)
+    apply_hardware_options(opt)
     files = distributed.from_main(check_data, opt)
     # Seeded after the data check (which only rank 0 runs), so every rank builds the same initial
     # weights and spectral-norm buffers.

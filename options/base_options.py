@@ -90,6 +90,10 @@ class BaseOptions:
         g = parser.add_argument_group('hardware')
         g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
         g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
+        g.add_argument('--keep_freed_memory', type=str2bool, default=True,
+                       help='True: glibc malloc keeps freed memory for reuse instead of mapping large '
+                            'tensors afresh at every step (~60 000 page faults per cpu-preset step); '
+                            'the process then holds its peak memory until it ends')
         g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
                        help="mixed precision: auto = bf16 on CPUs with native bf16, else off (on CUDA a batch-1 "
                             "step is launch-bound and autocast only adds casts; bf16 / fp16 force it)")

@@ -4,6 +4,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tools import benchmark, speed_benchmark
 
 TINY = ['--img_size', '32', '--ch', '8', '--n_res', '1', '--batch_size', '1', '--iters', '2', '--warmup', '1',
         '--num_threads', '1', '--device', 'cpu', '--crf_images', '2']
+GLIBC = platform.libc_ver()[0] == 'glibc'  # where --keep_freed_memory can take effect
 
 
 @pytest.fixture(scope='module')
@@ -53,10 +55,10 @@ def test_json_holds_every_figure_of_both_paths(speed):
 def test_plain_path_is_fp32_contiguous_without_reuse_and_fast_path_is_the_default(speed):
     fast, plain = speed.json['paths']['fast'], speed.json['paths']['plain']
     assert (plain['amp'], plain['output_dtype'], plain['channels_last'], plain['reuse_fakes'], plain['compile'],
-            plain['recompute']) == ('float32', 'float32', False, False, False, False)
+            plain['recompute'], plain['keep_freed_memory']) == ('float32', 'float32', False, False, False, False, False)
     expected = str(amp_dtype('auto', 'cpu') or torch.float32).replace('torch.', '')
     assert (fast['amp'], fast['output_dtype'], fast['channels_last'], fast['reuse_fakes'], fast['compile'],
-            fast['recompute']) == (expected, expected, True, True, False, False)
+            fast['recompute'], fast['keep_freed_memory']) == (expected, expected, True, True, False, False, GLIBC)
 
 
 def test_quality_check_trains_both_paths_and_compares_val_dice(speed):

@@ -6,10 +6,11 @@
 
 Two paths are measured, each in a fresh subprocess of its own so their memory peaks do not mix:
   fast   the project's defaults: --amp auto (bf16 autocast where the CPU or GPU supports it),
-         --channels_last True, the generator step's fakes reused by the discriminator step, and
-         --compile and --recompute as given here;
+         --channels_last True, the generator step's fakes reused by the discriminator step,
+         --keep_freed_memory True, and --compile and --recompute as given here;
   plain  fp32 (--amp off), --channels_last False, --reuse_fakes False (the discriminator step runs
-         both generators again for fresh fakes, as the original code did), no compile, no recompute.
+         both generators again for fresh fakes, as the original code did), glibc's default malloc
+         policy (--keep_freed_memory False), no compile, no recompute.
 For each: seconds per training iteration (one optimize_parameters() on batch_size random A and B
 images; median and range over --iters iterations after --warmup unmeasured ones), the process's
 peak memory after training (peak RSS; on CUDA also torch's peak allocation), and the generator's
@@ -45,6 +46,7 @@ from data.synthetic import make_phantom  # noqa: E402
 from models import create_model  # noqa: E402
 from options.base_options import PRESETS, default_folder, str2bool  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
+from util.hardware import apply_hardware_options  # noqa: E402
 from util.machine import machine  # noqa: E402
 
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
@@ -58,8 +60,9 @@ def path_options(name, opt):
     from ``opt``."""
     if name == 'fast':
         return {'amp': 'auto', 'channels_last': 'True', 'compile': str(opt.compile), 'reuse_fakes': 'True',
-                'recompute': str(opt.recompute)}
-    return {'amp': 'off', 'channels_last': 'False', 'compile': 'False', 'reuse_fakes': 'False', 'recompute': 'False'}
+                'recompute': str(opt.recompute), 'keep_freed_memory': 'True'}
+    return {'amp': 'off', 'channels_last': 'False', 'compile': 'False', 'reuse_fakes': 'False', 'recompute': 'False',
+            'keep_freed_memory': 'False'}
 
 
 def _flags(options, skip=()):
@@ -152,8 +155,7 @@ def _summary(seconds):
 def measure_path(name, argv, iters, warmup, infer_batch):
     """Train, then infer, with the train.py options ``argv``; returns this path's figures."""
     opt = TrainOptions().parse(argv + ['--display_id', '0', '--num_workers', '0'])
-    if opt.num_threads > 0:
-        torch.set_num_threads(opt.num_threads)
+    kept = apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     model = create_model(opt)
     model.train()
@@ -168,6 +170,7 @@ def measure_path(name, argv, iters, warmup, infer_batch):
               'output_dtype': str(model.fake_B.dtype).replace('torch.', ''),
               'channels_last': model.G_AB.encoder[1].weight.is_contiguous(memory_format=torch.channels_last),
               'reuse_fakes': opt.reuse_fakes, 'compile': opt.compile, 'recompute': opt.recompute,
+              'keep_freed_memory': kept,
               'threads': torch.get_num_threads(),
               'train_seconds': _summary(train_seconds),
               'losses': {k: float(v) for k, v in model.get_current_losses().items()},
@@ -280,13 +283,14 @@ def format_report(report):
              f"torch {report['torch']}",
              f"machine: {report['machine']}", '',
              f"{'path':<6} {'amp':<9} {'channels_last':<14} {'reuse_fakes':<12} {'compile':<8} {'recompute':<10} "
-             f"{'s/iteration: median [range]':<28} {'peak RSS':>9} {'infer img/s':>12}"]
+             f"{'keep_freed':<11} {'s/iteration: median [range]':<28} {'peak RSS':>9} {'infer img/s':>12}"]
     for name, r in report['paths'].items():
         t = r['train_seconds']
         timing = f"{t['median']:.3f} [{t['min']:.3f} - {t['max']:.3f}]"
         memory = f"{r['peak_rss_mb'] / 1024:.2f} GB"
         lines.append(f"{name:<6} {r['amp']:<9} {str(r['channels_last']):<14} {str(r['reuse_fakes']):<12} "
-                     f"{str(r['compile']):<8} {str(r['recompute']):<10} {timing:<28} {memory:>9} "
+                     f"{str(r['compile']):<8} {str(r['recompute']):<10} {str(r['keep_freed_memory']):<11} "
+                     f"{timing:<28} {memory:>9} "
                      f"{r['infer_images_per_second']:>12.1f}")
         if 'peak_cuda_mb' in r:
             lines.append(f"{'':<6} peak CUDA allocation {r['peak_cuda_mb'] / 1024:.2f} GB")
