@@ -44,6 +44,7 @@ def test_json_holds_every_figure_of_both_paths(speed):
         timing = result['train_seconds']
         assert len(timing['all']) == 2 and timing['min'] <= timing['median'] <= timing['max']
         assert result['peak_rss_mb'] > 0 and result['infer_images_per_second'] > 0
+        assert result['page_faults_per_iteration'] >= 0
         assert len(result['infer_seconds']['all']) == 2
         assert result['losses'] and all(math.isfinite(v) for v in result['losses'].values())
     assert set(report['plain_over_fast']) == {'train_seconds', 'infer_seconds', 'peak_rss'}

@@ -12,7 +12,8 @@ Two paths are measured, each in a fresh subprocess of its own so their memory pe
          both generators again for fresh fakes, as the original code did), glibc's default malloc
          policy (--keep_freed_memory False), no compile, no recompute.
 For each: seconds per training iteration (one optimize_parameters() on batch_size random A and B
-images; median and range over --iters iterations after --warmup unmeasured ones), the process's
+images; median and range over --iters iterations after --warmup unmeasured ones) and the minor page
+faults per iteration (memory the kernel had to map in and zero during those iterations), the process's
 peak memory after training (peak RSS; on CUDA also torch's peak allocation), and the generator's
 inference speed (infer() on batches of --infer_batch images under inference_mode). Then the ratio
 plain / fast, and the dense CRF's speed (util/crf_utils.refine_many with the default CRFParams on
@@ -137,15 +138,18 @@ def setting_argv(opt, with_batch=True):
 # ---- one path, in its own process ----
 
 def _timed_calls(func, iters, warmup, sync, desc):
-    """Seconds of each of ``iters`` calls of ``func`` after ``warmup`` unmeasured ones."""
+    """(seconds of each of ``iters`` calls of ``func`` after ``warmup`` unmeasured ones, the process's
+    minor page faults per measured call)."""
     seconds = []
     for i in tqdm(range(warmup + iters), desc=desc, unit='it', file=sys.stderr, dynamic_ncols=True):
+        if i == warmup:
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         started = time.perf_counter()
         func()
         sync()
         if i >= warmup:
             seconds.append(time.perf_counter() - started)
-    return seconds
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / iters
 
 
 def _summary(seconds):
@@ -163,7 +167,7 @@ def measure_path(name, argv, iters, warmup, infer_batch):
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     shape = (opt.batch_size, opt.img_ch, opt.img_size, opt.img_size)
     model.set_input({'A': torch.rand(shape) * 2 - 1, 'B': torch.rand(shape) * 2 - 1})
-    train_seconds = _timed_calls(model.optimize_parameters, iters, warmup, sync, f'{name}: train')
+    train_seconds, train_faults = _timed_calls(model.optimize_parameters, iters, warmup, sync, f'{name}: train')
     setting = {key: getattr(opt, key) for key in ('preset', 'img_size', 'ch', 'n_res', 'light', 'batch_size',
                                                   'device')}
     result = {'path': name, 'setting': setting, 'amp': str(model.dtype or torch.float32).replace('torch.', ''),
@@ -173,6 +177,7 @@ def measure_path(name, argv, iters, warmup, infer_batch):
               'keep_freed_memory': kept,
               'threads': torch.get_num_threads(),
               'train_seconds': _summary(train_seconds),
+              'page_faults_per_iteration': train_faults,
               'losses': {k: float(v) for k, v in model.get_current_losses().items()},
               # ru_maxrss is in KiB on Linux; read before inference, so it is the training peak.
               'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -180,7 +185,7 @@ def measure_path(name, argv, iters, warmup, infer_batch):
         result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2 ** 20
     model.train(False)
     images = torch.rand(infer_batch, opt.img_ch, opt.img_size, opt.img_size) * 2 - 1
-    infer_seconds = _timed_calls(lambda: model.infer(images), iters, warmup, sync, f'{name}: infer')
+    infer_seconds, _ = _timed_calls(lambda: model.infer(images), iters, warmup, sync, f'{name}: infer')
     result['infer_seconds'] = _summary(infer_seconds)
     result['infer_images_per_second'] = infer_batch / result['infer_seconds']['median']
     return result
@@ -283,14 +288,15 @@ def format_report(report):
              f"torch {report['torch']}",
              f"machine: {report['machine']}", '',
              f"{'path':<6} {'amp':<9} {'channels_last':<14} {'reuse_fakes':<12} {'compile':<8} {'recompute':<10} "
-             f"{'keep_freed':<11} {'s/iteration: median [range]':<28} {'peak RSS':>9} {'infer img/s':>12}"]
+             f"{'keep_freed':<11} {'s/iteration: median [range]':<28} {'faults/it':>10} {'peak RSS':>9} "
+             f"{'infer img/s':>12}"]
     for name, r in report['paths'].items():
         t = r['train_seconds']
         timing = f"{t['median']:.3f} [{t['min']:.3f} - {t['max']:.3f}]"
         memory = f"{r['peak_rss_mb'] / 1024:.2f} GB"
         lines.append(f"{name:<6} {r['amp']:<9} {str(r['channels_last']):<14} {str(r['reuse_fakes']):<12} "
                      f"{str(r['compile']):<8} {str(r['recompute']):<10} {str(r['keep_freed_memory']):<11} "
-                     f"{timing:<28} {memory:>9} "
+                     f"{timing:<28} {r['page_faults_per_iteration']:>10.0f} {memory:>9} "
                      f"{r['infer_images_per_second']:>12.1f}")
         if 'peak_cuda_mb' in r:
             lines.append(f"{'':<6} peak CUDA allocation {r['peak_cuda_mb'] / 1024:.2f} GB")
