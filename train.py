@@ -74,9 +74,12 @@ def training_datasets(opt, files):
                              f'training images; pass a few-shot folder with fewer images, or none')
         print(f'--select_few {opt.select_few}: {len(files.paths_A) - len(paths_A)} of {len(files.paths_A)} lesion '
               f'images held out of training for test.py to choose on')
-    items_A = pseudo_items(pseudo_dir, paths_A, 'A')
-    if opt.few_sample:
-        items_A += few_shot_items(folder_dir, opt.few_sample, opt.few_weight)
+    few = few_shot_items(folder_dir, opt.few_sample, opt.few_weight) if opt.few_sample else []
+    # A true mask supersedes the pseudo-mask of the same image: training on both would teach two
+    # different outlines of one lesion.
+    labelled = {os.path.basename(item.image) for item in few}
+    items_A = pseudo_items(pseudo_dir, [path for path in paths_A if os.path.basename(path) not in labelled], 'A')
+    items_A += few
     items_B = pseudo_items(pseudo_dir, files.paths_B, 'B')
     return tuple(PseudoMaskDataset(items, opt.img_size, opt.img_ch, opt.min_confidence, jitter=opt.jitter,
                                    rot90=opt.rot90)

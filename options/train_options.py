@@ -49,7 +49,7 @@ class TrainOptions(BaseOptions):
                        help='stage 2: pseudo-mask pixels with a lower confidence are left out of the loss')
         g.add_argument('--few_sample', default='',
                        help='stage 2: also train on the labelled images of few_sample/<NAME> (e.g. stage2_50); '
-                            'empty: none')
+                            'their true masks replace their pseudo-masks; empty: none')
         g.add_argument('--select_few', default='',
                        help='stage 2: hold the labelled images of few_sample/<NAME> out of training and add them '
                             'to val, so test.py and crf.py choose checkpoint, rule and CRF on more images and '

@@ -14,6 +14,7 @@ import train
 from conftest import TINY_FOLDER
 from data.image_io import list_images, read_mask
 from data.pseudo_dataset import read_confidence
+from options.train_options import TrainOptions
 from tools import export_weights
 
 CRF_FIXED = ['--crf_params', 'alpha=2,n_iter=3']
@@ -105,6 +106,18 @@ def test_few_shot_folder_problems_are_one_line(stage_one, tiny_test_argv, tiny_a
             train.main(tiny_argv('--stage', '2', '--pseudo', 's1', '--few_sample', 'stage2_8', name='s2'))
     finally:
         os.rename(os.path.join(labels, '..', removed), os.path.join(labels, removed))
+
+
+def test_a_few_shot_label_replaces_the_pseudo_mask_of_its_image(stage_one, tiny_test_argv, tiny_argv, tiny_dataroot):
+    pseudo.main(_pseudo_argv(tiny_test_argv))
+    opt = TrainOptions().parse(tiny_argv('--stage', '2', '--pseudo', 's1', '--few_sample', 'stage2_8', name='s2'))
+    files = train.check_data(opt)
+    lesion, _ = train.training_datasets(opt, files)
+    labelled = set(os.listdir(os.path.join(tiny_dataroot, 'tiny', TINY_FOLDER, 'few_sample', 'stage2_8', 'A')))
+    assert labelled and len(lesion) == len(files.paths_A)  # each lesion image once
+    for item in lesion.items:
+        from_few_shot = os.sep + 'few_sample' + os.sep in item.mask
+        assert from_few_shot == (os.path.basename(item.image) in labelled)
 
 
 def test_pseudo_without_crf_choice_asks_for_it(tiny_argv, tiny_test_argv):
