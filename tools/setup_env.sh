@@ -14,9 +14,10 @@ fi
 echo "setting up $VENV (first time: a few minutes)"
 [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-# visdom 0.2.4 is an sdist whose setup.py imports pkg_resources (gone from setuptools 81).
-"${PIP[@]}" "setuptools<81" wheel
-"${PIP[@]}" -r requirements.txt -r requirements-dev.txt
+# visdom 0.2.4 is an sdist whose setup.py imports pkg_resources (gone from setuptools 81). The cap goes
+# in the same resolve as torch: torch asks for setuptools>=77.0.3, and a fresh venv's setuptools 65
+# would otherwise be upgraded past the cap to the newest release.
+"${PIP[@]}" "setuptools<81" wheel -r requirements.txt -r requirements-dev.txt
 "${PIP[@]}" --no-build-isolation visdom==0.2.4
 # MONAI only for the metric cross-check; --no-deps so it cannot replace the installed torch.
 "${PIP[@]}" --no-deps monai==1.6.1
