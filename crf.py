@@ -86,9 +86,10 @@ def choose_params(opt, test_root, crf_root):
                                 'val_DI_before': None, 'val_DI_after': None}
     _require_probs(opt, test_root, 'val')
     val_summary = _read_json(os.path.join(test_root, 'val', 'summary.json'))
-    few = val_summary.get('selection', {}).get('select_few', '')  # test.py chose on these too (--select_few)
+    rule = val_summary.get('selection', {})
+    few = rule.get('select_few', '')  # test.py chose on these too (--select_few)
     items = [(image, prob, label) for _, image, label, prob in split_items(opt, test_root, 'val', few)]
-    combos = [opt.crf_params] if opt.crf_params else param_grid()
+    combos = [opt.crf_params] if opt.crf_params else param_grid(rule.get('postprocess', 'none'))
     best, means, threshold_DI = search_params(items, combos, opt.num_workers)
     val_before = val_summary.get('DI', threshold_DI)
     if opt.crf_params is None:

@@ -2,6 +2,7 @@
 import os
 
 from util.crf_utils import CRFParams, parse_crf_params
+from util.postprocess import POSTPROCESSING
 
 from .base_options import BaseOptions
 
@@ -14,11 +15,14 @@ class CRFOptions(BaseOptions):
 
     def add_arguments(self, parser):
         g = parser.add_argument_group('CRF')
-        defaults = ','.join(f'{k}={v:g}' for k, v in CRFParams().as_dict().items())
+        defaults = ','.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}'
+                            for k, v in CRFParams().as_dict().items())
         g.add_argument('--crf_params', default=None,
                        help=f'fixed CRF parameters as key=value pairs, e.g. "alpha=2,sxy=40"; the others keep '
                             f'their defaults ({defaults}). Skips the val search. sxy and gauss_sxy are in '
-                            f'pixels of a 256-px image (scaled with the image size)')
+                            f'pixels of a 256-px image (scaled with the image size); colour is the weight of '
+                            f"the image's own lesion/skin colour model added to the map first; postprocess "
+                            f"cleans the CRF's mask ({', '.join(POSTPROCESSING)})")
         g.add_argument('--splits', default='testA,testB',
                        help='comma-separated splits to refine (val, testA, testB); val is always scored '
                             'for the parameter choice when test.py wrote it')

@@ -8,10 +8,10 @@ from PIL import Image
 from scipy import ndimage
 
 import crf
-from util.crf_utils import (CRFParams, dense_crf, param_grid, parse_crf_params, read_prob, refine_many,
-                            search_params)
+from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, dense_crf, param_grid, parse_crf_params, read_prob,
+                            refine_many, search_params)
 from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores, confusion_counts, scores_from_counts
-from util.postprocess import calibrate, foreground_mask
+from util.postprocess import calibrate, foreground_mask, largest_component
 
 SIZE = 32
 BORDER = 3
@@ -97,8 +97,26 @@ def test_parse_crf_params_and_grid():
         parse_crf_params('alpha')
     with pytest.raises(ValueError, match='n_iter'):
         parse_crf_params('n_iter=0')
+    with pytest.raises(ValueError, match='postprocess must be one of'):
+        parse_crf_params('postprocess=biggest')
+    assert parse_crf_params('colour=2,postprocess=central+fill') == CRFParams(colour=2.0, postprocess='central+fill')
     grid = param_grid()
-    assert 30 <= len(grid) <= 60 and len(set(grid)) == len(grid)
+    assert 100 <= len(grid) <= 200 and len(set(grid)) == len(grid)
+    assert {c.colour for c in grid} == set(COLOUR_WEIGHTS) and {c.postprocess for c in grid} == {'none'}
+    with_post = param_grid('central+fill')
+    assert len(with_post) == 2 * len(grid) and {c.postprocess for c in with_post} == {'none', 'central+fill'}
+    assert with_post[0] == CRFParams(alpha=1, sxy=20, srgb=10, bi_compat=3, n_iter=5)  # mildest first
+
+
+def test_postprocess_cleans_the_crf_mask():
+    raw, gt, prob = _scene(np.random.default_rng(3))
+    speck = (slice(SIZE - BORDER - 4, SIZE - BORDER - 1), slice(SIZE - BORDER - 4, SIZE - BORDER - 1))
+    raw[speck], prob[speck] = 190, 0.95  # a bright blob far from the lesion that the CRF keeps
+    plain = dense_crf(raw, prob, CRFParams())
+    assert plain[speck].all()
+    cleaned = dense_crf(raw, prob, CRFParams(postprocess='largest'))
+    np.testing.assert_array_equal(cleaned, largest_component(plain))
+    assert not cleaned[speck].any() and cleaned[gt].mean() > 0.9
 
 
 def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path):
@@ -106,7 +124,10 @@ def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path
     images = sorted((root / 'data' / 'ds' / 'f1' / 'val' / 'images').iterdir())
     items = [(str(p), str(test_root / 'val' / 'prob' / p.name),
               str(p.parent.parent / 'labels' / f'{p.stem}_segmentation.png')) for p in images]
-    combos = param_grid()[:8]
+    grid = param_grid('largest')
+    # Both ends and the middle of the grid: every colour weight, both post-processings, shared CRF runs.
+    combos = grid[:4] + grid[len(grid) // 2:len(grid) // 2 + 4] + grid[-4:]
+    assert len({(c.colour, c.postprocess) for c in combos}) >= 4
     best, means, before = search_params(items, combos, num_workers=1)
     singles = [[_dice(dense_crf(np.asarray(Image.open(i).convert('RGB')), read_prob(p), c),
                       np.asarray(Image.open(lab)) > 0) for i, p, lab in items] for c in combos]
@@ -163,7 +184,7 @@ def test_selection_reads_only_val_labels(tmp_path):
 
 def test_crf_params_skip_the_search(tmp_path, monkeypatch):
     root, _ = _make_run(tmp_path)
-    monkeypatch.setattr(crf, 'param_grid', lambda: pytest.fail('the grid must not be searched'))
+    monkeypatch.setattr(crf, 'param_grid', lambda *_: pytest.fail('the grid must not be searched'))
     summary = crf.main(_argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'testA'))['testA']
     assert summary['selection']['chosen_on'] == 'given'
     assert summary['selection']['crf'] == CRFParams(alpha=2, n_iter=5).as_dict()

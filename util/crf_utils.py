@@ -7,6 +7,11 @@ The maps are calibrated (0.5 = test.py's decision), so the unary term is fg = p,
 as in the CAM+CRF literature (AffinityNet/PSA): alpha > 1 lets the pairwise terms grow the lesion.
 Spatial widths (``sxy``, ``gauss_sxy``) are given in pixels of a 256-px image and scaled with the
 image's longer side, so one parameter set serves images of any size.
+
+Two steps around the CRF are parameters too, chosen on val with the rest: ``colour`` adds the image's
+own lesion-against-skin colour model to the map first (util/colour_model.py), and ``postprocess`` cleans
+the CRF's mask with one of util/postprocess.py's rules (the CRF can grow the lesion into a marker or a
+ruler beside it, which test.py's own post-processing had removed).
 """
 import itertools
 import multiprocessing
@@ -18,8 +23,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.image_io import PIL_READ_ERRORS, ImageReadError, read_image, read_mask
+from util.colour_model import add_colour_evidence
 from util.metrics import confusion_counts, scores_from_counts
-from util.postprocess import foreground_mask
+from util.postprocess import POSTPROCESSING, foreground_mask, postprocess
 
 REFERENCE_SIDE = 256
 PROB_SCALE = 65535
@@ -32,7 +38,9 @@ START_METHOD = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 
 @dataclass(frozen=True)
 class CRFParams:
     """Dense-CRF parameters: unary exponent ``alpha``, bilateral ``sxy``/``srgb``/``bi_compat``,
-    Gaussian ``gauss_sxy``/``gauss_compat``, and ``n_iter`` mean-field iterations."""
+    Gaussian ``gauss_sxy``/``gauss_compat``, ``n_iter`` mean-field iterations, the weight ``colour`` of
+    the per-image colour model added to the map before the CRF (0: none), and the ``postprocess`` rule
+    applied to the CRF's mask."""
     alpha: float = 1.0
     sxy: float = 40.0
     srgb: float = 13.0
@@ -40,6 +48,8 @@ class CRFParams:
     gauss_sxy: float = 3.0
     gauss_compat: float = 3.0
     n_iter: int = 10
+    colour: float = 0.0
+    postprocess: str = 'none'
 
     def __post_init__(self):
         # Coerce here, so values from text, JSON or code compare, hash and serialise alike.
@@ -52,11 +62,14 @@ class CRFParams:
         for name in ('alpha', 'sxy', 'srgb', 'gauss_sxy'):
             if not getattr(self, name) > 0:
                 raise ValueError(f'CRF parameter {name} must be > 0, got {getattr(self, name)}')
-        for name in ('bi_compat', 'gauss_compat'):
+        for name in ('bi_compat', 'gauss_compat', 'colour'):
             if not getattr(self, name) >= 0:
                 raise ValueError(f'CRF parameter {name} must be >= 0, got {getattr(self, name)}')
         if self.n_iter < 1:
             raise ValueError(f'CRF parameter n_iter must be >= 1, got {self.n_iter}')
+        if self.postprocess not in POSTPROCESSING:
+            raise ValueError(f'CRF parameter postprocess must be one of {", ".join(POSTPROCESSING)}, '
+                             f'got {self.postprocess!r}')
 
     @classmethod
     def from_dict(cls, values):
@@ -84,14 +97,24 @@ def parse_crf_params(text):
     return CRFParams.from_dict(values)
 
 
-def param_grid():
-    """The val search space: 48 CRFParams over alpha, (sxy, srgb), bilateral compat and n_iter.
+# Colour-model weights offered to val: on ISIC val (release r3) DI after the CRF and test.py's
+# post-processing was 0.810 / 0.826 / 0.831 for 0 / 1 / 2, and a weight of 3 was worse than 2 before the CRF.
+COLOUR_WEIGHTS = (0, 1, 2)
 
-    Milder settings come first, so they win ties.
+
+def param_grid(postprocess='none'):
+    """The val search space: CRFParams over alpha, (sxy, srgb), bilateral compat, n_iter, the colour
+    weight, and post-processing of the CRF's mask: none or ``postprocess`` (test.py's val choice).
+
+    Milder settings come first, so they win ties. Combos differing only in n_iter or postprocess share
+    one CRF run, so the grid costs len(COLOUR_WEIGHTS) * 24 CRFs per image.
     """
     widths = ((20, 10), (40, 13), (80, 13), (40, 25))
-    return [CRFParams(alpha=alpha, sxy=sxy, srgb=srgb, bi_compat=compat, n_iter=n_iter)
-            for alpha, (sxy, srgb), compat, n_iter in itertools.product((1, 2, 4), widths, (3, 10), (5, 10))]
+    posts = tuple(dict.fromkeys(('none', postprocess)))
+    return [CRFParams(alpha=alpha, sxy=sxy, srgb=srgb, bi_compat=compat, n_iter=n_iter, colour=colour,
+                      postprocess=post)
+            for colour, alpha, (sxy, srgb), compat, n_iter, post
+            in itertools.product(COLOUR_WEIGHTS, (1, 2, 4), widths, (3, 10), (5, 10), posts)]
 
 
 def read_prob(path):
@@ -126,36 +149,46 @@ def unary_energy(prob, alpha):
     return np.ascontiguousarray(-np.log(np.clip(both, MIN_PROB, 1.0)), dtype=np.float32)
 
 
+def _crf_run(combo):
+    """What decides the CRF's marginals: everything but n_iter and the post-processing of the mask."""
+    return replace(combo, n_iter=1, postprocess='none')
+
+
 def _crf_masks(raw, prob, combos):
     """Masks (bool H x W) for each CRFParams in ``combos``, in order, outside the foreground 0.
 
-    Combos that differ only in ``n_iter`` share one CRF: its mean field is stepped once up to the
-    largest n_iter and read off at each requested count (the same numbers as ``inference(n)``).
+    Combos that differ only in ``n_iter`` or ``postprocess`` share one CRF: its mean field is stepped
+    once up to the largest n_iter and read off at each requested count (the same numbers as
+    ``inference(n)``), and each post-processing is applied to that mask.
     """
     height, width = prob.shape
     scale = max(height, width) / REFERENCE_SIDE
     foreground = foreground_mask(raw)
     # A fresh writable copy: the binding rejects read-only buffers (e.g. arrays viewing PIL images).
     rgb = np.array(raw, dtype=np.uint8, order='C')
-    unaries, masks = {}, {}
+    maps, unaries, masks = {}, {}, {}
     for combo in combos:
         if combo in masks:
             continue
-        if combo.alpha not in unaries:
-            unaries[combo.alpha] = unary_energy(prob, combo.alpha)
-        group = [c for c in combos if replace(c, n_iter=1) == replace(combo, n_iter=1)]
+        if combo.colour not in maps:
+            maps[combo.colour] = add_colour_evidence(raw, prob, combo.colour, foreground)
+        if (combo.colour, combo.alpha) not in unaries:
+            unaries[combo.colour, combo.alpha] = unary_energy(maps[combo.colour], combo.alpha)
+        group = [c for c in combos if _crf_run(c) == _crf_run(combo)]
         crf = dcrf.DenseCRF2D(width, height, 2)
-        crf.setUnaryEnergy(unaries[combo.alpha])
+        crf.setUnaryEnergy(unaries[combo.colour, combo.alpha])
         crf.addPairwiseGaussian(sxy=combo.gauss_sxy * scale, compat=combo.gauss_compat)
         crf.addPairwiseBilateral(sxy=combo.sxy * scale, srgb=combo.srgb, rgbim=rgb, compat=combo.bi_compat)
         q, tmp1, tmp2 = crf.startInference()
-        wanted = {c.n_iter: c for c in group}
-        for step in range(1, max(wanted) + 1):
+        for step in range(1, max(c.n_iter for c in group) + 1):
             crf.stepInference(q, tmp1, tmp2)
-            if step in wanted:
+            if any(c.n_iter == step for c in group):
                 marginals = np.asarray(q).reshape(2, height, width)
                 # Ties go to background: the CRF must be sure to call a pixel lesion.
-                masks[wanted[step]] = (marginals[1] > marginals[0]) & foreground
+                mask = (marginals[1] > marginals[0]) & foreground
+                for c in group:
+                    if c.n_iter == step:
+                        masks[c] = postprocess(mask, c.postprocess)
     return [masks[c] for c in combos]
 
 
