@@ -34,6 +34,7 @@ from options.train_options import TrainOptions
 from util import distributed
 from util.checkpoints import checkpoint_path, list_checkpoints
 from util.hardware import apply_hardware_options
+from util.machine import machine
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
 from util.visualizer import Visualizer
 
@@ -195,7 +196,7 @@ def save_checkpoint(model, folder, step, opt, train_seconds):
     path = checkpoint_path(folder, step)
     try:
         model.save(path, step=step, options=vars(opt), rng={'torch': torch.get_rng_state()},
-                   train_seconds=train_seconds)
+                   train_seconds=train_seconds, machine=machine())
     except OSError as error:
         raise SystemExit(f'error: cannot write {path} ({error.strerror or error}); free some disk space, '
                          f'then continue with --resume True') from None

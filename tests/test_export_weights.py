@@ -11,6 +11,7 @@ import test as test_script
 import train
 from conftest import TINY_DATASET, TINY_FOLDER
 from tools.export_weights import export, readme_section, update_readme
+from util.machine import machine
 
 CRF_FLAGS = ['--crf_params', 'alpha=2,n_iter=5', '--num_workers', '1']
 
@@ -81,3 +82,7 @@ def test_readme_section_is_built_from_the_summaries_and_replaced_on_reexport(rel
     tested, refined = (_summary(results, stage, 'testA', 'run') for stage in ('test', 'crf'))
     assert f"{tested['DI']:.4f}" in text and f"{refined['DI']:.4f}" in text
     assert 'Training command: `python ' in text and '--iteration 2' in text and 'Trained 2 steps' in text
+    # The machine is the one training ran on, recorded in the checkpoint, not the one exporting.
+    assert state['machine'] == machine() and f'Trained 2 steps in 0 min on: {machine()}, ' in text
+    moved = dict(state, machine='another CPU, 64 logical cores')
+    assert 'on: another CPU, 64 logical cores, ' in readme_section('tiny', run_folder(), released, selection, moved)

@@ -153,6 +153,12 @@ def test_two_stage_file_serves_both_stages_maps(stage_one, tiny_argv, tiny_test_
     export_weights.main(['--run', run_folder('both'), '--out', final])
     again = torch.load(final, weights_only=False)
     assert sorted(again['nets']) == ['G_AB', 'seg'] and again['stage1'] == state['stage1']
+    # The file keeps the pseudo.py command, so a re-export still names it once the pseudo-masks are gone.
+    assert again['pseudo_command'] == state['pseudo_command'] and '--crf_workers 1' in state['pseudo_command']
+    shutil.rmtree(os.path.join(stage_one, 'pseudo'))
+    readme = str(tmp_path / 'README.md')
+    export_weights.main(['--run', run_folder('both'), '--out', final, '--readme', readme, '--dataset', 'tiny'])
+    assert f"Pseudo-masks: `python {state['pseudo_command']}`" in open(readme).read()
     assert again['train_seconds'] == torch.load(run_folder('s2') + '/checkpoints/iter_0000004.pt',
                                                 weights_only=False)['train_seconds']
     assert {'attention', 'difference', 'fused', 'cam', 'seg'} <= {row['map_mode'] for row in ranked}

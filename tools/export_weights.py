@@ -23,7 +23,6 @@ from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
 from test import read_state  # noqa: E402
-from util.machine import machine  # noqa: E402
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 
@@ -60,6 +59,7 @@ def export(run, out, generator=None):
     state = read_state(selection['checkpoint'])
     if generator:
         state = cascade_state(state, generator)
+    command = pseudo_command(state)
     model_class = find_model_class(state['architecture']['model'])
     names = model_class.inference_nets or model_class.model_names
     nets = {name: {k: v.half() if v.is_floating_point() else v for k, v in state['nets'][name].items()}
@@ -68,7 +68,8 @@ def export(run, out, generator=None):
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': nets,
                        'step': state['step'], 'selection': selection, 'options': state['options'],
-                       **{key: state[key] for key in ('stage1', 'train_seconds') if key in state}}, out)
+                       **({'pseudo_command': command} if command else {}),
+                       **{key: state[key] for key in ('stage1', 'train_seconds', 'machine') if key in state}}, out)
     return selection, state
 
 
@@ -89,13 +90,25 @@ def _score_rows(run, val_label):
     return rows
 
 
-def _pseudo_lines(options):
-    """For a stage-2 run: the pseudo.py command that made its pseudo-masks (from their summary.json)."""
+def pseudo_command(state):
+    """For a stage-2 network: the pseudo.py command that made its pseudo-masks, else None.
+
+    A released file keeps it (``pseudo_command``), so re-exporting from a test run of that file works
+    where the pseudo-masks' folder is gone (another machine); a training checkpoint reads it from the
+    pseudo-masks' summary.json.
+    """
+    options = state['options']
     if options.get('stage', 1) != 2:
-        return []
+        return None
+    if state.get('pseudo_command'):
+        return state['pseudo_command']
     summary = os.path.join(run_dir(argparse.Namespace(**options), options['pseudo']), PSEUDO_FOLDER, 'summary.json')
-    command = _read_json(summary, 'the stage-2 run\'s pseudo-masks are gone')['command']
-    return [f'Pseudo-masks: `python {command}`', '']
+    return _read_json(summary, 'the stage-2 run\'s pseudo-masks are gone')['command']
+
+
+def _pseudo_lines(state):
+    command = pseudo_command(state)
+    return [f'Pseudo-masks: `python {command}`', ''] if command else []
 
 
 def _stage1_lines(state):
@@ -120,9 +133,9 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
     crf = selection.get('crf')
     val_label = f"val + few_sample/{selection['select_few']}" if selection.get('select_few') else 'val'
     lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_stage1_lines(state),
-             *_pseudo_lines(options),
+             *_pseudo_lines(state),
              f"Training command: `python {options['command_line']}`", '',
-             f"Trained {state['step']} steps in {trained} on: {machine()}, "
+             f"Trained {state['step']} steps in {trained} on: {state.get('machine', 'a machine not recorded')}, "
              f"{options.get('num_threads') or 'default'} torch thread(s).", '',
              f"Chosen on {val_label}: checkpoint step {selection['step']}, map `{selection['map_mode']}`, "
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
