@@ -60,6 +60,8 @@ def export(run, out, generator=None):
     if generator:
         state = cascade_state(state, generator)
     command = pseudo_command(state)
+    if command:
+        state = dict(state, pseudo_command=command)  # read once; the README section reuses it
     model_class = find_model_class(state['architecture']['model'])
     names = model_class.inference_nets or model_class.model_names
     nets = {name: {k: v.half() if v.is_floating_point() else v for k, v in state['nets'][name].items()}
@@ -68,8 +70,8 @@ def export(run, out, generator=None):
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': nets,
                        'step': state['step'], 'selection': selection, 'options': state['options'],
-                       **({'pseudo_command': command} if command else {}),
-                       **{key: state[key] for key in ('stage1', 'train_seconds', 'machine') if key in state}}, out)
+                       **{key: state[key] for key in ('stage1', 'train_seconds', 'machine', 'pseudo_command')
+                          if key in state}}, out)
     return selection, state
 
 

@@ -166,29 +166,28 @@ def _crf_masks(raw, prob, combos):
     foreground = foreground_mask(raw)
     # A fresh writable copy: the binding rejects read-only buffers (e.g. arrays viewing PIL images).
     rgb = np.array(raw, dtype=np.uint8, order='C')
-    maps, unaries, masks = {}, {}, {}
+    groups = {}
     for combo in combos:
-        if combo in masks:
-            continue
-        if combo.colour not in maps:
-            maps[combo.colour] = add_colour_evidence(raw, prob, combo.colour, foreground)
-        if (combo.colour, combo.alpha) not in unaries:
-            unaries[combo.colour, combo.alpha] = unary_energy(maps[combo.colour], combo.alpha)
-        group = [c for c in combos if _crf_run(c) == _crf_run(combo)]
+        groups.setdefault(_crf_run(combo), {}).setdefault(combo.n_iter, set()).add(combo)
+    maps, unaries, masks = {}, {}, {}
+    for run, by_iter in groups.items():
+        if run.colour not in maps:
+            maps[run.colour] = add_colour_evidence(raw, prob, run.colour, foreground)
+        if (run.colour, run.alpha) not in unaries:
+            unaries[run.colour, run.alpha] = unary_energy(maps[run.colour], run.alpha)
         crf = dcrf.DenseCRF2D(width, height, 2)
-        crf.setUnaryEnergy(unaries[combo.colour, combo.alpha])
-        crf.addPairwiseGaussian(sxy=combo.gauss_sxy * scale, compat=combo.gauss_compat)
-        crf.addPairwiseBilateral(sxy=combo.sxy * scale, srgb=combo.srgb, rgbim=rgb, compat=combo.bi_compat)
+        crf.setUnaryEnergy(unaries[run.colour, run.alpha])
+        crf.addPairwiseGaussian(sxy=run.gauss_sxy * scale, compat=run.gauss_compat)
+        crf.addPairwiseBilateral(sxy=run.sxy * scale, srgb=run.srgb, rgbim=rgb, compat=run.bi_compat)
         q, tmp1, tmp2 = crf.startInference()
-        for step in range(1, max(c.n_iter for c in group) + 1):
+        for step in range(1, max(by_iter) + 1):
             crf.stepInference(q, tmp1, tmp2)
-            if any(c.n_iter == step for c in group):
+            if step in by_iter:
                 marginals = np.asarray(q).reshape(2, height, width)
                 # Ties go to background: the CRF must be sure to call a pixel lesion.
                 mask = (marginals[1] > marginals[0]) & foreground
-                for c in group:
-                    if c.n_iter == step:
-                        masks[c] = postprocess(mask, c.postprocess)
+                for combo in by_iter[step]:
+                    masks[combo] = postprocess(mask, combo.postprocess)
     return [masks[c] for c in combos]
 
 
