@@ -9,7 +9,6 @@ codes of the real command lines, SIGKILL, and SIGTERM sent to a process tree.
 """
 import errno
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -437,17 +436,13 @@ def test_command_lines_exit_1_with_error_lines_and_no_traceback(workspace, tmp_p
 
 # ---- crash safety --------------------------------------------------------------------------------------
 
-def _forked_train(argv, log):
-    """train.main(argv) in a forked copy of this process (torch already loaded: no start-up cost; a real
-    process to kill), printing to ``log``; returns the started multiprocessing.Process."""
-    def run():
-        sys.stdout = sys.stderr = open(log, 'w', buffering=1)
-        code = train.main(argv)
-        sys.stdout.flush()
-        os._exit(code)
-    process = multiprocessing.get_context('fork').Process(target=run)
-    process.start()
-    return process
+def _started_train(argv, log):
+    """train.py in a fresh interpreter (a real process to kill), printing to ``log``. Not a fork of this
+    process: a fork copies whatever lock another thread of pytest holds at that moment (the import lock,
+    a visdom sender's), and the copy or the fork itself can then wait on it forever."""
+    with open(log, 'w') as handle:
+        return subprocess.Popen([sys.executable, 'train.py', *argv], cwd=REPO_ROOT, stdout=handle,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
 def test_sigkill_at_random_moments_leaves_whole_checkpoints_and_resume_finishes(tiny_argv, run_folder, tmp_path):
@@ -456,13 +451,13 @@ def test_sigkill_at_random_moments_leaves_whole_checkpoints_and_resume_finishes(
     last = 0
     for seed in (1, 2, 3, 4):
         log = tmp_path / f'run{seed}.log'
-        process = _forked_train(argv, log)
+        process = _started_train(argv, log)
         # Killed at a random moment after it saved a new checkpoint, often while writing the next.
         assert wait_until(lambda: os.path.exists(os.path.join(folder, 'checkpoints', f'iter_{last + 1:07d}.pt')),
                           timeout_s=60)
         time.sleep(random.Random(seed).uniform(0, 0.4))
         process.kill()
-        process.join()
+        process.wait(timeout=60)
         text = log.read_text()
         assert (f'iter_{last:07d}.pt (step {last})' if last else 'starting from step 1') in text
         steps = sound_checkpoints(folder)
@@ -497,16 +492,14 @@ def test_sigterm_to_the_process_and_its_loader_workers_saves_and_exits_cleanly(t
     argv = tiny_argv('--iteration', 1000, '--save_freq', 1000, '--display_freq', 1, '--num_workers', 1)
     folder = run_folder()
     log = tmp_path / 'run.log'
-    with open(log, 'w') as handle:
-        process = subprocess.Popen([sys.executable, 'train.py', *argv], cwd=REPO_ROOT, stdout=handle,
-                                   stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'))
-        assert wait_until(lambda: os.path.exists(os.path.join(folder, 'loss_log.csv'))
-                          and len(logged_steps(folder)) >= 3, timeout_s=60)
-        workers = _workers(process.pid)
-        assert len(workers) == 2  # one per loader
-        for pid in [process.pid, *workers]:
-            os.kill(pid, signal.SIGTERM)
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    process = _started_train(argv, log)
+    assert wait_until(lambda: os.path.exists(os.path.join(folder, 'loss_log.csv'))
+                      and len(logged_steps(folder)) >= 3, timeout_s=60)
+    workers = _workers(process.pid)
+    assert len(workers) == 2  # one per loader
+    for pid in [process.pid, *workers]:
+        os.kill(pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
     text = log.read_text()
     assert 'Traceback' not in text and 'exited unexpectedly' not in text, text[-3000:]
     stopped_at = int(re.search(r'stopped by signal 15 at step (\d+); checkpoint saved', text).group(1))
