@@ -61,9 +61,11 @@ def training_datasets(opt, files):
     """(lesion, normal) datasets: the weak-label folders (stage 1), or their stage-1 pseudo-masks plus
     the optional few-shot labelled images (stage 2)."""
     if opt.stage == 1:
-        return tuple(WeakImageDataset(paths, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter,
-                                      rot90=opt.rot90)
-                     for paths in (files.paths_A, files.paths_B))
+        # Only lesion images lose resolution: the normal ones already have (see --degrade_A).
+        return (WeakImageDataset(files.paths_A, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter,
+                                 rot90=opt.rot90, degrade=opt.degrade_A, degrade_range=opt.degrade_range),
+                WeakImageDataset(files.paths_B, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter,
+                                 rot90=opt.rot90))
     pseudo_dir = os.path.join(run_dir(opt, opt.pseudo), PSEUDO_FOLDER)
     folder_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
     paths_A = files.paths_A

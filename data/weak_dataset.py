@@ -40,13 +40,18 @@ class WeakImageDataset(Dataset):
         load_size: size before the random crop; default ``default_load_size(img_size)``.
         jitter: half-width of the brightness and contrast factor range.
         rot90: augmentation also turns the image by a random multiple of 90 degrees.
+        degrade: probability that augmentation first shrinks the image to a random side drawn from
+            ``degrade_range`` (pixels of a 256-px image) and enlarges it back, the resolution loss
+            of patches cut small and upsampled (ISIC's normal images).
+        degrade_range: (smallest, largest) side of that shrink, in pixels of a 256-px image.
 
     Items are ``{'image': float tensor img_ch x img_size x img_size in [-1, 1], 'path': str}``.
     Randomness comes only from torch's global RNG, so ``torch.manual_seed`` and DataLoader worker
     seeding make augmentation reproducible.
     """
 
-    def __init__(self, paths, img_size, img_ch=3, augment=False, load_size=None, jitter=0.1, rot90=False):
+    def __init__(self, paths, img_size, img_ch=3, augment=False, load_size=None, jitter=0.1, rot90=False,
+                 degrade=0.0, degrade_range=(72, 144)):
         self.paths = [str(p) for p in paths]
         if not self.paths:
             raise ValueError('WeakImageDataset needs at least one image path')
@@ -60,6 +65,8 @@ class WeakImageDataset(Dataset):
             raise ValueError(f'load_size ({self.load_size}) must be at least img_size ({self.img_size})')
         self.jitter = jitter
         self.rot90 = rot90
+        self.degrade = degrade
+        self.degrade_range = tuple(degrade_range)
 
     def __len__(self):
         return len(self.paths)
@@ -69,6 +76,16 @@ class WeakImageDataset(Dataset):
         image = to_float_tensor(read_image(path), self.img_ch)
         image = self.random_transform(image) if self.augment else resize_square(image, self.img_size)
         return {'image': image.mul_(2.0).sub_(1.0), 'path': path}
+
+    def lose_resolution(self, image):
+        """Shrink a CxHxW image to a random side of ``degrade_range`` (scaled from 256 px to its own
+        height) and enlarge it back to its size."""
+        low, high = self.degrade_range
+        side = int(torch.randint(low, high + 1, ())) * image.shape[1] / 256
+        height, width = image.shape[1:]
+        small = [max(1, round(side)), max(1, round(side * width / height))]
+        shrunk = F.resize(image, small, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        return F.resize(shrunk, [height, width], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
 
     def random_transform(self, image, extra=None):
         """Random flips (and quarter turns with ``rot90``), resize + random crop, brightness/contrast
@@ -86,6 +103,8 @@ class WeakImageDataset(Dataset):
             image = F.vflip(image)
         if self.rot90:
             image = torch.rot90(image, int(torch.randint(0, 4, ())), (1, 2))
+        if self.degrade and torch.rand(()) < self.degrade:
+            image[:channels] = self.lose_resolution(image[:channels])
         image = resize_square(image, self.load_size)
         margin = self.load_size - self.img_size
         top, left = torch.randint(0, margin + 1, (2,)).tolist()

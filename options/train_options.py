@@ -1,4 +1,6 @@
 """Training flags (train.py): schedule, loss weights, logging and visdom."""
+import argparse
+
 import torch
 
 from .base_options import LOSS_WEIGHTS, BaseOptions, str2bool
@@ -7,6 +9,17 @@ FLOAT32_MAX = torch.finfo(torch.float32).max
 
 # Stage 2 trains a small U-Net with a plain segmentation loss: a larger learning rate and batch than the GAN.
 STAGE2_DEFAULTS = dict(model='seg', name='stage2', lr=1e-3, iteration=2000, batch_size=4)
+
+
+def parse_side_range(text):
+    """'72,144' -> (72, 144): two whole pixel sides, the first at most the second."""
+    try:
+        low, high = (int(part) for part in str(text).split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected two whole numbers as SMALLEST,LARGEST, got {text!r}') from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f'expected 1 <= SMALLEST <= LARGEST, got {text!r}')
+    return low, high
 
 
 class TrainOptions(BaseOptions):
@@ -26,6 +39,14 @@ class TrainOptions(BaseOptions):
                        help='augmentation: True also turns each image by a random multiple of 90 degrees (with '
                             'the flips: all 8 symmetries of the square), for images without a preferred '
                             'orientation such as dermoscopy')
+        g.add_argument('--degrade_A', type=float, default=0.0,
+                       help='stage 1: probability that a lesion (A) image is shrunk to a random side of '
+                            '--degrade_range and enlarged back before augmentation. Where the normal images '
+                            'are small patches upsampled (ISIC), sharpness alone tells A from B; this takes '
+                            'that shortcut away so the networks must find the lesion. 0: off')
+        g.add_argument('--degrade_range', type=parse_side_range, default=(72, 144),
+                       help='smallest,largest side of that shrink, in pixels of a 256-px image (ISIC normal '
+                            'patches were cut at 72-144 px)')
         g.add_argument('--decay_flag', type=str2bool, default=True,
                        help='True: decay the learning rate linearly to 0 over the second half')
         g.add_argument('--resume', type=str2bool, default=False,
@@ -88,6 +109,8 @@ class TrainOptions(BaseOptions):
         if (opt.stage == 2) != (opt.model == 'seg'):
             parser.error('--model seg trains only in stage 2 (--stage 2), on pseudo-masks; stage 2 trains only '
                          f'--model seg (got --stage {opt.stage} --model {opt.model})')
+        if not 0 <= opt.degrade_A <= 1:
+            parser.error(f'--degrade_A is a probability in [0, 1], got {opt.degrade_A}')
         if not 0 <= opt.jitter < 1:
             parser.error(f'--jitter must be in [0, 1), got {opt.jitter}')
         if opt.select_few and opt.stage != 2:

@@ -71,6 +71,9 @@ def test_boolean_flags_accept_true_false(text, value):
     (['--batch_size', '-1'], '--batch_size must be at least 1, got -1'),
     (['--light', 'maybe'], "expected True or False, got 'maybe'"),
     (['--preset', 'huge'], "invalid choice: 'huge'"),
+    (['--degrade_A', '1.5'], '--degrade_A is a probability in [0, 1], got 1.5'),
+    (['--degrade_range', '144,72'], "expected 1 <= SMALLEST <= LARGEST, got '144,72'"),
+    (['--degrade_range', '72'], "expected two whole numbers as SMALLEST,LARGEST, got '72'"),
 ])
 def test_bad_values_exit_with_a_message(capsys, argv, expected):
     with pytest.raises(SystemExit) as info:

@@ -93,3 +93,41 @@ def test_rot90_adds_the_quarter_turns_to_the_flips(tmp_path, rot90):
     torch.manual_seed(0)
     layouts = {tuple(torch.nonzero(dataset[0]['image'][0] > -1).flatten().tolist()) for _ in range(200)}
     assert len(layouts) == (8 if rot90 else 4)
+
+
+def mean_abs_laplacian(image):
+    """Sharpness of a CxHxW image: the mean absolute 4-neighbour Laplacian of its first channel."""
+    grey = image[0]
+    lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    return float(lap.abs().mean())
+
+
+def test_degrade_takes_away_sharpness(tmp_path):
+    """--degrade_A: a lesion image shrunk to 72-144 px of 256 and enlarged back is as smooth as the
+    normal patches that were made that way, while the flips, crop and jitter still apply."""
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / 'noise.png')
+    sharp = WeakImageDataset([tmp_path / 'noise.png'], img_size=128, augment=True, jitter=0)
+    smooth = WeakImageDataset([tmp_path / 'noise.png'], img_size=128, augment=True, jitter=0, degrade=1.0)
+    torch.manual_seed(0)
+    sharp_values = [mean_abs_laplacian(sharp[0]['image']) for _ in range(4)]
+    smooth_values = [mean_abs_laplacian(smooth[0]['image']) for _ in range(4)]
+    assert max(smooth_values) < 0.5 * min(sharp_values)
+    never = WeakImageDataset([tmp_path / 'noise.png'], img_size=128, augment=True, jitter=0, degrade=0.0)
+    torch.manual_seed(5)
+    first = sharp[0]['image']
+    torch.manual_seed(5)
+    assert torch.equal(first, never[0]['image'])
+
+
+def test_degrade_range_is_relative_to_256(tmp_path):
+    """The shrink's side is given for a 256-px image and scaled to the image's own height."""
+    dataset = WeakImageDataset([tmp_path / 'unused.png'], img_size=8, degrade=1.0, degrade_range=(16, 16))
+    image = torch.rand(3, 64, 96)
+    out = dataset.lose_resolution(image)
+    assert out.shape == image.shape
+    expected = torch.nn.functional.interpolate(
+        torch.nn.functional.interpolate(image[None], size=(4, 6), mode='bilinear', antialias=True,
+                                        align_corners=False),
+        size=(64, 96), mode='bilinear', antialias=False, align_corners=False)[0]
+    assert torch.allclose(out, expected, atol=1e-5)
