@@ -2,7 +2,9 @@
 
 Reads  <run>/test/<split>/prob/NAME.png (16-bit, calibrated: p >= 0.5 is test.py's decision), the
        dataset images, and labels of val (to choose) and testA (to score);
-writes <run>/crf/<split>/masks/, overlays/, metrics.csv, summary.json and <run>/crf/val_grid.json.
+       and test.py's decision in <run>/test/selection.json;
+writes <run>/crf/<split>/masks/, overlays/, metrics.csv, summary.json, <run>/crf/val_grid.json and its
+       own decision in <run>/crf/selection.json (the record pseudo.py and export_weights.py read).
 
     python crf.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
 """
@@ -21,6 +23,7 @@ from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
+from util.records import crf_record_path, file_sha256, require_record, test_record_path, write_record
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
 
@@ -68,15 +71,15 @@ def split_items(opt, test_root, split, few=''):
     return items
 
 
-def choose_params(opt, test_root, crf_root):
-    """(CRFParams, selection dict): given, searched on val, or stored in the testA summary."""
+def choose_params(opt, test_root, crf_root, rule):
+    """(CRFParams, selection dict): given, searched on val, or stored with the weights test.py served
+    (``rule``: test.py's recorded decision)."""
     has_val = os.path.isdir(os.path.join(test_root, 'val'))
     if opt.crf_params is None and not has_val:
-        stored_path = os.path.join(test_root, 'testA', 'summary.json')
-        stored = _read_json(stored_path).get('selection', {}).get('crf')
+        stored = rule.get('crf')
         if stored is None:
-            raise SystemExit(f'error: no {os.path.join(test_root, "val")} to choose CRF parameters on and no '
-                             f"selection['crf'] in {stored_path}: pass --crf_params (e.g. alpha=2,sxy=40) "
+            raise SystemExit(f'error: no {os.path.join(test_root, "val")} to choose CRF parameters on and no CRF '
+                             f'stored with the weights test.py used: pass --crf_params (e.g. alpha=2,sxy=40) '
                              f'or run test.py on a dataset with a val split')
         params = CRFParams.from_dict(stored)
         return params, {'crf': params.as_dict(), 'chosen_on': 'stored', 'val_DI_before': None,
@@ -86,7 +89,6 @@ def choose_params(opt, test_root, crf_root):
                                 'val_DI_before': None, 'val_DI_after': None}
     _require_probs(opt, test_root, 'val')
     val_summary = _read_json(os.path.join(test_root, 'val', 'summary.json'))
-    rule = val_summary.get('selection', {})
     few = rule.get('select_few', '')  # test.py chose on these too (--select_few)
     items = [(image, prob, label) for _, image, label, prob in split_items(opt, test_root, 'val', few)]
     combos = [opt.crf_params] if opt.crf_params else param_grid(rule.get('postprocess', 'none'))
@@ -176,9 +178,13 @@ def main(argv=None):
     test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
     for split in opt.splits:
         _require_probs(opt, test_root, split)
+    test_record = require_record(test_record_path(run), _test_hint(opt))
     print(format_options(opt))
     try:
-        params, selection = choose_params(opt, test_root, crf_root)
+        params, selection = choose_params(opt, test_root, crf_root, test_record['selection'])
+        write_record(crf_record_path(run), {'selection': selection,
+                                            'test_record_sha256': file_sha256(test_record_path(run))},
+                     opt.command_line)
         print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
               + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
                  if selection['val_DI_after'] is not None else ''))

@@ -4,7 +4,8 @@
     python pseudo.py --dataroot ../shared/datasets --dataset ISIC --name cltnet   # after test.py + crf.py
 
 Each lesion (A) image goes through test.py's val-chosen rule (checkpoint, map mode, threshold,
-post-processing) and then the dense CRF with crf.py's val-chosen parameters. Its confidence map is 0 on
+post-processing; its record test/selection.json) and then the dense CRF with crf.py's val-chosen
+parameters (crf/selection.json); with --weights and no such records, those stored in the file. Its confidence map is 0 on
 the pseudo-mask's boundary and rises to 1 at ``--boundary_band`` of the image side from it: boundaries are
 where stage-1 masks are least reliable. An A image whose pseudo-mask is empty gets confidence 0 everywhere
 (stage 1 missed its lesion; an empty target would teach the opposite). Normal (B) images get empty masks.
@@ -13,7 +14,6 @@ Writes <run>/pseudo/A/{prob,masks,confidence}/NAME.png, <run>/pseudo/B/masks/NAM
 <run>/pseudo/summary.json (counts, areas, the rule and CRF parameters used, and the pseudo-masks' Dice
 on the few-shot images when those labelled training images exist: a check, never used to choose).
 """
-import json
 import os
 import sys
 
@@ -22,17 +22,18 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-import test as test_script
 from data.image_io import read_mask, write_json_atomic, write_png_atomic
 from data.layout import LayoutError, check_training_layout
 from data.pseudo_dataset import PSEUDO_FOLDER, few_shot_items, mask_paths
 from data.synthetic import make_demo_if_missing
+from models.weights_file import load_model, read_state
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
 from util.crf_utils import CRFParams, refine_many
 from util.hardware import apply_hardware_options
 from util.inference import predict_split
 from util.metrics import SegmentationScores
+from util.records import crf_record_path, file_sha256, read_record, test_record_path
 from util.selection import apply_rule
 
 CHUNK = 64  # images whose full-size maps are held in memory at once
@@ -46,21 +47,30 @@ def boundary_confidence(mask, band):
     return np.clip(distance / band, 0.0, 1.0).astype(np.float32)
 
 
-def crf_choice(opt, folder, rule):
-    """The CRF parameters: --crf_params, those stored with --weights, or crf.py's choice for this run."""
+def recorded_choices(opt, folder):
+    """(rule, CRFParams): test.py's and crf.py's recorded decisions for this run (test/selection.json,
+    crf/selection.json), else those stored in --weights; --crf_params overrides the CRF."""
+    test_path = test_record_path(folder)
+    if os.path.isfile(test_path):
+        rule = read_record(test_path)['selection']
+    elif opt.weights:
+        rule = dict(read_state(opt.weights)['selection'], checkpoint=opt.weights)
+    else:
+        raise SystemExit(f'error: {test_path} not found: run test.py for this run first '
+                         f'(python test.py ... --name {opt.name}), or pass --weights FILE')
     if opt.crf_params is not None:
-        return opt.crf_params
-    stored = rule.get('crf') or (test_script.read_state(opt.weights).get('selection', {}).get('crf')
-                                 if opt.weights else None)
-    if stored is None:
-        summary_path = os.path.join(folder, 'crf', 'testA', 'summary.json')
-        if os.path.isfile(summary_path):
-            with open(summary_path) as handle:
-                stored = json.load(handle).get('selection', {}).get('crf')
-    if stored is None:
-        raise SystemExit(f'error: no CRF parameters chosen for {folder}: run crf.py for this run first, '
-                         f'or pass --crf_params (e.g. alpha=2,sxy=40)')
-    return CRFParams.from_dict(stored)
+        return rule, opt.crf_params
+    crf_path = crf_record_path(folder)
+    if os.path.isfile(crf_path):
+        record = read_record(crf_path)
+        if os.path.isfile(test_path) and record.get('test_record_sha256') != file_sha256(test_path):
+            raise SystemExit(f'error: {crf_path} refines an earlier decision of test.py than {test_path}: '
+                             f'run crf.py for this run again')
+        return rule, CRFParams.from_dict(record['selection']['crf'])
+    if rule.get('crf'):
+        return rule, CRFParams.from_dict(rule['crf'])
+    raise SystemExit(f'error: {crf_path} not found: run crf.py for this run first (python crf.py ... --name '
+                     f'{opt.name}), or pass --crf_params (e.g. alpha=2,sxy=40)')
 
 
 def write_probabilities(model, rule, paths, pseudo_dir, opt):
@@ -104,9 +114,8 @@ def main(argv=None):
     except LayoutError as error:
         raise SystemExit(f'error: {error}\n(use --skip_bad_images True to go on without the listed files)')
     folder = run_dir(opt)
-    rule = test_script.choose(opt, folder, data_dir, test_script.sources(opt, folder))
-    params = crf_choice(opt, folder, rule)
-    model = test_script.load_model(opt, rule['checkpoint'])
+    rule, params = recorded_choices(opt, folder)
+    model = load_model(opt, rule['checkpoint'])
     pseudo_dir = os.path.join(folder, PSEUDO_FOLDER)
     print(f"rule of {opt.name}: map {rule['map_mode']} {rule['binarize']} {rule['threshold']} {rule['postprocess']}; "
           f'CRF {params.as_dict()}')

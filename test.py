@@ -8,7 +8,6 @@ Checkpoint, map mode, threshold and post-processing are chosen on ``val`` (best 
 applied unchanged to testA / testB; test labels are read only to score. Outputs go to
 <result_dir>/<dataset>/<folder>/<name>/test/<split>/ and the run's index.html.
 """
-import json
 import os
 import sys
 import time
@@ -19,8 +18,8 @@ import torch
 from data.image_io import write_json_atomic, write_png_atomic
 from data.layout import LayoutError, check_split, few_shot_pairs
 from data.synthetic import make_demo_if_missing
-from models import create_model, find_model_class
-from models.base_model import CHECKPOINT_FORMAT, CheckpointError
+from models import find_model_class
+from models.weights_file import check_dataset, load_model, read_state
 from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
@@ -30,46 +29,8 @@ from util.inference import available_map_modes, predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
+from util.records import read_record, test_record_path, write_record
 from util.selection import apply_rule, select, select_fixed_rule
-
-
-def read_state(path):
-    """torch.load a checkpoint or weights file; exit with one line if it is not one of ours."""
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=False)
-    except FileNotFoundError:
-        raise SystemExit(f'error: {path} not found; train first (bash start_train.sh) or pass --weights FILE')
-    except Exception as error:
-        raise SystemExit(f'error: {path} cannot be read as a CLTNet-Seg file ({type(error).__name__}); '
-                         f'pass a checkpoint written by train.py or a file from weights/')
-    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
-        raise SystemExit(f'error: {path} is not a CLTNet-Seg checkpoint or weights file; '
-                         f'pass one written by train.py or from weights/')
-    return state
-
-
-def build_model(opt, state, source):
-    """The test-time model (CLTNet: its generator alone) with the architecture stored in ``state``,
-    loaded from it."""
-    for key, value in state['architecture'].items():
-        setattr(opt, key, value)
-    model = create_model(opt)
-    try:
-        model.load_state_dict(state, source=source)
-    except CheckpointError as error:
-        raise SystemExit(f'error: {error}')
-    model.train(False)
-    return model
-
-
-def load_model(opt, path):
-    """The model to serve from checkpoint ``path``; None (a model that needs no checkpoint) builds it
-    from the options."""
-    if path is None:
-        model = create_model(opt)
-        model.train(False)
-        return model
-    return build_model(opt, read_state(path), path)
 
 
 def sources(opt, folder):
@@ -78,7 +39,9 @@ def sources(opt, folder):
     if not getattr(find_model_class(opt.model), 'needs_checkpoint', True):
         return [(0, None)]
     if opt.weights:
-        return [(read_state(opt.weights).get('step', 0), opt.weights)]
+        state = read_state(opt.weights)
+        check_dataset(state, opt.dataset, opt.weights, opt.allow_other_dataset)
+        return [(state.get('step', 0), opt.weights)]
     found = list_checkpoints(folder)
     if not found:
         raise SystemExit(f'error: no checkpoint in {folder}/checkpoints; train first '
@@ -124,26 +87,26 @@ def selection_pairs(data_dir, opt, few):
 
 
 def choose(opt, folder, data_dir, candidates):
-    """The rule chosen on val (plus the run's held-out few-shot images; cached in test/selection.json),
-    or the one stored with --weights."""
+    """The rule chosen on val (plus the run's held-out few-shot images), or the one stored with
+    --weights when there is no val; recorded in test/selection.json either way."""
     val, few = selection_pairs(data_dir, opt, few_to_choose_on(opt, candidates, data_dir))
+    record_path = test_record_path(folder)
     if val is None:
         stored = read_state(opt.weights).get('selection') if opt.weights else None
         if not stored:
             raise SystemExit(f'error: {data_dir}/val not found, and nothing stored to fall back on; '
                              f'add a val split (images + labels) or pass --weights FILE')
         print('no val split: using the choices stored in', opt.weights)
-        return dict(stored, checkpoint=opt.weights, chosen_on='stored')
-    cache_path = os.path.join(folder, 'test', 'selection.json')
+        selection = dict(stored, checkpoint=opt.weights, chosen_on='stored')
+        write_record(record_path, {'key': None, 'selection': selection}, opt.command_line)
+        return selection
     key = {'version': 2, 'sources': [[s, p] + ([os.path.getsize(p), os.path.getmtime(p)] if p else [])
                                      for s, p in candidates],
            'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
-    if os.path.exists(cache_path) and not opt.reselect:
-        with open(cache_path) as handle:
-            cached = json.load(handle)
-        if cached.get('key') == key:
-            print(f'using the cached val selection in {cache_path} (--reselect to choose again)')
-            return cached['selection']
+    earlier = read_record(record_path)
+    if earlier.get('key') == key and not opt.reselect:
+        print(f'val selection already recorded in {record_path} for these checkpoints (--reselect to choose again)')
+        return earlier['selection']
     items_by_source = {}
     for step, path in candidates:
         model = load_model(opt, path)
@@ -152,15 +115,29 @@ def choose(opt, folder, data_dir, candidates):
             raise SystemExit(f"error: --map_mode {opt.map_mode}: this model's maps are {', '.join(available)}")
         items_by_source[(step, path)] = predict_split(model, val, opt, f'val @ {step}')
     modes = [opt.map_mode] if opt.map_mode != 'auto' else list(items_by_source[candidates[0]][0]['maps'])
-    fixed_rule = getattr(find_model_class(opt.model), 'fixed_rule', None)
+    fixed_rule = getattr(type(model), 'fixed_rule', None)
     if fixed_rule:
         selection = dict(select_fixed_rule(items_by_source, modes, fixed_rule), chosen_on='val')
     else:
         selection = dict(select(items_by_source, modes), chosen_on='val')
     if few:
         selection.update(select_few=few, chosen_on=f'val + few_sample/{few}')
-    write_json_atomic(cache_path, {'key': key, 'selection': selection})
+    if earlier and without_ranking(earlier.get('selection', {})) != without_ranking(selection):
+        print(f'note: {record_path} held another decision ({describe(earlier["selection"])}); '
+              f'it now records this one ({describe(selection)})')
+    write_record(record_path, {'key': key, 'selection': selection}, opt.command_line)
     return selection
+
+
+def without_ranking(selection):
+    """The decision of a selection, without the ranking of the candidates behind it."""
+    return {k: v for k, v in selection.items() if k != 'ranking'}
+
+
+def describe(selection):
+    """One-line summary of a selection: step, map, binarisation, post-processing."""
+    return (f"step {selection.get('step')} map {selection.get('map_mode')} {selection.get('binarize')} "
+            f"{selection.get('threshold')} {selection.get('postprocess')}")
 
 
 def split_pairs(data_dir, split, opt):
@@ -216,9 +193,8 @@ def main(argv=None):
     candidates = sources(opt, folder)
     rule = choose(opt, folder, data_dir, candidates)
     model = load_model(opt, rule['checkpoint'])
-    print(f"chosen on {rule['chosen_on']}: step {rule.get('step')} map {rule['map_mode']} "
-          f"{rule['binarize']} threshold {rule['threshold']} post-processing {rule['postprocess']} "
-          f"(val DI {rule.get('val_DI', float('nan')):.4f})")
+    val_DI = f"(val DI {rule['val_DI']:.4f})" if 'val_DI' in rule else ''
+    print(f"chosen on {rule['chosen_on']}: {describe(rule)} {val_DI}")
     summaries, scores = {}, {}
     for split in ['val'] + [s for s in opt.splits if s != 'val']:
         pairs = (selection_pairs(data_dir, opt, rule.get('select_few', ''))[0] if split == 'val'

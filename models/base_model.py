@@ -5,6 +5,7 @@ A model subclass declares ``model_names`` (its networks, attributes of the same 
 ``set_input``, ``optimize_parameters`` and ``lesion_map``.
 """
 import contextlib
+import pickle
 
 import torch
 from torch import nn
@@ -56,6 +57,25 @@ def check_compile(device):
 def atomic_torch_save(obj, path):
     """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
     atomic_write(path, lambda handle: torch.save(obj, handle), mode='wb')
+
+
+def torch_load_safely(path):
+    """torch.load with ``weights_only=True`` onto the CPU: tensors and plain data, never code. A file
+    whose pickle asks for anything else is refused (CheckpointError), before any of it runs;
+    FileNotFoundError passes through."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as error:
+        if 'GLOBAL' not in str(error):  # no object asked for: the bytes are no pickle (damaged or foreign)
+            raise CheckpointError(f'{path}: cannot be read (not a torch file); delete it to fall back to an '
+                                  f'earlier checkpoint, or pass another file') from None
+        raise CheckpointError(f'{path}: holds more than tensors and plain data (a pickled object that could run '
+                              f'code), so it is not opened; use a file written by train.py or from weights/') from None
+    except Exception as error:  # a truncated or foreign file: torch raises many types
+        raise CheckpointError(f'{path}: cannot be read ({type(error).__name__}); '
+                              f'delete it to fall back to an earlier checkpoint, or pass another file') from None
 
 
 class BaseModel:
@@ -227,11 +247,7 @@ class BaseModel:
         Read onto the CPU and copied into the networks, so the optimisers keep their step counters on
         the CPU where Adam creates them (a CUDA counter costs a device sync per parameter and step).
         """
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=False)
-        except Exception as error:
-            raise CheckpointError(f"{path}: cannot be read ({type(error).__name__}); "
-                                  f"delete it to fall back to an earlier checkpoint") from None
+        state = torch_load_safely(path)
         self.load_state_dict(state, source=path)
         return state
 

@@ -2,7 +2,7 @@
 from models import all_map_modes
 from util.inference import available_map_modes
 
-from .base_options import BaseOptions
+from .base_options import BaseOptions, str2bool
 
 
 class TestOptions(BaseOptions):
@@ -14,6 +14,9 @@ class TestOptions(BaseOptions):
         g.add_argument('--weights', default=None,
                        help='released weights file (weights/ISIC.pt) to use instead of the run\'s checkpoints; '
                             'its stored choices are used when the dataset has no val split')
+        g.add_argument('--allow_other_dataset', type=str2bool, default=False,
+                       help='True: apply --weights trained on ISIC to BraTS or the reverse (refused otherwise); '
+                            'weights applied to a dataset of any other name only get a note')
         g.add_argument('--which_iter', default='all',
                        help="checkpoints scored on val: 'all', 'latest', or a step number")
         g.add_argument('--map_mode', default='auto',
@@ -29,7 +32,8 @@ class TestOptions(BaseOptions):
                        help='comma-separated splits to predict with the val-chosen rule (val is always done '
                             'when present, since selection and crf.py need it)')
         g.add_argument('--reselect', action='store_true',
-                       help='ignore the cached val selection (test/selection.json) and choose again')
+                       help='choose again on val even when test/selection.json already records the decision for '
+                            'these checkpoints (a changed decision is reported when it is recorded)')
 
     def validate(self, parser, opt):
         opt.batch_size = opt.batch_size or 8

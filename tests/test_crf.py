@@ -1,5 +1,6 @@
 """Tests for util/crf_utils.py, options/crf_options.py and crf.py on tiny synthetic runs (32 px)."""
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -62,6 +63,7 @@ def _make_run(tmp_path, splits=('val', 'testA', 'testB'), n_images=3, seed=0):
         if split in splits and split != 'testB':
             (test_root / split / 'summary.json').write_text(json.dumps(
                 {**scores.summary(), 'selection': {'threshold': 0.3}, 'command': 'test.py'}))
+    (test_root / 'selection.json').write_text(json.dumps({'selection': {'threshold': 0.3}, 'command': 'test.py'}))
     return tmp_path, test_root
 
 
@@ -156,6 +158,9 @@ def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
     assert summary['selection']['chosen_on'] == 'val'
     assert set(summary['selection']) == {'crf', 'chosen_on', 'val_DI_before', 'val_DI_after'}
     assert summary['DI'] > summary['before']['DI']
+    record = json.loads((out / 'selection.json').read_text())
+    assert record['selection'] == summary['selection'] and record['command'] == summary['command']
+    assert record['test_record_sha256'] == hashlib.sha256((out.parent / 'test' / 'selection.json').read_bytes()).hexdigest()
     grid = json.loads((out / 'val_grid.json').read_text())
     assert CRFParams.from_dict({k: grid['grid'][grid['chosen']][k] for k in summary['selection']['crf']}) \
         == CRFParams.from_dict(summary['selection']['crf'])
@@ -196,10 +201,10 @@ def test_stored_params_without_val(tmp_path):
     root, test_root = _make_run(tmp_path, splits=('testA',))
     with pytest.raises(SystemExit, match='--crf_params'):
         crf.main(_argv(root, '--splits', 'testA'))
-    summary_path = test_root / 'testA' / 'summary.json'
-    stored = json.loads(summary_path.read_text())
+    record_path = test_root / 'selection.json'  # test.py records the CRF stored with --weights
+    stored = json.loads(record_path.read_text())
     stored['selection']['crf'] = CRFParams(sxy=20, srgb=10).as_dict()
-    summary_path.write_text(json.dumps(stored))
+    record_path.write_text(json.dumps(stored))
     summary = crf.main(_argv(root, '--splits', 'testA'))['testA']
     assert summary['selection']['chosen_on'] == 'stored'
     assert summary['selection']['crf'] == stored['selection']['crf']

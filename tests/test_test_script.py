@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import test as test_script
+from models import weights_file
 import train
 from conftest import TINY_DATASET, TINY_FOLDER
 from data.image_io import list_images, read_mask
@@ -140,24 +141,28 @@ def test_writes_every_output(trained, run_test, eval_dataroot, capsys):
     assert 'JA' in out and 'testB' in out and 'images with any lesion' in out  # the printed table
 
 
-def test_second_run_uses_the_cache_and_reselect_chooses_again(trained, run_test, monkeypatch, capsys):
+def test_second_run_uses_the_record_and_reselect_chooses_again(trained, run_test, monkeypatch, capsys):
     real_select = test_script.select
     run_test()
     first = _summary(trained, 'testA')
-    assert 'cached' not in capsys.readouterr().out
+    assert 'already recorded' not in capsys.readouterr().out
+    with open(os.path.join(trained, 'test', 'selection.json')) as handle:
+        record = json.load(handle)
+    assert record['selection'] == first['selection'] and record['command'] == first['command']
 
     def must_not_select(*args, **kwargs):
         raise AssertionError('selection re-run despite the cache')
     monkeypatch.setattr(test_script, 'select', must_not_select)
     run_test()
-    assert 'using the cached val selection' in capsys.readouterr().out
+    assert 'val selection already recorded' in capsys.readouterr().out
     second = _summary(trained, 'testA')
     assert second['selection'] == first['selection'] and second['DI'] == first['DI']
 
     calls = []
     monkeypatch.setattr(test_script, 'select', lambda *a, **k: calls.append(1) or real_select(*a, **k))
     run_test('--reselect')
-    assert calls == [1] and 'cached' not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert calls == [1] and 'already recorded' not in out and 'held another decision' not in out
     assert _summary(trained, 'testA')['selection'] == first['selection']  # same data, same choice
 
 
@@ -231,8 +236,8 @@ def test_weights_file_brings_its_own_architecture(trained, run_test, tmp_path, m
     weights = str(tmp_path / 'released.pt')
     shutil.copy(os.path.join(trained, 'checkpoints', 'iter_0000004.pt'), weights)
     built = []
-    create_model = test_script.create_model
-    monkeypatch.setattr(test_script, 'create_model',
+    create_model = weights_file.create_model
+    monkeypatch.setattr(weights_file, 'create_model',
                         lambda opt: built.append((opt.img_size, opt.ch, opt.n_res)) or create_model(opt))
     run_test('--weights', weights, '--img_size', 64, '--ch', 8, '--n_res', 2, name='released')
     assert built and set(built) == {(32, 4, 1)}
@@ -247,3 +252,47 @@ def test_weights_file_brings_its_own_architecture(trained, run_test, tmp_path, m
         ours = _png(os.path.join(trained, 'test', 'val', 'prob', name + '.png'))[2]
         theirs = _png(os.path.join(released, 'test', 'val', 'prob', name + '.png'))[2]
         assert np.array_equal(ours, theirs), name
+
+
+class _RunsCode:
+    """A pickled object whose unpickling would call os.system: what a crafted weights file holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_crafted_weights_file_runs_no_code(trained, run_test, tmp_path):
+    """Every file is opened weights_only: a pickle that would run a command is refused before it runs,
+    as --weights and as a checkpoint planted in the run's folder."""
+    marker = tmp_path / 'code_ran'
+    state = torch.load(os.path.join(trained, 'checkpoints', 'iter_0000004.pt'), weights_only=True)
+    crafted = tmp_path / 'crafted.pt'
+    torch.save(dict(state, payload=_RunsCode(marker)), crafted)
+    with pytest.raises(SystemExit) as info:
+        run_test('--weights', crafted, name='released')
+    assert str(info.value.code) == (f'error: {crafted}: holds more than tensors and plain data (a pickled object '
+                                    f'that could run code), so it is not opened; use a file written by train.py '
+                                    f'or from weights/')
+    shutil.copy(crafted, os.path.join(trained, 'checkpoints', 'iter_0000006.pt'))
+    with pytest.raises(SystemExit, match='could run code'):
+        run_test()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('dataset, allow, outcome', [
+    ('BraTS', False, 'refused'), ('BraTS', True, 'note'), ('mine', False, 'note'), (TINY_DATASET, False, 'silent')])
+def test_weights_of_another_dataset(trained, tmp_path, capsys, dataset, allow, outcome):
+    state = torch.load(os.path.join(trained, 'checkpoints', 'iter_0000004.pt'), weights_only=True)
+    state['options']['dataset'] = 'ISIC' if dataset != TINY_DATASET else TINY_DATASET
+    if outcome == 'refused':
+        with pytest.raises(SystemExit) as info:
+            weights_file.check_dataset(state, dataset, 'w.pt', allow)
+        assert str(info.value.code) == ('error: w.pt was trained on ISIC, not BraTS; pass the BraTS weights '
+                                        '(weights/BraTS.pt), or --allow_other_dataset True to apply it anyway')
+        return
+    weights_file.check_dataset(state, dataset, 'w.pt', allow)
+    out = capsys.readouterr().out
+    assert out == ('' if outcome == 'silent' else f'note: w.pt was trained on ISIC; applying it to {dataset}\n')

@@ -3,7 +3,7 @@
     python tools/export_weights.py --run results/ISIC/isic_1/cltnet --out weights/ISIC.pt \
         --readme weights/README.md --dataset ISIC
 
-Reads what test.py (``test/selection.json``) and crf.py (``crf/testA/summary.json``, optional) chose
+Reads what test.py (``test/selection.json``) and crf.py (``crf/selection.json``, optional) chose
 on val, and stores the test-time networks of the chosen checkpoint (CLTNet's A->B generator, the
 stage-2 U-Net) in half precision together with those
 choices, the image size and the training options, so ``test.py --weights`` and ``crf.py`` can use
@@ -22,7 +22,8 @@ from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
-from test import read_state  # noqa: E402
+from models.weights_file import read_state  # noqa: E402
+from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 
@@ -51,10 +52,10 @@ def cascade_state(seg_state, generator):
 def export(run, out, generator=None):
     """Write the weights file ``out`` for run folder ``run`` (joined with ``generator``'s A->B
     generator when given); returns its selection dict."""
-    selection = _read_json(os.path.join(run, 'test', 'selection.json'), 'run test.py on this run first')['selection']
-    crf_summary = os.path.join(run, 'crf', 'testA', 'summary.json')
-    if os.path.isfile(crf_summary):
-        selection['crf'] = _read_json(crf_summary, '')['selection']['crf']
+    selection = require_record(test_record_path(run), 'run test.py on this run first')['selection']
+    crf_record = crf_record_path(run)
+    if os.path.isfile(crf_record):
+        selection['crf'] = require_record(crf_record, '')['selection']['crf']
     selection.pop('ranking', None)
     state = read_state(selection['checkpoint'])
     if generator:
@@ -85,9 +86,9 @@ def _score_rows(run, val_label):
             if os.path.isfile(path):
                 summary = _read_json(path, '')
                 rows.append(f"| {val_label if split == 'val' else split} | {label} | " + ' | '.join(f'{summary[k]:.4f}' for k in SCORES) + ' |')
-            elif stage == 'crf' and split == 'val' and os.path.isfile(os.path.join(run, 'crf', 'testA', 'summary.json')):
+            elif stage == 'crf' and split == 'val' and os.path.isfile(crf_record_path(run)):
                 # crf.py scores val for its parameter search; without a crf/val folder only that DI exists.
-                chosen = _read_json(os.path.join(run, 'crf', 'testA', 'summary.json'), '')['selection']
+                chosen = _read_json(crf_record_path(run), '')['selection']
                 rows.append(f"| {val_label} | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
     return rows
 

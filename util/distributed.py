@@ -160,7 +160,7 @@ def broadcast_state(state):
         torch.save(state, buffer)
         payload = buffer.getvalue()
     payload = broadcast_object(payload)
-    return state if is_main() else torch.load(io.BytesIO(payload), map_location='cpu', weights_only=False)
+    return state if is_main() else torch.load(io.BytesIO(payload), map_location='cpu', weights_only=True)
 
 
 def from_main(function, *args, **kwargs):

@@ -18,7 +18,8 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
     model has none) and, with ``keep_visuals``, ``raw``, ``translated`` (uint8 at the network size) and
     ``heatmap`` (uint8), each only when the model's ``infer`` returns it.
     """
-    loader = DataLoader(LabeledDataset(pairs, opt.img_size, opt.img_ch), batch_size=opt.batch_size,
+    # The network's own size and channels (stored with its weights), whatever the command line said.
+    loader = DataLoader(LabeledDataset(pairs, model.opt.img_size, model.opt.img_ch), batch_size=opt.batch_size,
                         num_workers=opt.num_workers, collate_fn=collate_labeled,
                         pin_memory=opt.device.startswith('cuda'))
     results = []

@@ -1,0 +1,69 @@
+"""Reading a checkpoint or released-weights file and building its model: the one place every script
+and tool does it.
+
+Files are read with ``torch.load(weights_only=True)``: a file can hold tensors, numbers, strings and
+containers of them, never code, so a crafted or planted file cannot run anything when it is opened.
+"""
+import argparse
+
+import torch
+
+from . import create_model
+from .base_model import CHECKPOINT_FORMAT, CheckpointError, torch_load_safely
+
+# The released datasets: weights of one applied to the other is a mistake; any other name is a
+# user's own dataset, served with a note.
+RELEASED_DATASETS = ('ISIC', 'BraTS')
+
+
+def read_state(path):
+    """The dict stored in a checkpoint or weights file; exit with one line if it is not one of ours."""
+    try:
+        state = torch_load_safely(path)
+    except FileNotFoundError:
+        raise SystemExit(f'error: {path} not found; train first (bash start_train.sh) or pass --weights FILE') from None
+    except CheckpointError as error:
+        raise SystemExit(f'error: {error}') from None
+    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
+        raise SystemExit(f'error: {path} is not a CLTNet-Seg checkpoint or weights file; '
+                         f'pass one written by train.py or from weights/')
+    return state
+
+
+def model_options(opt, state):
+    """A copy of ``opt`` with the architecture stored in ``state`` (``opt`` itself is left as it is)."""
+    return argparse.Namespace(**{**vars(opt), **state['architecture']})
+
+
+def build_model(opt, state, source):
+    """The test-time model with the architecture stored in ``state``, loaded from it; its options
+    (``model.opt``) are ``opt`` with that architecture."""
+    model = create_model(model_options(opt, state))
+    try:
+        model.load_state_dict(state, source=source)
+    except CheckpointError as error:
+        raise SystemExit(f'error: {error}') from None
+    model.train(False)
+    return model
+
+
+def load_model(opt, path):
+    """The model to serve from checkpoint or weights file ``path``; None (a model that needs no
+    checkpoint, e.g. otsu) builds it from the options."""
+    if path is None:
+        model = create_model(opt)
+        model.train(False)
+        return model
+    return build_model(opt, read_state(path), path)
+
+
+def check_dataset(state, dataset, source, allow_other):
+    """Refuse weights of one released dataset used on the other (unless ``allow_other``); a dataset of
+    another name is a user's own and only gets a note."""
+    trained_on = (state.get('options') or {}).get('dataset')
+    if trained_on is None or trained_on == dataset:
+        return
+    if dataset in RELEASED_DATASETS and not allow_other:
+        raise SystemExit(f'error: {source} was trained on {trained_on}, not {dataset}; pass the {dataset} weights '
+                         f'(weights/{dataset}.pt), or --allow_other_dataset True to apply it anyway')
+    print(f'note: {source} was trained on {trained_on}; applying it to {dataset}')
