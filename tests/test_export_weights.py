@@ -10,7 +10,8 @@ import crf
 import test as test_script
 import train
 from conftest import TINY_DATASET, TINY_FOLDER
-from tools.export_weights import export, readme_section, update_readme
+from tools.export_weights import export, readme_section
+from util.pipeline_report import replace_section
 from util.machine import machine
 
 CRF_FLAGS = ['--crf_params', 'alpha=2,n_iter=5', '--num_workers', '1']
@@ -75,7 +76,7 @@ def test_readme_section_is_built_from_the_summaries_and_replaced_on_reexport(rel
     readme = str(tmp_path / 'README.md')
     selection, state = export(run_folder(), released)
     for _ in range(2):
-        update_readme(readme, 'tiny', readme_section('tiny', run_folder(), released, selection, state))
+        replace_section(readme, 'tiny', readme_section('tiny', run_folder(), released, selection, state))
     text = open(readme).read()
     assert text.count('<!-- tiny start -->') == 1
     results = os.path.dirname(os.path.dirname(os.path.dirname(run_folder())))

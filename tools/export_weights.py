@@ -17,11 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.image_io import write_text_atomic  # noqa: E402
 from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
+from util.pipeline_report import replace_section  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
 from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
 
@@ -49,9 +49,10 @@ def cascade_state(seg_state, generator):
                 stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
 
 
-def export(run, out, generator=None):
+def export(run, out, generator=None, pipeline=None):
     """Write the weights file ``out`` for run folder ``run`` (joined with ``generator``'s A->B
-    generator when given); returns its selection dict."""
+    generator when given; keeping the JSON record ``pipeline`` under that key when given); returns
+    its selection dict and the state it came from."""
     selection = require_record(test_record_path(run), 'run test.py on this run first')['selection']
     crf_record = crf_record_path(run)
     if os.path.isfile(crf_record):
@@ -68,10 +69,12 @@ def export(run, out, generator=None):
     nets = {name: {k: v.half() if v.is_floating_point() else v for k, v in state['nets'][name].items()}
             for name in names}
     selection['checkpoint'] = os.path.basename(selection['checkpoint'])
+    if pipeline:
+        state = dict(state, pipeline=_read_json(pipeline, 'pass the steps.json that pipeline.py wrote'))
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': nets,
                        'step': state['step'], 'selection': selection, 'options': state['options'],
-                       **{key: state[key] for key in ('stage1', 'train_seconds', 'machine', 'pseudo_command')
+                       **{key: state[key] for key in ('stage1', 'train_seconds', 'machine', 'pseudo_command', 'pipeline')
                           if key in state}}, out)
     return selection, state
 
@@ -150,17 +153,6 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
     return '\n'.join(lines)
 
 
-def update_readme(path, dataset, section):
-    """Replace (or append) the ``dataset`` section of the README at ``path``."""
-    text = open(path).read() if os.path.isfile(path) else '# Released weights\n'
-    start, end = f'<!-- {dataset} start -->', f'<!-- {dataset} end -->'
-    if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip('\n') + '\n\n' + section + '\n'
-    write_text_atomic(path, text)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -172,12 +164,15 @@ def main(argv=None):
                         help='with a stage-2 run: also store the A->B generator of this stage-1 weights file '
                              '(e.g. weights/ISIC.pt), making a two-stage file (--model cascade) whose maps '
                              'test.py --weights chooses among on val')
+    parser.add_argument('--pipeline', default=None, metavar='JSON',
+                        help="pipeline.py's record of the steps that made this run (its steps.json), stored in the "
+                             "file under 'pipeline'")
     args = parser.parse_args(argv)
     if args.readme and not args.dataset:
         parser.error('--readme needs --dataset')
-    selection, state = export(args.run, args.out, args.generator)
+    selection, state = export(args.run, args.out, args.generator, args.pipeline)
     if args.readme:
-        update_readme(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state, args.readme))
+        replace_section(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state, args.readme))
     size_mb = os.path.getsize(args.out) / 2 ** 20
     print(f"wrote {args.out} ({size_mb:.1f} MB): step {selection['step']}, map {selection['map_mode']}, "
           f"{selection['binarize']} threshold {selection['threshold']}, post-processing {selection['postprocess']}"

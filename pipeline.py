@@ -1,0 +1,289 @@
+"""One command from two folders of weakly labelled images to a released two-stage weights file.
+
+    python pipeline.py --dataroot ../shared/datasets --dataset ISIC --recipe recipes/ISIC.toml \\
+        --name isic --out weights/ISIC.pt --readme weights/README.md
+
+Steps, each its own script run as its own process, in run folders beside <result_dir>/<dataset>/<folder>/<name>/:
+    stage1          train.py (or the recipe's from_stage1 file)           -> <name>_stage1/
+    stage1_test     test.py --splits val: checkpoint, map, rule on val      (test/selection.json)
+    stage1_crf      crf.py --splits val: CRF parameters on val              (crf/selection.json)
+    stage1_export   tools/export_weights.py -> <name>/stage1.pt (only when stage 1 was trained here)
+    stage1_pseudo   pseudo.py: pseudo-masks of every training image
+    rN_train        train.py --stage 2 on the pseudo-masks before it        -> <name>_rN/
+    rN_test, rN_crf as above; rN_pseudo (all but the last round)
+    choose          the round with the best val DI after the CRF
+    cascade         tools/export_weights.py --generator: stage-1 generator + that U-Net -> <name>/cascade.pt
+    release_test    test.py --weights cascade.pt: maps of both stages chosen on val; testA and testB scored
+                    here, once                                               -> <name>_release/
+    release_crf     crf.py on val, testA, testB
+    release_export  tools/export_weights.py -> --out, holding the recipe, commit and every step's record
+
+Every choice is made on the selection set (val, or val + the recipe's held-out few-shot folder); testA
+is only scored, at the end. <name>/pipeline.json records each step's command, input digests, output
+digests, time and machine: the same command again skips the steps that are up to date, continues an
+interrupted training with --resume, and redoes a step whose flags or inputs changed and every step
+after it. The pipeline sets --dataroot, --dataset, --folder, --name, --result_dir, --seed, --stage,
+--pseudo, --weights, --splits, --select_few, --resume, --reselect and --which_iter itself; every other
+flag comes from the recipe (util/recipe.py).
+"""
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from data.image_io import write_json_atomic
+from data.synthetic import make_demo_if_missing
+from options.base_options import default_folder
+from util.machine import machine
+from util.pipeline_record import PipelineRecord, current_commit, digest
+from util.pipeline_report import update_readme
+from util.recipe import RecipeError, read_recipe, recipe_relative, step_flags
+from util.records import crf_record_path, read_record, test_record_path
+
+
+class Step:
+    """One process of the pipeline: its command, the paths it reads and writes, and what to clear
+    before it runs afresh."""
+
+    def __init__(self, name, argv, inputs, outputs, clears=(), trains=False):
+        self.name, self.argv, self.inputs, self.outputs = name, argv, list(inputs), list(outputs)
+        self.clears, self.trains = list(clears), trains
+
+
+class Pipeline:
+    def __init__(self, args, recipe):
+        self.args, self.recipe = args, recipe
+        self.settings = recipe['pipeline']
+        self.seed = args.seed if args.seed is not None else self.settings['seed']
+        self.root = os.path.join(args.result_dir, args.dataset, args.folder)
+        self.folder = os.path.join(self.root, args.name)
+        self.data_dir = os.path.join(args.dataroot, args.dataset, args.folder)
+        self.record = PipelineRecord(os.path.join(self.folder, 'pipeline.json'))
+        self.redo = False  # once a step runs, every later step runs too
+        self.data_digest = None
+
+    def run_name(self, suffix):
+        return f'{self.args.name}_{suffix}'
+
+    def run_folder(self, suffix):
+        return os.path.join(self.root, self.run_name(suffix))
+
+    def common(self, suffix, section):
+        """The words every step of run ``suffix`` starts with: data, run, seed, then the recipe's flags."""
+        return ['--dataroot', self.args.dataroot, '--dataset', self.args.dataset, '--folder', self.args.folder,
+                '--result_dir', self.args.result_dir, '--name', self.run_name(suffix), '--seed', str(self.seed),
+                *step_flags(self.recipe, section)]
+
+    def execute(self, step):
+        """Run ``step`` unless it is up to date; record it in pipeline.json."""
+        if self.data_digest is None:
+            self.data_digest = digest(self.data_dir)
+        plan = {'argv': step.argv, 'inputs': {path: digest(path) for path in step.inputs}}
+        plan['inputs']['dataset'] = self.data_digest
+        if not self.redo and self.record.is_current(step.name, plan):
+            done = self.record.steps[step.name]
+            print(f"[{step.name}] up to date ({done['seconds']:.0f} s), skipped")
+            return
+        resume = step.trains and not self.redo and self.record.was_interrupted(step.name, plan)
+        earlier = self.record.steps.get(step.name, {}).get('seconds_before', 0.0) if resume else 0.0
+        if not resume:
+            for path in step.clears:
+                shutil.rmtree(path, ignore_errors=True)
+        self.redo = True
+        self.record.steps[step.name] = {**plan, 'status': 'started', 'commit': current_commit(),
+                                        'seconds_before': earlier}
+        self.record.save()
+        command = [sys.executable, *step.argv] + (['--resume', 'True'] if resume else [])
+        print(f"[{step.name}] {'continuing' if resume else 'running'}: python {' '.join(step.argv)}", flush=True)
+        started = time.time()
+        code = run_child(command)
+        seconds = time.time() - started
+        self.record.steps[step.name]['seconds_before'] = earlier + seconds
+        if code != 0:
+            self.record.save()
+            if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+                raise SystemExit(f'pipeline stopped in step {step.name}; the same command continues it')
+            raise SystemExit(f'error: step {step.name} failed (exit {code}); fix what it printed above and run '
+                             f'the same command again (finished steps are kept)')
+        self.record.steps[step.name].update(
+            status='done', seconds=earlier + seconds, machine=machine(),
+            outputs={path: digest(path) for path in step.outputs})
+        self.record.save()
+
+    def test_crf(self, suffix, weights=None, splits='val'):
+        """The test.py and crf.py steps of run ``suffix`` (choices on the selection set)."""
+        folder = self.run_folder(suffix)
+        few = ['--select_few', self.settings['select_few']] if self.settings['select_few'] and suffix == 'stage1' else []
+        source = ['--weights', weights] if weights else []
+        checkpoints = weights or os.path.join(folder, 'checkpoints')
+        self.execute(Step(f'{suffix}_test', ['test.py', *self.common(suffix, 'test'), '--splits', splits,
+                                             *source, *few],
+                          inputs=[checkpoints], outputs=[os.path.join(folder, 'test')],
+                          clears=[os.path.join(folder, 'test')]))
+        self.execute(Step(f'{suffix}_crf', ['crf.py', *self.common(suffix, 'crf'), '--splits', splits, *source],
+                          inputs=[os.path.join(folder, 'test')], outputs=[os.path.join(folder, 'crf')],
+                          clears=[os.path.join(folder, 'crf')]))
+
+    def pseudo(self, suffix, weights=None):
+        folder = self.run_folder(suffix)
+        source = ['--weights', weights] if weights else []
+        self.execute(Step(f'{suffix}_pseudo', ['pseudo.py', *self.common(suffix, 'pseudo'), *source],
+                          inputs=[weights or os.path.join(folder, 'checkpoints'), test_record_path(folder),
+                                  crf_record_path(folder)],
+                          outputs=[os.path.join(folder, 'pseudo')], clears=[os.path.join(folder, 'pseudo')]))
+
+    def export(self, name, run, out, extra=(), inputs=()):
+        self.execute(Step(name, ['tools/export_weights.py', '--run', run, '--out', out, *extra],
+                          inputs=[test_record_path(run), crf_record_path(run), *inputs], outputs=[out]))
+
+    def stage1(self):
+        """Stage 1 trained here (and exported) or taken from the recipe's file; returns the file."""
+        from_file = self.args.from_stage1 or self.settings['from_stage1']
+        if from_file:
+            if not os.path.isfile(from_file):
+                raise SystemExit(f'error: stage-1 file {from_file} not found; fix from_stage1 in the recipe or '
+                                 f'--from_stage1, or leave both empty to train stage 1')
+            self.test_crf('stage1', weights=from_file)
+            self.pseudo('stage1', weights=from_file)
+            return from_file
+        folder = self.run_folder('stage1')
+        checkpoints = os.path.join(folder, 'checkpoints')
+        self.execute(Step('stage1', ['train.py', *self.common('stage1', 'stage1')], inputs=[],
+                          outputs=[checkpoints], clears=[folder], trains=True))
+        self.test_crf('stage1')
+        stage1_file = os.path.join(self.folder, 'stage1.pt')
+        self.export('stage1_export', folder, stage1_file, inputs=[checkpoints])
+        self.pseudo('stage1')
+        return stage1_file
+
+    def rounds(self):
+        """Train, test and refine every stage-2 round; returns their run suffixes."""
+        previous, suffixes = 'stage1', []
+        few = ['--select_few', self.settings['select_few']] if self.settings['select_few'] else []
+        for index in range(1, self.settings['rounds'] + 1):
+            suffix = f'r{index}'
+            folder = self.run_folder(suffix)
+            if index > 1:
+                self.pseudo(previous)
+            self.execute(Step(f'{suffix}_train', ['train.py', *self.common(suffix, 'stage2'), '--stage', '2',
+                                                  '--pseudo', self.run_name(previous), *few],
+                              inputs=[os.path.join(self.run_folder(previous), 'pseudo')],
+                              outputs=[os.path.join(folder, 'checkpoints')], clears=[folder], trains=True))
+            self.test_crf(suffix)
+            previous = suffix
+            suffixes.append(suffix)
+        return suffixes
+
+    def choose_round(self, suffixes):
+        """The round whose val DI after the CRF is best (the earlier on a tie); recorded as step 'choose'."""
+        ranking = []
+        for suffix in suffixes:
+            selection = read_record(crf_record_path(self.run_folder(suffix)))['selection']
+            ranking.append({'run': self.run_name(suffix), 'val_DI_after_crf': selection['val_DI_after'],
+                            'chosen_on': selection['chosen_on']})
+        best = max(range(len(ranking)), key=lambda i: (ranking[i]['val_DI_after_crf'], -i))
+        self.record.data['choose'] = {'rule': 'best val DI after the CRF', 'ranking': ranking,
+                                      'chosen': ranking[best]['run']}
+        self.record.save()
+        print('rounds by val DI after the CRF:', ', '.join(f"{r['run']} {r['val_DI_after_crf']:.4f}" for r in ranking),
+              f"-> {ranking[best]['run']}")
+        return suffixes[best]
+
+    def release(self, stage1_file, best):
+        cascade = os.path.join(self.folder, 'cascade.pt')
+        best_folder = self.run_folder(best)
+        self.export('cascade', best_folder, cascade, ['--generator', stage1_file],
+                    inputs=[os.path.join(best_folder, 'checkpoints'), stage1_file])
+        self.test_crf('release', weights=cascade, splits='val,testA,testB')
+        snapshot = os.path.join(self.folder, 'steps.json')
+        self.write_snapshot(snapshot)
+        self.export('release_export', self.run_folder('release'), self.args.out, ['--pipeline', snapshot],
+                    inputs=[cascade, snapshot])
+
+    def write_snapshot(self, path):
+        """What the released file keeps under 'pipeline': the command, the recipe, the choice of the
+        round and every step's record so far (those do not change when the steps are up to date)."""
+        with open(self.args.recipe, encoding='utf-8') as handle:
+            recipe_text = handle.read()
+        snapshot = {'command': self.args.command, 'recipe_path': recipe_relative(self.args.recipe),
+                    'recipe': recipe_text, 'seed': self.seed, 'choose': self.record.data.get('choose'),
+                    'steps': {name: {k: step[k] for k in ('argv', 'commit', 'seconds', 'machine')}
+                              for name, step in self.record.steps.items() if name != 'release_export'}}
+        if read_record(path) != snapshot:
+            write_json_atomic(path, snapshot)
+
+    def run(self):
+        make_demo_if_missing(self.args.dataroot, self.args.dataset, self.args.folder)
+        if not os.path.isdir(self.data_dir):
+            raise SystemExit(f'error: {self.data_dir} not found; check --dataroot, --dataset and --folder')
+        os.makedirs(self.folder, exist_ok=True)
+        stage1_file = self.stage1()
+        best = self.choose_round(self.rounds())
+        self.release(stage1_file, best)
+        if self.args.readme:
+            update_readme(self.args.readme, self.args.dataset, self.args.out, self.record.data,
+                          self.run_folder('release'), self.args.command)
+        print(f'released {self.args.out}; steps recorded in {self.record.path}')
+
+
+def run_child(command):
+    """Run one step's script and return its exit code. Ctrl-C reaches the child too (same process
+    group), so the pipeline waits for it to save and stop; SIGTERM is passed on to it."""
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue  # the child got the same Ctrl-C and is saving; wait for it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--dataroot', default='./dataset',
+                        help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB); default ./dataset')
+    parser.add_argument('--dataset', required=True, help='dataset name under --dataroot (ISIC, BraTS, demo, yours)')
+    parser.add_argument('--folder', default=None, help='data folder under <dataroot>/<dataset>/ (default: isic_1, '
+                                                       'brats_1, demo_1 or <dataset>_1)')
+    parser.add_argument('--recipe', required=True, help='TOML recipe with every flag of every step (recipes/*.toml)')
+    parser.add_argument('--name', default='pipeline',
+                        help='pipeline name: its record goes to <result_dir>/<dataset>/<folder>/<name>/, the steps\' '
+                             'runs beside it as <name>_stage1, <name>_r1, ..., <name>_release; default pipeline')
+    parser.add_argument('--result_dir', default='results', help='root folder of all run outputs; default results')
+    parser.add_argument('--out', default=None, help='the two-stage weights file to write; default <run>/release.pt')
+    parser.add_argument('--readme', default=None,
+                        help="weights README whose --dataset section to rewrite from the pipeline's records "
+                             '(e.g. weights/README.md); default: none')
+    parser.add_argument('--from_stage1', default=None, metavar='FILE',
+                        help="start from this stage-1 weights file instead of the recipe's from_stage1 or training "
+                             'stage 1 (e.g. weights/ISIC_stage1.pt)')
+    parser.add_argument('--seed', type=int, default=None, help="override the recipe's seed (every step's --seed)")
+    args = parser.parse_args(argv)
+    args.folder = args.folder or default_folder(args.dataset)
+    for flag in ('name', 'dataset'):
+        value = getattr(args, flag)
+        if not value or value in ('.', '..') or os.sep in value or '/' in value:
+            parser.error(f'--{flag} must be a single folder name, got {value!r}')
+    args.out = args.out or os.path.join(args.result_dir, args.dataset, args.folder, args.name, 'release.pt')
+    args.command = 'pipeline.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        recipe = read_recipe(args.recipe)
+    except RecipeError as error:
+        raise SystemExit(f'error: {error}') from None
+    Pipeline(args, recipe).run()
+
+
+if __name__ == '__main__':
+    main()

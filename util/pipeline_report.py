@@ -1,0 +1,80 @@
+"""The weights README section of a file pipeline.py released, written from its records alone: the
+command, the commit, every step's time and machine, the round the rule chose, and val + testA scores
+before and after the CRF (testA scored once, by the pipeline's release steps)."""
+import json
+import os
+
+from data.image_io import write_text_atomic
+
+from .metrics import SCORE_NAMES
+from .records import crf_record_path, read_record, test_record_path
+
+
+def _summary(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding='utf-8') as handle:
+        return json.load(handle)
+
+
+def score_rows(release_run):
+    """Markdown rows: val (the selection set) and testA before / after the CRF, testB's share of normal
+    images given any lesion pixel."""
+    rows = []
+    for split in ('val', 'testA'):
+        for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
+            summary = _summary(os.path.join(release_run, stage, split, 'summary.json'))
+            if summary:
+                rows.append(f'| {split} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORE_NAMES) + ' |')
+    normal = [(label, _summary(os.path.join(release_run, stage, 'testB', 'summary.json')))
+              for stage, label in (('test', 'before CRF'), ('crf', 'after CRF'))]
+    lines = [f'{label}: {summary["fp_rate"]:.2f}' for label, summary in normal if summary]
+    return rows, ('testB, share of normal images given any lesion pixel: ' + ', '.join(lines) + '.') if lines else ''
+
+
+def section(dataset, out, record, release_run, command):
+    """The README section (between ``<!-- dataset start/end -->`` markers) of released file ``out``."""
+    steps = record['steps']
+    commits = sorted({step['commit'] for step in steps.values()})
+    machines = sorted({step['machine'] for step in steps.values() if 'machine' in step})
+    total = sum(step.get('seconds', 0) for step in steps.values())
+    selection = read_record(test_record_path(release_run)).get('selection', {})
+    crf = read_record(crf_record_path(release_run)).get('selection', {})
+    chosen = record.get('choose', {})
+    rows, normal = score_rows(release_run)
+    lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '',
+             f'Built by `python {command}` at commit{"s" if len(commits) > 1 else ""} '
+             + ', '.join(f'`{c}`' for c in commits) + f' in {total / 60:.0f} min on '
+             + '; '.join(machines) + '.', '',
+             '| step | command | minutes |', '|---|---|---|',
+             *[f"| {name} | `python {' '.join(step['argv'])}` | {step.get('seconds', 0) / 60:.1f} |"
+               for name, step in steps.items()], '']
+    if chosen:
+        lines += ['Stage-2 rounds by val DI after the CRF (the rule keeps the best): '
+                  + ', '.join(f"{r['run']} {r['val_DI_after_crf']:.4f}" for r in chosen['ranking'])
+                  + f"; released: {chosen['chosen']}.", '']
+    lines += [f"Chosen on {selection.get('chosen_on', 'val')}: map `{selection.get('map_mode')}`, "
+              f"{selection.get('binarize')} threshold {selection.get('threshold')}, post-processing "
+              f"`{selection.get('postprocess')}`; CRF {crf.get('crf')}.", '',
+              '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *rows, '']
+    if normal:
+        lines += [normal, '']
+    lines += ['Written by pipeline.py from its record (`pipeline.json`) and the release steps\' summaries.',
+              f'<!-- {dataset} end -->']
+    return '\n'.join(lines)
+
+
+def update_readme(path, dataset, out, record, release_run, command):
+    """Replace (or append) the ``dataset`` section of the weights README at ``path``."""
+    replace_section(path, dataset, section(dataset, out, record, release_run, command))
+
+
+def replace_section(path, dataset, new):
+    """Replace (or append) the text between ``<!-- dataset start -->`` and ``<!-- dataset end -->``."""
+    text = open(path, encoding='utf-8').read() if os.path.isfile(path) else '# Released weights\n'
+    start, end = f'<!-- {dataset} start -->', f'<!-- {dataset} end -->'
+    if start in text and end in text:
+        text = text[:text.index(start)] + new + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip('\n') + '\n\n' + new + '\n'
+    write_text_atomic(path, text)

@@ -1,0 +1,96 @@
+"""Recipes: one small TOML file per released model holding every flag of every pipeline step.
+
+    [pipeline]  seed, rounds (stage-2 U-Nets, each on the pseudo-masks of the one before), select_few
+                (a few-shot folder held out of training and added to val for every choice; '' = val
+                alone), from_stage1 (a stage-1 weights file to start from instead of training one)
+    [common]    flags given to every script (train.py, test.py, crf.py, pseudo.py)
+    [stage1] [stage2] [test] [crf] [pseudo]   flags of that step alone
+
+Everything is checked before anything runs: an unknown section or key, a flag the step's script does
+not have, or a flag the pipeline sets itself is refused with one line naming it.
+"""
+import os
+import tomllib
+
+from options.crf_options import CRFOptions
+from options.pseudo_options import PseudoOptions
+from options.test_options import TestOptions
+from options.train_options import TrainOptions
+
+PIPELINE_KEYS = {'seed': int, 'rounds': int, 'select_few': str, 'from_stage1': str}
+PIPELINE_DEFAULTS = {'seed': 0, 'rounds': 1, 'select_few': '', 'from_stage1': ''}
+STEP_OPTIONS = {'stage1': TrainOptions, 'stage2': TrainOptions, 'test': TestOptions, 'crf': CRFOptions,
+                'pseudo': PseudoOptions}
+# Flags that tie the steps together: the pipeline sets them, so a recipe must not.
+PIPELINE_FLAGS = ('dataroot', 'dataset', 'folder', 'name', 'result_dir', 'seed', 'stage', 'pseudo', 'weights',
+                  'splits', 'select_few', 'resume', 'reselect', 'which_iter')
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run as written; the message names the file and the key."""
+
+
+def _flag_names(options_class):
+    """The flags (without dashes) that a script's parser has."""
+    parser = options_class().build_parser()
+    return {opt[2:] for opt in parser._option_string_actions if opt.startswith('--') and opt != '--help'}
+
+
+def flag_value(value):
+    """A TOML value as a command-line word (booleans in the scripts' True/False spelling)."""
+    if isinstance(value, bool):
+        return 'True' if value else 'False'
+    return str(value)
+
+
+def read_recipe(path):
+    """The recipe at ``path`` as {'pipeline': {...}, 'common': {...}, 'stage1': {...}, ...}, every
+    section present; RecipeError on anything that would not run."""
+    try:
+        with open(path, 'rb') as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise RecipeError(f'{path} not found; pass a recipe such as recipes/ISIC.toml') from None
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f'{path}: not valid TOML ({error})') from None
+    known = ('pipeline', 'common', *STEP_OPTIONS)
+    for section, values in raw.items():
+        if section not in known:
+            raise RecipeError(f'{path}: unknown section [{section}] (known: {", ".join(known)})')
+        if not isinstance(values, dict):
+            raise RecipeError(f'{path}: {section} must be a [{section}] table of flags')
+    recipe = {section: dict(raw.get(section, {})) for section in known}
+    for key, value in recipe['pipeline'].items():
+        if key not in PIPELINE_KEYS:
+            raise RecipeError(f'{path}: unknown key {key!r} in [pipeline] (known: {", ".join(PIPELINE_KEYS)})')
+        if not isinstance(value, PIPELINE_KEYS[key]) or isinstance(value, bool):
+            raise RecipeError(f'{path}: [pipeline] {key} must be a {PIPELINE_KEYS[key].__name__}, got {value!r}')
+    recipe['pipeline'] = {**PIPELINE_DEFAULTS, **recipe['pipeline']}
+    if recipe['pipeline']['rounds'] < 1:
+        raise RecipeError(f'{path}: [pipeline] rounds must be at least 1, got {recipe["pipeline"]["rounds"]}')
+    flags = {section: _flag_names(options) for section, options in STEP_OPTIONS.items()}
+    common_flags = set.intersection(*flags.values())
+    for section in ('common', *STEP_OPTIONS):
+        allowed = common_flags if section == 'common' else flags[section]
+        for key, value in recipe[section].items():
+            if key in PIPELINE_FLAGS:
+                raise RecipeError(f'{path}: [{section}] {key} is set by the pipeline itself; remove it '
+                                  f'(pipeline.py --help says which flags it sets)')
+            if key not in allowed:
+                where = 'every script' if section == 'common' else f'the {section} step'
+                raise RecipeError(f'{path}: [{section}] {key}: not a flag of {where}; check the spelling '
+                                  f'against python {"train" if section.startswith("stage") else section}.py --help')
+            if isinstance(value, (dict, list)):
+                raise RecipeError(f'{path}: [{section}] {key} must be a single value, got {value!r}')
+    return recipe
+
+
+def step_flags(recipe, section):
+    """The command-line words of ``[common]`` then ``[section]`` (a step's own value wins)."""
+    merged = {**recipe['common'], **recipe[section]}
+    return [word for key, value in merged.items() for word in (f'--{key}', flag_value(value))]
+
+
+def recipe_relative(path):
+    """``path`` as written relative to the current folder (the repository root), for records."""
+    return os.path.relpath(path) if os.path.isabs(path) else path
