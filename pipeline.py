@@ -44,6 +44,9 @@ from util.recipe import RecipeError, read_recipe, recipe_relative, step_flags
 from util.records import crf_record_path, read_record, test_record_path
 
 
+REPOSITORY = os.path.dirname(os.path.abspath(__file__))
+
+
 class Step:
     """One process of the pipeline: its command, the paths it reads and writes, and what to clear
     before it runs afresh."""
@@ -96,7 +99,9 @@ class Pipeline:
         self.record.steps[step.name] = {**plan, 'status': 'started', 'commit': current_commit(),
                                         'seconds_before': earlier}
         self.record.save()
-        command = [sys.executable, *step.argv] + (['--resume', 'True'] if resume else [])
+        # The scripts beside this file, run from the current folder, so relative paths mean the same to them.
+        command = [sys.executable, os.path.join(REPOSITORY, step.argv[0]), *step.argv[1:]]
+        command += ['--resume', 'True'] if resume else []
         print(f"[{step.name}] {'continuing' if resume else 'running'}: python {' '.join(step.argv)}", flush=True)
         started = time.time()
         code = run_child(command)
