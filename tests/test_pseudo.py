@@ -11,7 +11,7 @@ import crf
 import pseudo
 import test as test_script
 import train
-from conftest import TINY_FOLDER, usage_error
+from conftest import TINY_FOLDER, file_hashes, usage_error
 from data.image_io import list_images, read_mask
 from data.pseudo_dataset import read_confidence
 from options.train_options import TrainOptions
@@ -83,10 +83,15 @@ def test_pseudo_masks_then_stage_two_then_test_and_crf(stage_one, tiny_dataroot,
 
 
 def test_pseudo_masks_are_deterministic(stage_one, tiny_test_argv):
+    """Every file byte for byte: masks, confidence and probability PNGs, and summary.json."""
+    out = os.path.join(stage_one, 'pseudo')
     pseudo.main(_pseudo_argv(tiny_test_argv))
-    first = open(os.path.join(stage_one, 'pseudo', 'summary.json')).read()
+    first = file_hashes(out)
+    masks = [read_mask(os.path.join(out, 'A', 'masks', name)) for name in os.listdir(os.path.join(out, 'A', 'masks'))]
+    assert any(mask.any() for mask in masks)  # not trivially equal: some pseudo-masks hold a lesion
     pseudo.main(_pseudo_argv(tiny_test_argv))
-    assert open(os.path.join(stage_one, 'pseudo', 'summary.json')).read() == first
+    assert file_hashes(out) == first
+    assert {os.path.dirname(path) for path in first} == {'', 'A/prob', 'A/masks', 'A/confidence', 'B/masks'}
 
 
 def test_stage_two_without_pseudo_masks_names_the_fix(stage_one, tiny_argv):
