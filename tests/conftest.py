@@ -96,6 +96,14 @@ def tiny_test_opt(tiny_test_argv):
     return make
 
 
+def usage_error(capsys, call, *args):
+    """What argparse printed on stderr when ``call(*args)`` refused its arguments (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        call(*args)
+    assert info.value.code == 2, info.value.code
+    return capsys.readouterr().err
+
+
 def file_hashes(folder):
     """{relative path: sha256} of every file under ``folder`` (to compare two builds byte for byte)."""
     hashes = {}

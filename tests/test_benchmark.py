@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import TINY_DATASET, TINY_FOLDER, TINY_TEST_FLAGS
+from conftest import TINY_DATASET, TINY_FOLDER, TINY_TEST_FLAGS, usage_error
 from tools import benchmark
 from util.checkpoints import list_checkpoints
 from util.metrics import SCORE_NAMES
@@ -146,8 +146,9 @@ def test_minutes_budget_stops_a_training_that_overruns(tiny_dataroot, tmp_path, 
 
 
 def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         benchmark.main(['--help'])
+    assert info.value.code == 0
     out = capsys.readouterr().out
     parser = benchmark.build_parser()
     for action in parser._actions:
@@ -162,20 +163,23 @@ def test_stage_two_rows_train_on_the_cltnet_runs_pseudo_masks(bench):
         assert (options['model'], options['stage'], options['pseudo'], options['few_sample']) == ('seg', 2, 'cltnet', few)
 
 
-def test_stage_two_without_cltnet_first_is_refused(tiny_dataroot, tmp_path):
-    with pytest.raises(SystemExit):
-        benchmark.main(['--dataroot', tiny_dataroot, '--datasets', TINY_DATASET, '--methods', 'cltnet_stage2,cltnet',
-                        '--result_dir', tmp_path])
+def test_stage_two_without_cltnet_first_is_refused(tiny_dataroot, tmp_path, capsys):
+    message = usage_error(capsys, benchmark.main, ['--dataroot', tiny_dataroot, '--datasets', TINY_DATASET,
+                                                   '--methods', 'cltnet_stage2,cltnet', '--result_dir', tmp_path])
+    assert 'error: --methods: cltnet_stage2 trains on the pseudo-masks of the cltnet run; list cltnet before it' \
+        in message
 
 
-def test_names_per_dataset_win_over_names_per_method(tmp_path):
+def test_names_per_dataset_win_over_names_per_method(tmp_path, capsys):
     opt = benchmark.parse(['--result_dir', str(tmp_path), '--names',
                            'cltnet=s1,cltnet_stage2=u,ISIC/cltnet_stage2=r3,BraTS/cltnet=s1b'])
     isic, brats = (benchmark.Run(opt, dataset, 'cltnet_stage2') for dataset in ('ISIC', 'BraTS'))
     assert (isic.name, isic.pseudo_source) == ('r3', 's1')
     assert (brats.name, brats.pseudo_source) == ('u', 's1b')
     for bad in ('ISIC/unknown=x', '/cltnet=x', 'ISIC/cltnet='):
-        with pytest.raises(SystemExit):
-            benchmark.parse(['--names', bad])
-    with pytest.raises(SystemExit):
-        benchmark.parse(['--iteration', 'ISIC/cltnet=5'])
+        assert f"error: --names: expected [DATASET/]METHOD=VALUE pairs with METHOD in cltnet, cam, otsu, " \
+            f"cltnet_stage2, cltnet_stage2_few, got '{bad}'" in usage_error(capsys, benchmark.parse, ['--names', bad])
+    # Training budgets are per method only: a dataset prefix is refused.
+    message = usage_error(capsys, benchmark.parse, ['--iteration', 'ISIC/cltnet=5'])
+    assert "error: --iteration: expected METHOD=VALUE pairs with METHOD in cltnet, cam, otsu, cltnet_stage2, " \
+        "cltnet_stage2_few, got 'ISIC/cltnet=5'" in message

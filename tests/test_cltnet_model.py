@@ -1,11 +1,14 @@
 """Tests for models/cltnet_model.py and models/base_model.py: losses, the G/D steps, checkpoints."""
+import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from models import create_model
 from models.base_model import CheckpointError
+from models.networks import GeneratorOutput
 
 
 @pytest.fixture
@@ -23,6 +26,51 @@ def make_model(tiny_opt):
         torch.manual_seed(seed)
         return create_model(tiny_opt(*flags))
     return make
+
+
+class _FixedGenerator(torch.nn.Module):
+    """Stands in for G_AB: the same hand-made output whatever the input, so every map is known by hand."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def forward(self, images, with_reconstruction=True):
+        return self.output
+
+
+def test_lesion_maps_match_values_worked_out_by_hand(make_model):
+    """Two 32 px images (all 0) whose translations differ from them at one pixel each: the difference map
+    is that change blurred by a 3-tap Gaussian (sigma = max(0.5, 0.015 * 32) = 0.5), fused is the
+    geometric mean with a constant attention, cam the [0, 1]-scaled heatmap times sigmoid(mean CAM logit)."""
+    size = 32
+    images = torch.zeros(2, 3, size, size)
+    translated = images.clone()
+    translated[0, :, 16, 16] = -0.8  # |change| 0.8 on all 3 channels: 0.8 / 2 = 0.4
+    translated[1, 0, 10, 20] = 0.6   # 0.6 on one channel: 0.6 / 3 / 2 = 0.1
+    attention = torch.stack([torch.full((1, size, size), 0.36), torch.full((1, size, size), 0.81)])
+    ramp = torch.arange(size, dtype=torch.float32).expand(size, size)
+    heatmap = torch.stack([ramp, 2 * ramp + 5])[:, None]  # both scale to column / 31
+    cam_logit = torch.tensor([[math.log(3), math.log(3)], [0.5, -2.5]])  # sigmoid of the mean: 3/4, 1/(1+e)
+    model = make_model()
+    model.G_AB = _FixedGenerator(GeneratorOutput(translated, cam_logit, heatmap, attention, None, None))
+
+    out = model.infer(images)
+
+    taps = np.exp(-np.array([1.0, 0.0, 1.0]) / (2 * 0.5 ** 2))
+    kernel = np.outer(taps, taps) / taps.sum() ** 2
+    difference = np.zeros((2, size, size))
+    difference[0, 15:18, 15:18] = 0.4 * kernel
+    difference[1, 9:12, 19:22] = 0.1 * kernel
+    score = np.array([0.75, 1 / (1 + math.e)])
+    expected = {'attention': np.stack([np.full((size, size), 0.36), np.full((size, size), 0.81)]),
+                'difference': difference,
+                'fused': np.sqrt(np.array([0.36, 0.81])[:, None, None] * difference),
+                'cam': score[:, None, None] * np.broadcast_to(np.arange(size) / (size - 1), (2, size, size))}
+    assert set(out['maps']) == set(expected)
+    for mode, values in expected.items():
+        np.testing.assert_allclose(out['maps'][mode].numpy(), values, rtol=1e-5, atol=1e-6, err_msg=mode)
+    np.testing.assert_allclose(out['score'].numpy(), score, rtol=1e-6)
 
 
 def _generators(model):
@@ -58,6 +106,36 @@ def test_a_few_steps_on_one_batch_reduce_the_generator_loss(make_model, batch):
         history.append({k: float(v) for k, v in model.get_current_losses().items()})
     assert history[-1]['G_total'] < 0.95 * history[0]['G_total']
     assert history[-1]['G_cycle'] < history[0]['G_cycle']
+
+
+# Each loss weight and the losses it scales.
+LOSSES_OF_WEIGHT = {'adv_weight': ('G_adv_A', 'G_adv_B', 'D_A', 'D_B'), 'cycle_weight': ('G_cycle',),
+                    'identity_weight': ('G_identity',), 'cam_weight': ('G_cam',), 'recon_weight': ('G_recon',),
+                    'mask_weight': ('G_mask',)}
+
+
+def test_each_loss_weight_scales_exactly_the_loss_it_names(make_model, batch):
+    """All weights 1, then one at a time 0: that weight's losses vanish, every other loss is bit-equal and
+    G_total loses exactly those terms. The per-dataset defaults are equal in pairs (BraTS: cycle =
+    identity = recon = 10), which would hide a swap of two weights."""
+    def first_losses(*flags):
+        model = make_model(*flags)
+        model.set_input(batch)
+        model.optimize_parameters()  # the losses it reports are those before its update
+        return {name: float(value) for name, value in model.get_current_losses().items()}
+
+    ones = [arg for weight in LOSSES_OF_WEIGHT for arg in (f'--{weight}', '1')]
+    full = first_losses(*ones)
+    assert all(full[name] > 0 for names in LOSSES_OF_WEIGHT.values() for name in names), full
+    for weight, named in LOSSES_OF_WEIGHT.items():
+        without = first_losses(*ones, f'--{weight}', '0')
+        for name in full:
+            if name in named:
+                assert without[name] == 0, (weight, name)
+            elif name != 'G_total':
+                assert without[name] == full[name], (weight, name)
+        removed = sum(full[name] for name in named if name.startswith('G_'))
+        assert without['G_total'] == pytest.approx(full['G_total'] - removed, rel=1e-6), weight
 
 
 def test_discriminators_frozen_in_g_step_and_fakes_detached_in_d_step(make_model, batch):

@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,9 @@ from PIL import Image
 from scipy import ndimage
 
 import crf
+from conftest import REPO_ROOT
+from util import crf_utils
+from data.image_io import read_mask
 from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, dense_crf, param_grid, parse_crf_params, read_prob,
                             refine_many, search_params)
 from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores, confusion_counts, scores_from_counts
@@ -42,15 +46,16 @@ def _png(path, array):
     Image.fromarray(array).save(path)
 
 
-def _make_run(tmp_path, splits=('val', 'testA', 'testB'), n_images=3, seed=0):
-    """Dataset <tmp>/data/ds/f1 and test.py's outputs in <tmp>/results/ds/f1/run/test/<split>/."""
+def _make_run(tmp_path, splits=('val', 'testA', 'testB'), n_images=3, seed=0, false_alarms=0):
+    """Dataset <tmp>/data/ds/f1 and test.py's outputs in <tmp>/results/ds/f1/run/test/<split>/; the first
+    ``false_alarms`` testB images hold a lesion-like patch that test.py marked."""
     rng = np.random.default_rng(seed)
     data, test_root = tmp_path / 'data' / 'ds' / 'f1', tmp_path / 'results' / 'ds' / 'f1' / 'run' / 'test'
     for split in ('val', 'testA', 'testB'):
         scores = SegmentationScores()
         for index in range(n_images):
             name = f'{split}_{index}'
-            raw, gt, prob = _scene(rng, lesion=split != 'testB')
+            raw, gt, prob = _scene(rng, lesion=split != 'testB' or index < false_alarms)
             if split == 'testB':
                 _png(data / split / f'{name}.png', raw)
             else:
@@ -103,11 +108,26 @@ def test_parse_crf_params_and_grid():
         parse_crf_params('postprocess=biggest')
     assert parse_crf_params('colour=2,postprocess=central+fill') == CRFParams(colour=2.0, postprocess='central+fill')
     grid = param_grid()
-    assert 100 <= len(grid) <= 200 and len(set(grid)) == len(grid)
+    assert len(set(grid)) == len(grid)
     assert {c.colour for c in grid} == set(COLOUR_WEIGHTS) and {c.postprocess for c in grid} == {'none'}
     with_post = param_grid('central+fill')
     assert len(with_post) == 2 * len(grid) and {c.postprocess for c in with_post} == {'none', 'central+fill'}
     assert with_post[0] == CRFParams(alpha=1, sxy=20, srgb=10, bi_compat=3, n_iter=5)  # mildest first
+
+
+def test_grid_has_the_readmes_size_and_crf_runs_per_image(tmp_path, monkeypatch):
+    """README: 288 settings and 72 CRF runs per image for a rule with post-processing (ISIC's)."""
+    with open(os.path.join(REPO_ROOT, 'README.md'), encoding='utf-8') as handle:
+        assert '288 settings, 72 CRF runs per image' in ' '.join(handle.read().split())
+    grid = param_grid('central+fill')
+    root, test_root = _make_run(tmp_path, n_images=1)
+    runs = []
+    real_crf = crf_utils.dcrf.DenseCRF2D
+    monkeypatch.setattr(crf_utils.dcrf, 'DenseCRF2D', lambda *args: runs.append(args) or real_crf(*args))
+    val = root / 'data' / 'ds' / 'f1' / 'val'
+    search_params([(str(val / 'images' / 'val_0.png'), str(test_root / 'val' / 'prob' / 'val_0.png'),
+                    str(val / 'labels' / 'val_0_segmentation.png'))], grid)
+    assert (len(grid), len(runs)) == (288, 72)
 
 
 def test_postprocess_cleans_the_crf_mask():
@@ -175,6 +195,18 @@ def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
             assert mask.shape == (SIZE, SIZE) and set(np.unique(mask)) <= {0, 255}
             assert not mask[:BORDER].any() and not mask[:, -BORDER:].any()
             assert np.asarray(Image.open(out / split / 'overlays' / f'{name}.png')).shape == (SIZE, SIZE, 3)
+
+
+def test_testB_figures_are_those_of_the_written_masks(tmp_path):
+    root, test_root = _make_run(tmp_path, false_alarms=1)
+    crf.main(_argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'testB'))
+    summary = json.loads((_crf_dir(root) / 'testB' / 'summary.json').read_text())
+    for figures, folder in ((summary, _crf_dir(root) / 'testB'), (summary['before'], test_root / 'testB')):
+        masks = [read_mask(path) for path in sorted((folder / 'masks').glob('*.png'))]
+        assert len(masks) == 3 and sum(mask.any() for mask in masks) == 1  # the one false alarm
+        assert figures['fp_rate'] == pytest.approx(1 / 3)
+        assert figures['mean_area'] == pytest.approx(np.mean([mask.mean() for mask in masks]))
+        assert 0 < figures['mean_area'] < 0.1
 
 
 def test_selection_reads_only_val_labels(tmp_path):

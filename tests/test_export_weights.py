@@ -3,16 +3,21 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 import crf
 import test as test_script
 import train
-from conftest import TINY_DATASET, TINY_FOLDER
+from conftest import REPO_ROOT, TINY_DATASET, TINY_FOLDER
+from data.image_io import read_mask
 from tools.export_weights import export, readme_section
+from util.checkpoints import list_checkpoints
+from util.crf_utils import read_prob
 from util.pipeline_report import replace_section
 from util.machine import machine
+from util.metrics import SCORE_NAMES
 
 CRF_FLAGS = ['--crf_params', 'alpha=2,n_iter=5', '--num_workers', '1']
 
@@ -46,25 +51,74 @@ def test_weights_hold_the_generator_in_half_precision_and_every_val_choice(relea
     assert state['architecture']['img_size'] == 32 and state['options']['ch'] == 4
 
 
-def test_weights_work_on_a_folder_with_only_testA_and_testB(released, tiny_dataroot, tiny_test_argv, tmp_path):
-    # The released-weights use case: no training folders and no val split at all.
+@pytest.fixture
+def bare_dataroot(tiny_dataroot, tmp_path):
+    """The released-weights use case: a copy of the tiny folder with testA and testB only (no training
+    folders, no val split); returns its dataroot."""
     root = tmp_path / 'bare'
     source = os.path.join(tiny_dataroot, TINY_DATASET, TINY_FOLDER)
     for split in ('testA', 'testB'):
         shutil.copytree(os.path.join(source, split), root / TINY_DATASET / TINY_FOLDER / split)
+    return str(root)
+
+
+def test_weights_work_on_a_folder_with_only_testA_and_testB(released, bare_dataroot, tiny_test_argv, run_folder,
+                                                           tmp_path):
     out = str(tmp_path / 'out')
-    argv = tiny_test_argv('--dataroot', str(root), '--result_dir', out, name='rel')
+    argv = tiny_test_argv('--dataroot', bare_dataroot, '--result_dir', out, name='rel')
     test_script.main(argv + ['--weights', released])
+    names = sorted(os.listdir(os.path.join(out, TINY_DATASET, TINY_FOLDER, 'rel', 'test', 'testA', 'masks')))
+    assert len(names) == 3
     crf.main(argv + ['--num_workers', '1'])
     stored = torch.load(released, map_location='cpu', weights_only=False)['selection']
     tested = _summary(out, 'test', 'testA', 'rel')
     refined = _summary(out, 'crf', 'testA', 'rel')
-    for summary in (tested, refined):
-        assert all(0 <= summary[k] <= 1 for k in ('JA', 'DI', 'AC', 'SE', 'SP'))
+    # The run's own testA result, from the checkpoint in float32: the half-precision copy moves a few
+    # pixels across the threshold at most.
+    own = _summary(str(tmp_path / 'results'), 'test', 'testA', 'run')
+    assert {k: tested[k] for k in SCORE_NAMES} == pytest.approx({k: own[k] for k in SCORE_NAMES}, abs=0.005)
+    masks = [[read_mask(os.path.join(folder, 'test', 'testA', 'masks', name)) for name in names]
+             for folder in (os.path.join(out, TINY_DATASET, TINY_FOLDER, 'rel'), run_folder())]
+    assert np.mean(np.stack(masks[0]) != np.stack(masks[1])) < 0.005
+    assert all(0 <= refined[k] <= 1 for k in SCORE_NAMES)
     assert tested['selection']['chosen_on'] == 'stored'
     assert tested['selection']['threshold'] == stored['threshold']
     assert refined['selection']['chosen_on'] == 'stored'
     assert refined['selection']['crf'] == stored['crf']
+
+
+def test_weights_hold_the_chosen_checkpoints_A_to_B_generator(released, run_folder):
+    exported = torch.load(released, map_location='cpu', weights_only=False)
+    [path] = [path for step, path in list_checkpoints(run_folder()) if step == exported['step']]
+    trained = torch.load(path, map_location='cpu', weights_only=False)['nets']
+    generator = exported['nets']['G_AB']
+    assert list(generator) == list(trained['G_AB'])
+    for key, value in generator.items():
+        assert torch.equal(value, trained['G_AB'][key].to(value.dtype)), key
+    # The two generators share one architecture: only the values tell the lesion-removing one apart.
+    assert not all(torch.equal(value, trained['G_BA'][key].to(value.dtype)) for key, value in generator.items())
+
+
+@pytest.mark.parametrize('name', ['ISIC.pt', 'ISIC_stage1.pt', 'ISIC_stage2.pt', 'BraTS.pt', 'BraTS_stage1.pt',
+                                  'BraTS_stage2.pt'])
+def test_shipped_weights_serve_a_folder_with_their_stored_choices(name, bare_dataroot, tiny_test_argv, tmp_path):
+    """Each file of weights/ loads into today's code and applies what val chose when it was exported."""
+    weights = os.path.join(REPO_ROOT, 'weights', name)
+    out = str(tmp_path / 'out')
+    test_script.main(tiny_test_argv('--dataroot', bare_dataroot, '--result_dir', out, '--weights', weights,
+                                    name='shipped'))
+    stored = torch.load(weights, map_location='cpu', weights_only=False)['selection']
+    chosen = _summary(out, 'test', 'testA', 'shipped')['selection']
+    rule = ('map_mode', 'binarize', 'threshold', 'postprocess', 'step')
+    assert chosen['chosen_on'] == 'stored' and {k: chosen[k] for k in rule} == {k: stored[k] for k in rule}
+    for split, count in (('testA', 3), ('testB', 2)):
+        folder = os.path.join(out, TINY_DATASET, TINY_FOLDER, 'shipped', 'test', split)
+        names = sorted(os.listdir(os.path.join(folder, 'masks')))
+        assert len(names) == count and sorted(os.listdir(os.path.join(folder, 'prob'))) == names
+        for image in names:
+            mask = read_mask(os.path.join(folder, 'masks', image))
+            assert mask.shape == (32, 32)
+            np.testing.assert_array_equal(read_prob(os.path.join(folder, 'prob', image)) >= 0.5, mask)
 
 
 def test_export_without_test_run_says_what_to_do(tmp_path):

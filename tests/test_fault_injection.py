@@ -30,7 +30,7 @@ import crf
 import test as test_script
 import train
 from conftest import (REPO_ROOT, TINY_DATASET, TINY_FLAGS, TINY_FOLDER, TINY_TEST_FLAGS, VisdomServer, file_hashes,
-                      traces, wait_until)
+                      traces, usage_error, wait_until)
 from data.synthetic import ensure_demo_dataset
 from models import base_model, create_model
 from models.base_model import CHECKPOINT_FORMAT
@@ -572,9 +572,8 @@ def test_non_finite_values_stop_training_naming_what_and_when(fault, tiny_argv, 
 
 
 def test_an_lr_beyond_float32_is_refused_by_the_parser(tiny_argv, capsys):
-    with pytest.raises(SystemExit):
-        TrainOptions().parse(tiny_argv('--lr', 1e39))
-    assert 'error: --lr must be positive and at most 3.403e+38' in capsys.readouterr().err
+    assert 'error: --lr must be positive and at most 3.403e+38' in usage_error(capsys, TrainOptions().parse,
+                                                                                tiny_argv('--lr', 1e39))
 
 
 def test_detect_anomaly_runs(tiny_argv, run_folder):
@@ -650,15 +649,40 @@ def test_result_dir_below_a_file_is_refused_before_anything_runs(script, workspa
     assert '\n' not in message and blocker.read_text() == 'a file, not a folder'
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root writes through chmod; a result_dir below a file covers the '
-                                               'refusal (test above)')
-@pytest.mark.parametrize('script', SCRIPTS)
-def test_read_only_result_dir_is_refused_before_anything_runs(script, workspace):
+def _read_only_prefix(folder):
+    """A command prefix that runs its command with ``folder`` read-only: a private read-only tmpfs mounted
+    on it in a new mount namespace (root writes through any chmod, not through a read-only mount; a user
+    gets the namespace as root of a user namespace), else, for a user without namespaces, chmod 555.
+    Skips the test as root where no mount namespace can be made."""
+    namespace = ['unshare', '--mount'] + ([] if os.geteuid() == 0 else ['--map-root-user'])
+    mounted = namespace + ['sh', '-c', 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(folder)]
+    probe = subprocess.run(mounted + ['true'], capture_output=True, text=True) if shutil.which('unshare') else None
+    if probe and probe.returncode == 0:
+        return mounted
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    pytest.skip('root writes through chmod 555 and no read-only mount can be made here: '
+                + (probe.stderr.strip() if probe else 'no unshare command'))
+
+
+def test_read_only_result_dir_is_refused_before_anything_runs(workspace):
+    """Each script started on a --result_dir below a read-only folder, the three together (a start costs
+    seconds): exit 1 with one error line, and nothing written."""
     root, results = workspace
     read_only = results.parent / 'read_only'
-    read_only.mkdir(mode=0o555)
-    message = error_of(script, run_argv(script, root, read_only / 'results'))
-    assert str(read_only) in message and 'writable --result_dir' in message and '\n' not in message
+    read_only.mkdir()
+    prefix = _read_only_prefix(read_only)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    running = {script: subprocess.Popen([*prefix, sys.executable, f'{script}.py',
+                                         *run_argv(script, root, read_only / 'results')], cwd=REPO_ROOT, env=env,
+                                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for script in SCRIPTS}
+    for script, process in running.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1 and stderr.count('\n') == 1, (script, stderr)
+        assert stderr.startswith(f'error: cannot write in {read_only} (') and 'writable --result_dir' in stderr, \
+            (script, stderr)
     assert os.listdir(read_only) == []
 
 

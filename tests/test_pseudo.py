@@ -11,7 +11,7 @@ import crf
 import pseudo
 import test as test_script
 import train
-from conftest import TINY_FOLDER
+from conftest import TINY_FOLDER, file_hashes, usage_error
 from data.image_io import list_images, read_mask
 from data.pseudo_dataset import read_confidence
 from options.train_options import TrainOptions
@@ -83,10 +83,15 @@ def test_pseudo_masks_then_stage_two_then_test_and_crf(stage_one, tiny_dataroot,
 
 
 def test_pseudo_masks_are_deterministic(stage_one, tiny_test_argv):
+    """Every file byte for byte: masks, confidence and probability PNGs, and summary.json."""
+    out = os.path.join(stage_one, 'pseudo')
     pseudo.main(_pseudo_argv(tiny_test_argv))
-    first = open(os.path.join(stage_one, 'pseudo', 'summary.json')).read()
+    first = file_hashes(out)
+    masks = [read_mask(os.path.join(out, 'A', 'masks', name)) for name in os.listdir(os.path.join(out, 'A', 'masks'))]
+    assert any(mask.any() for mask in masks)  # not trivially equal: some pseudo-masks hold a lesion
     pseudo.main(_pseudo_argv(tiny_test_argv))
-    assert open(os.path.join(stage_one, 'pseudo', 'summary.json')).read() == first
+    assert file_hashes(out) == first
+    assert {os.path.dirname(path) for path in first} == {'', 'A/prob', 'A/masks', 'A/confidence', 'B/masks'}
 
 
 def test_stage_two_without_pseudo_masks_names_the_fix(stage_one, tiny_argv):
@@ -199,12 +204,10 @@ def test_select_few_holds_its_images_out_of_training_and_is_chosen_on(stage_one,
         os.remove(os.path.join(few, 'held2', 'A', name))
         os.remove(os.path.join(few, 'held2', 'B', name[:-4] + '_segmentation.png'))
     stage2 = ['--stage', '2', '--pseudo', 's1', '--save_freq', '2', '--dataroot', root]
-    with pytest.raises(SystemExit):
-        train.main(tiny_argv('--select_few', 'held2', '--dataroot', root, name='s1h'))
-    assert '--select_few holds labelled images out of stage-2 training; it needs --stage 2' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        train.main(tiny_argv(*stage2, '--select_few', 'held2', '--few_sample', 'held2', name='s2h'))
-    assert 'cannot be both trained on (--few_sample) and held out' in capsys.readouterr().err
+    assert '--select_few holds labelled images out of stage-2 training; it needs --stage 2' in \
+        usage_error(capsys, train.main, tiny_argv('--select_few', 'held2', '--dataroot', root, name='s1h'))
+    both = tiny_argv(*stage2, '--select_few', 'held2', '--few_sample', 'held2', name='s2h')
+    assert 'cannot be both trained on (--few_sample) and held out' in usage_error(capsys, train.main, both)
     with pytest.raises(SystemExit, match='holds out all 6 lesion training images'):
         train.main(tiny_argv(*stage2, '--select_few', 'stage2_8', name='s2h'))
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import usage_error
 from data.pseudo_dataset import MaskedImage, PseudoMaskDataset
 from models.seg_model import SegModel, UNet, weighted_losses
 from options.train_options import TrainOptions
@@ -43,14 +44,14 @@ def _seg_opt(tmp_path, *extra):
                                  '--device', 'cpu', '--amp', 'off', '--batch_size', '2', *extra])
 
 
-def test_stage_two_defaults_and_model_check(tmp_path):
+def test_stage_two_defaults_and_model_check(tmp_path, capsys):
     opt = _seg_opt(tmp_path)
     assert (opt.model, opt.name, opt.lr, opt.iteration) == ('seg', 'stage2', 1e-3, 2000)
     assert _seg_opt(tmp_path, '--lr', '0.01', '--name', 'mine').lr == 0.01
-    with pytest.raises(SystemExit):
-        TrainOptions().parse(['--model', 'seg', '--dataroot', str(tmp_path)])
-    with pytest.raises(SystemExit):
-        _seg_opt(tmp_path, '--model', 'cltnet')
+    refusal = 'error: --model seg trains only in stage 2 (--stage 2), on pseudo-masks; stage 2 trains only --model seg'
+    assert f'{refusal} (got --stage 1 --model seg)' in usage_error(capsys, TrainOptions().parse,
+                                                                    ['--model', 'seg', '--dataroot', str(tmp_path)])
+    assert f'{refusal} (got --stage 2 --model cltnet)' in usage_error(capsys, _seg_opt, tmp_path, '--model', 'cltnet')
 
 
 def _square_batch(n):

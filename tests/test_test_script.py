@@ -296,3 +296,27 @@ def test_weights_of_another_dataset(trained, tmp_path, capsys, dataset, allow, o
     weights_file.check_dataset(state, dataset, 'w.pt', allow)
     out = capsys.readouterr().out
     assert out == ('' if outcome == 'silent' else f'note: w.pt was trained on ISIC; applying it to {dataset}\n')
+
+
+def test_testB_rate_and_testA_auc_are_those_of_the_written_masks_and_the_scores(trained, run_test, monkeypatch):
+    """summary.json's testB fp_rate / mean_area against the written masks, and testA's AUC against image
+    scores known by hand: they replace the model's on their way to the summary, since a 4-step model
+    ranks at chance (AUC 0.5), where swapped labels would give the same value."""
+    hand_scores = {'testA': [0.9, 0.6, 0.3], 'testB': [0.5, 0.1]}  # 5 of the 6 (A, B) pairs ranked right
+    predict_split = test_script.predict_split
+
+    def with_hand_scores(model, pairs, opt, desc, **kwargs):
+        items = predict_split(model, pairs, opt, desc, **kwargs)
+        for item, score in zip(items, hand_scores.get(desc, [])):
+            item['score'] = score
+        return items
+    monkeypatch.setattr(test_script, 'predict_split', with_hand_scores)
+    run_test()
+
+    masks = [read_mask(path) for path in list_images(os.path.join(trained, 'test', 'testB', 'masks'))]
+    testB = _summary(trained, 'testB')
+    assert len(masks) == testB['n_images'] == 2
+    assert testB['fp_rate'] == np.mean([mask.any() for mask in masks])
+    assert testB['mean_area'] == pytest.approx(np.mean([mask.mean() for mask in masks]))
+    assert testB['fp_rate'] != pytest.approx(testB['mean_area'])  # the data tells the two apart
+    assert _summary(trained, 'testA')['auc'] == pytest.approx(5 / 6)
