@@ -20,6 +20,8 @@ LOSS_WEIGHTS = {
     'ISIC': dict(adv_weight=1, cycle_weight=5, identity_weight=50, cam_weight=1400, recon_weight=10),
 }
 PRESETS = {'paper': PAPER_PRESET, 'cpu': CPU_PRESET}
+# Where the values of the other scripts' flags go while parsing (then dropped).
+OTHER_PREFIX = 'other_script_'
 
 
 def str2bool(value):
@@ -51,7 +53,9 @@ class BaseOptions:
     # Preset entries this script takes; the schedule entries only matter for training.
     preset_keys = ('img_size', 'ch', 'n_res', 'light')
 
-    def build_parser(self):
+    def build_parser(self, accept_others=True):
+        """The script's parser; with ``accept_others`` it also takes (and ignores) every flag of the other
+        scripts, hidden from --help, so train.py, test.py, crf.py and pseudo.py share one argument list."""
         parser = argparse.ArgumentParser(description=self.description,
                                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         g = parser.add_argument_group('data and run')
@@ -103,7 +107,22 @@ class BaseOptions:
                        help='True: compile every network with torch.compile (needs a C++ compiler on CPU, '
                             'Triton on CUDA; the first steps are slow while it compiles)')
         self.add_arguments(parser)
+        if accept_others:
+            self.add_other_scripts_flags(parser)
         return parser
+
+    def add_other_scripts_flags(self, parser):
+        """Hidden flags for what only the other scripts take; their values never reach ``opt``."""
+        from . import script_options  # the other scripts' option classes import this module
+        for other in script_options():
+            if type(self) is other:
+                continue
+            for action in other().build_parser(accept_others=False)._actions:
+                if not action.option_strings or any(o in parser._option_string_actions for o in action.option_strings):
+                    continue
+                kind = {'action': 'store_true'} if action.nargs == 0 else {}
+                parser.add_argument(*action.option_strings, dest=OTHER_PREFIX + action.dest,
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kind)
 
     def add_arguments(self, parser):
         """Hook for subclasses."""
@@ -118,6 +137,8 @@ class BaseOptions:
         values = {key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}
         parser.set_defaults(preset=preset, **{**values, **self.preset_extras(first)})
         opt = parser.parse_args(argv)
+        for key in [key for key in vars(opt) if key.startswith(OTHER_PREFIX)]:
+            delattr(opt, key)
         opt.is_train = self.is_train
         opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + argv)
         if opt.folder is None:

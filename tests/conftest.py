@@ -64,26 +64,16 @@ def run_folder(tmp_path):
     return folder
 
 
-# Flags of TINY_FLAGS that only train.py knows; test.py and crf.py share every other (base) flag.
-TRAIN_ONLY_FLAGS = ('--display_id', '--iteration')
-
-
 @pytest.fixture
 def tiny_test_argv(tiny_argv):
-    """Factory ``tiny_test_argv(*extra, name='run')``: test.py arguments matching ``tiny_argv`` (same data,
-    result dir, architecture and hardware flags, without the training-only ones); ``extra`` comes last."""
+    """Factory ``tiny_test_argv(*extra, name='run')``: test.py (or crf.py, pseudo.py) arguments: the very
+    list of ``tiny_argv``, as the scripts share one argument list; ``extra`` comes last."""
     def make(*extra, name='run'):
-        return _without_train_only(tiny_argv(name=name)) + list(map(str, extra))
+        return tiny_argv(name=name) + list(map(str, extra))
     return make
 
 
-def _without_train_only(argv):
-    """``argv`` less the TRAIN_ONLY_FLAGS and their values."""
-    return [arg for i, arg in enumerate(argv)
-            if arg not in TRAIN_ONLY_FLAGS and (i == 0 or argv[i - 1] not in TRAIN_ONLY_FLAGS)]
-
-
-TINY_TEST_FLAGS = _without_train_only(TINY_FLAGS)
+TINY_TEST_FLAGS = TINY_FLAGS
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def test_display_env_defaults_to_the_run_name_and_run_dir(tmp_path):
 
 
 def test_every_train_flag_has_a_help_string(capsys):
-    parser = TrainOptions().build_parser()
+    parser = TrainOptions().build_parser(accept_others=False)
     flags = []
     for action in parser._actions:
         assert action.help and action.help != argparse.SUPPRESS, action.option_strings
@@ -118,3 +118,25 @@ def test_every_train_flag_has_a_help_string(capsys):
                  '--num_workers', '--display_server', '--display_port', '--display_env', '--display_id',
                  '--preset'):
         assert flag in flags, flag
+
+
+def test_every_script_takes_the_one_shared_argument_list(capsys):
+    """A training command line serves test.py, crf.py and pseudo.py as it is (and the reverse); another
+    script's flags are accepted, kept out of the options and out of --help."""
+    from options import script_options
+    shared = ['--dataset', 'ISIC', '--display_id', '0', '--iteration', '7', '--reselect', '--splits', 'val',
+              '--crf_params', 'alpha=2', '--boundary_band', '0.1', '--map_mode', 'cam', '--degrade_A', '0.5']
+    for options in script_options():
+        opt = options().parse(shared)
+        own = {action.dest for action in options().build_parser(accept_others=False)._actions}
+        assert not [key for key in vars(opt) if key.startswith('other_script_')]
+        assert ('display_id' in vars(opt)) == ('display_id' in own)
+        assert ('boundary_band' in vars(opt)) == ('boundary_band' in own)
+        with pytest.raises(SystemExit) as info:
+            options().parse(['--help'])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        assert ('--display_id' in text) == ('display_id' in own) and ('--boundary_band' in text) == ('boundary_band' in own)
+    with pytest.raises(SystemExit) as info:
+        script_options()[1]().parse(['--no_such_flag', '1'])
+    assert info.value.code == 2 and 'unrecognized arguments: --no_such_flag 1' in capsys.readouterr().err

@@ -32,7 +32,7 @@ class RecipeError(ValueError):
 
 def _flag_names(options_class):
     """The flags (without dashes) that a script's parser has."""
-    parser = options_class().build_parser()
+    parser = options_class().build_parser(accept_others=False)
     return {opt[2:] for opt in parser._option_string_actions if opt.startswith('--') and opt != '--help'}
 
 
