@@ -9,10 +9,17 @@
 #                                        crf.py on it, pseudo.py, then a U-Net on the pseudo-masks, run
 #                                        "$NAME"_stage2; STAGE2_ARGS="--few_sample stage2_50" adds flags to it
 #   bash start_train.sh 2                the same on the demo data
+#   bash start_train.sh ISIC all         the whole pipeline with recipes/ISIC.toml (pipeline.py): stage 1,
+#                                        self-training rounds, the released two-stage file <run>/release.pt;
+#                                        RECIPE=my.toml picks another recipe; extra arguments go to pipeline.py
 # The preset is 'paper' on a GPU and 'cpu' otherwise (python train.py --help lists every flag).
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/launcher_common.sh
+if [[ "$STAGE" == all ]]; then
+    exec "$PYTHON" pipeline.py --dataroot "$DATAROOT" --dataset "$DATASET" \
+        --recipe "${RECIPE:-recipes/$DATASET.toml}" --name "$NAME" "${EXTRA[@]}"
+fi
 train_args=(--name "$NAME")
 if [[ "$DATASET" == demo ]]; then
     # The demo phantoms are 64 px: a small network learns them in a few hundred steps.

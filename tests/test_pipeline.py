@@ -196,3 +196,18 @@ def test_step_timer_records_seconds(monkeypatch, tmp_path):
                                     'command again (finished steps are kept)')
     record = json.loads(open(os.path.join(runner.folder, 'pipeline.json')).read())['steps']['stage1']
     assert record['status'] == 'started' and record['seconds_before'] >= 0.05
+
+
+def test_start_train_all_runs_the_pipeline_with_the_datasets_recipe(tmp_path):
+    fake = tmp_path / 'python'
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    script = os.path.join(REPO_ROOT, 'start_train.sh')
+    env = dict(os.environ, PYTHON=str(fake), DATAROOT='../data', NAME='mine')
+    ran = subprocess.run(['bash', script, 'ISIC', 'all', '--seed', '3'], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert ran == ['pipeline.py', '--dataroot', '../data', '--dataset', 'ISIC', '--recipe', 'recipes/ISIC.toml',
+                   '--name', 'mine', '--seed', '3']
+    ran = subprocess.run(['bash', script, 'all'], env=dict(env, RECIPE='my.toml'), capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert ran[:7] == ['pipeline.py', '--dataroot', './dataset', '--dataset', 'demo', '--recipe', 'my.toml']
