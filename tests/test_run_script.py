@@ -1,0 +1,60 @@
+"""Tests of util/run_script.py with a stub script (no torch, so each child starts in a fraction of a second):
+exit codes, the working directory, the deadline's SIGINT, and Ctrl-C / SIGTERM reaching the child."""
+import signal
+import textwrap
+import time
+
+import pytest
+
+from util.run_script import run_script
+
+# Stops on SIGINT or SIGTERM with 128 + its number, as train.py does. Its first word says what it does
+# first: 'write PATH' (then exit 3), 'wait', 'ctrl-c' (SIGINT to its parent and itself, as a terminal
+# sends it to the whole process group) or 'term-parent' (SIGTERM to its parent alone).
+STUB = textwrap.dedent('''
+    import os, signal, sys, time
+    signal.signal(signal.SIGINT, lambda signum, _: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    mode = sys.argv[1]
+    if mode == 'write':
+        open(sys.argv[2], 'w').close()
+        sys.exit(3)
+    if mode == 'ctrl-c':
+        os.kill(os.getppid(), signal.SIGINT)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+    if mode == 'term-parent':
+        os.kill(os.getppid(), signal.SIGTERM)
+    time.sleep(30)
+''')
+
+
+@pytest.fixture
+def stub(tmp_path):
+    path = tmp_path / 'stub.py'
+    path.write_text(STUB)
+    return str(path)  # absolute: run_script's join with the repository root keeps it
+
+
+def test_exit_code_is_returned_and_relative_flags_mean_the_working_directory(stub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_script([stub, 'write', 'made.txt']) == 3
+    assert (tmp_path / 'made.txt').is_file()
+
+
+def test_deadline_sends_sigint_and_waits_for_the_child_to_stop(stub):
+    started = time.monotonic()
+    assert run_script([stub, 'wait'], deadline=1.0) == 128 + signal.SIGINT
+    assert 1.0 <= time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize('mode, code', [('ctrl-c', 128 + signal.SIGINT), ('term-parent', 128 + signal.SIGTERM)])
+def test_a_signal_to_the_driver_reaches_the_child_and_the_driver_waits_for_it(stub, mode, code):
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_script([stub, mode]) == code
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_script_is_found_under_the_repository_root_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_script(['train.py', '--help']) == 0
