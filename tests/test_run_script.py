@@ -1,11 +1,15 @@
 """Tests of util/run_script.py with a stub script (no torch, so each child starts in a fraction of a second):
-exit codes, the working directory, the deadline's SIGINT, and Ctrl-C / SIGTERM reaching the child."""
+exit codes, the working directory, the deadline's SIGINT, and Ctrl-C / SIGTERM reaching the child; and no
+module importing a script instead."""
+import ast
+import os
 import signal
 import textwrap
 import time
 
 import pytest
 
+from conftest import REPO_ROOT
 from util.run_script import run_script
 
 # Stops on SIGINT or SIGTERM with 128 + its number, as train.py does. Its first word says what it does
@@ -58,3 +62,27 @@ def test_a_signal_to_the_driver_reaches_the_child_and_the_driver_waits_for_it(st
 def test_the_script_is_found_under_the_repository_root_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_script(['train.py', '--help']) == 0
+
+
+def test_no_module_imports_a_script():
+    # Scripts (the .py files at the repository root) run through run_script; what two of them share
+    # lives in models/, data/ or util/.
+    scripts = {name[:-3] for name in os.listdir(REPO_ROOT) if name.endswith('.py')}
+    found = []
+    for folder in ('', 'tools', 'util', 'models', 'data', 'options'):
+        for name in sorted(os.listdir(os.path.join(REPO_ROOT, folder))):
+            if name.endswith('.py'):
+                path = os.path.join(folder, name)
+                with open(os.path.join(REPO_ROOT, path), encoding='utf-8') as handle:
+                    tree = ast.parse(handle.read())
+                found += [(path, module) for module in _imported(tree) if module in scripts]
+    assert found == []
+
+
+def _imported(tree):
+    """Top-level names of the absolute imports in ``tree``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module.split('.')[0]
