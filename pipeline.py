@@ -30,7 +30,6 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -42,9 +41,7 @@ from util.pipeline_record import PipelineRecord, current_commit, digest
 from util.pipeline_report import update_readme
 from util.recipe import RecipeError, read_recipe, recipe_relative, step_flags
 from util.records import crf_record_path, read_record, test_record_path
-
-
-REPOSITORY = os.path.dirname(os.path.abspath(__file__))
+from util.run_script import run_script
 
 
 class Step:
@@ -99,12 +96,9 @@ class Pipeline:
         self.record.steps[step.name] = {**plan, 'status': 'started', 'commit': current_commit(),
                                         'seconds_before': earlier}
         self.record.save()
-        # The scripts beside this file, run from the current folder, so relative paths mean the same to them.
-        command = [sys.executable, os.path.join(REPOSITORY, step.argv[0]), *step.argv[1:]]
-        command += ['--resume', 'True'] if resume else []
         print(f"[{step.name}] {'continuing' if resume else 'running'}: python {' '.join(step.argv)}", flush=True)
         started = time.time()
-        code = run_child(command)
+        code = run_script(step.argv + (['--resume', 'True'] if resume else []))
         seconds = time.time() - started
         self.record.steps[step.name]['seconds_before'] = earlier + seconds
         if code != 0:
@@ -232,21 +226,6 @@ class Pipeline:
             update_readme(self.args.readme, self.args.dataset, self.args.out, self.record.data,
                           self.run_folder('release'), self.args.command)
         print(f'released {self.args.out}; steps recorded in {self.record.path}')
-
-
-def run_child(command):
-    """Run one step's script and return its exit code. Ctrl-C reaches the child too (same process
-    group), so the pipeline waits for it to save and stop; SIGTERM is passed on to it."""
-    child = subprocess.Popen(command)
-    previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
-    try:
-        while True:
-            try:
-                return child.wait()
-            except KeyboardInterrupt:
-                continue  # the child got the same Ctrl-C and is saving; wait for it
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_args(argv=None):

@@ -6,8 +6,6 @@ containers of them, never code, so a crafted or planted file cannot run anything
 """
 import argparse
 
-import torch
-
 from . import create_model
 from .base_model import CHECKPOINT_FORMAT, CheckpointError, torch_load_safely
 

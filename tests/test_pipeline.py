@@ -189,7 +189,7 @@ def test_step_timer_records_seconds(monkeypatch, tmp_path):
     args = pipeline.parse_args(['--dataset', 'demo', '--recipe', 'recipes/demo.toml', '--result_dir', str(tmp_path)])
     runner = pipeline.Pipeline(args, read_recipe(os.path.join(REPO_ROOT, 'recipes', 'demo.toml')))
     os.makedirs(runner.folder)
-    monkeypatch.setattr(pipeline, 'run_child', lambda command: time.sleep(0.05) or 3)
+    monkeypatch.setattr(pipeline, 'run_script', lambda argv: time.sleep(0.05) or 3)
     with pytest.raises(SystemExit) as info:
         runner.execute(pipeline.Step('stage1', ['train.py'], inputs=[], outputs=[]))
     assert str(info.value.code) == ('error: step stage1 failed (exit 3); fix what it printed above and run the same '

@@ -1,5 +1,6 @@
 """Tests of tools/speed_benchmark.py (and its --speed entry in tools/benchmark.py) on tiny settings, and of
-the --reuse_fakes / --compile options it compares. No timing is asserted: only that every figure exists."""
+the --reuse_fakes / --compile options it compares. No timing is asserted: only that every figure exists.
+Each path, and each train.py / test.py of the quality check, runs in its own process."""
 import argparse
 import json
 import math
@@ -22,15 +23,22 @@ TINY = ['--img_size', '32', '--ch', '8', '--n_res', '1', '--batch_size', '1', '-
 GLIBC = platform.libc_ver()[0] == 'glibc'  # where --keep_freed_memory can take effect
 
 
+# The speed figures and the quality check are separate fixtures: each starts several interpreters.
 @pytest.fixture(scope='module')
-def speed(tiny_dataroot, tmp_path_factory):
-    """speed_benchmark.main on tiny settings with a 2-step quality check; ``speed.report`` is what it
-    returned, ``speed.json`` what it wrote."""
+def speed(tmp_path_factory):
+    """speed_benchmark.main on tiny settings; ``speed.report`` is what it returned, ``speed.json`` what it
+    wrote."""
     path = tmp_path_factory.mktemp('speed') / 'speed.json'
-    report = speed_benchmark.main(TINY + ['--quality', '2', '--dataroot', tiny_dataroot, '--dataset', TINY_DATASET,
-                                          '--json', path])
+    report = speed_benchmark.main(TINY + ['--json', path])
     with open(path) as handle:
         return argparse.Namespace(report=report, json=json.load(handle))
+
+
+@pytest.fixture(scope='module')
+def quality(tiny_dataroot):
+    """The 2-step quality check on the tiny dataset (train.py and test.py of each path)."""
+    return speed_benchmark.quality(speed_benchmark.parse(TINY + ['--quality', '2', '--dataroot', tiny_dataroot,
+                                                                '--dataset', TINY_DATASET]))
 
 
 def test_json_holds_every_figure_of_both_paths(speed):
@@ -62,22 +70,29 @@ def test_plain_path_is_fp32_contiguous_without_reuse_and_fast_path_is_the_defaul
             fast['recompute'], fast['keep_freed_memory']) == (expected, expected, True, True, False, False, GLIBC)
 
 
-def test_quality_check_trains_both_paths_and_compares_val_dice(speed):
-    quality = speed.json['quality']
+def test_quality_check_trains_both_paths_and_compares_val_dice(quality):
     assert (quality['iterations'], quality['dataset']) == (2, TINY_DATASET)
     dice = quality['val_DI']
     assert set(dice) == {'fast', 'plain'} and all(0 <= d <= 1 for d in dice.values())
     assert quality['difference'] == pytest.approx(dice['plain'] - dice['fast'])
 
 
-def test_printed_report_names_every_figure(speed, capsys):
-    print(speed_benchmark.format_report(speed.report))
+def test_printed_report_names_every_figure(speed, quality, capsys):
+    assert 'quality' not in speed.report  # no --quality
+    print(speed_benchmark.format_report(dict(speed.report, quality=quality)))
     out = capsys.readouterr().out
     for text in ('32 px, ch 8, n_res 1', 'torch ' + torch.__version__, 'machine: ', 'peak RSS', 'infer img/s',
                  'plain / fast: training time', 'CRF: ', 'quality after 2 steps', 'difference'):
         assert text in out, text
     rows = [line.split()[:2] for line in out.splitlines() if re.match(r'(fast|plain) +\w+ +(True|False) ', line)]
     assert rows == [['fast', speed.report['paths']['fast']['amp']], ['plain', 'float32']]
+
+
+def test_quality_check_stops_with_one_line_when_a_script_fails(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        speed_benchmark.main(TINY + ['--paths', 'fast', '--crf_images', '0', '--quality', '2',
+                                     '--dataroot', tmp_path, '--dataset', 'missing'])
+    assert info.value.code == 'speed benchmark: train.py of the fast path stopped (1)'
 
 
 def _generator_passes(model, batch):

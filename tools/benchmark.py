@@ -7,38 +7,34 @@
     python tools/benchmark.py --speed --preset paper   # speed and memory instead (flags: see the end)
 
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
-name: the method's). The scripts are called through their ``main(argv)`` in this process, exactly as
-from the command line, so every run folder can be inspected and rerun on its own. With ``--reuse`` a
+name: the method's). Each script runs as its own process with the command line a user would type
+(util/run_script.py), so every run folder can be inspected and rerun on its own. With ``--reuse`` a
 run's existing checkpoints are kept and test.py / crf.py rerun only when their outputs are older
 than what they read. Every number of RESULTS.md and results.json is read from the run folders
-(summary.json, checkpoints); the file is only ever written by this command.
+(summary.json, checkpoints) and every choice from the stages' records (test/selection.json,
+util/records.py); the file is only ever written by this command.
 """
 import argparse
-import contextlib
 import json
 import os
 import shlex
 import signal
 import sys
 import tempfile
-import threading
 import time
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import crf  # noqa: E402
-import pseudo  # noqa: E402
-import test as test_script  # noqa: E402
-import train  # noqa: E402
 from data.image_io import write_json_atomic, write_text_atomic  # noqa: E402
 from models import find_model_class  # noqa: E402
+from models.weights_file import read_state  # noqa: E402
 from options.base_options import default_folder  # noqa: E402
 from tools import speed_benchmark  # noqa: E402
 from util.checkpoints import list_checkpoints  # noqa: E402
 from util.machine import machine  # noqa: E402
 from util.metrics import SCORE_NAMES  # noqa: E402
+from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
+from util.run_script import run_script  # noqa: E402
 
 METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few')
 # Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
@@ -178,44 +174,23 @@ class Run:
         return f'{self.dataset}/{self.method}'
 
 
-@contextlib.contextmanager
-def _as_script(script):
-    """sys.argv[0] = ``script`` meanwhile, so the command line a run records names the right script."""
-    saved = sys.argv
-    sys.argv = [script]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def _call(run, script, main, argv, ok_codes=(0,)):
-    """``main(argv)`` of train.py / test.py / crf.py; returns its exit code. Any code outside
-    ``ok_codes`` stops the benchmark, saying where."""
-    print(f'[{run.label()}] python {script} {shlex.join(argv)}', flush=True)
-    try:
-        with _as_script(script):
-            code = main(argv)
-    except SystemExit as error:
-        code = error.code
-    code = 0 if code is None or isinstance(code, dict) else code  # test.py and crf.py return no code
+def _call(run, argv, ok_codes=(0,), deadline=None):
+    """Run ``argv`` (train.py / test.py / crf.py / pseudo.py and its flags) for ``run`` in its own process;
+    returns its exit code. Any code outside ``ok_codes`` stops the benchmark, saying where."""
+    print(f'[{run.label()}] python {shlex.join(map(str, argv))}', flush=True)
+    code = run_script(argv, deadline)
     if code not in ok_codes:
-        raise SystemExit(f'benchmark: {script} for {run.label()} stopped ({code}); the run folder is {run.dir}')
+        raise SystemExit(f'benchmark: {argv[0]} for {run.label()} stopped ({code}); the run folder is {run.dir}')
     return code
 
 
 def _timed_train(run, argv, deadline=None):
-    """(seconds, stopped): train.py's wall time, and whether ``deadline`` seconds ran out first. At the
-    deadline train.py gets SIGINT, on which it saves a checkpoint at the current step and returns."""
-    timer = deadline and threading.Timer(deadline, os.kill, (os.getpid(), signal.SIGINT))
+    """(seconds, stopped): train.py's wall time (its start-up included), and whether ``deadline`` seconds
+    ran out first. At the deadline train.py gets SIGINT, on which it saves a checkpoint at the current
+    step and stops."""
     started = time.perf_counter()
-    if timer:
-        timer.start()
-    try:
-        code = _call(run, 'train.py', train.main, argv, ok_codes=(0, 128 + signal.SIGINT) if timer else (0,))
-    finally:
-        if timer:
-            timer.cancel()
+    code = _call(run, ['train.py', *argv], ok_codes=(0, 128 + signal.SIGINT) if deadline else (0,),
+                 deadline=deadline)
     return time.perf_counter() - started, code != 0
 
 
@@ -265,13 +240,13 @@ def train_run(run, opt):
 
 
 def make_pseudo_masks(run, source, opt):
-    """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are newer than its CRF
-    choice."""
+    """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are newer than the
+    test.py and crf.py records they follow."""
     summary = os.path.join(source.dir, 'pseudo', 'summary.json')
-    if _fresh([summary], [_summary_path(source, 'crf', 'testA')]):
+    if _fresh([summary], [test_record_path(source.dir), crf_record_path(source.dir)]):
         print(f'[{run.label()}] reusing the pseudo-masks in {source.dir}/pseudo')
         return
-    _call(run, 'pseudo.py', pseudo.main, source.argv)
+    _call(run, ['pseudo.py', *source.argv])
 
 
 def _mtime(path):
@@ -289,20 +264,27 @@ def _summary_path(run, stage, split):
     return os.path.join(run.dir, stage, split, 'summary.json')
 
 
+def _stage_outputs(run, stage):
+    """What test.py or crf.py (``stage``) leaves in the run folder: its record and its testA / testB
+    summaries."""
+    record = {'test': test_record_path, 'crf': crf_record_path}[stage](run.dir)
+    return [record] + [_summary_path(run, stage, split) for split in ('testA', 'testB')]
+
+
 def test_and_refine(run, opt):
     """test.py, then crf.py for the methods in --crf; with --reuse only what is stale."""
-    tests = [_summary_path(run, 'test', split) for split in ('testA', 'testB')]
+    tests = _stage_outputs(run, 'test')
     checkpoints = [path for _, path in list_checkpoints(run.dir)]
     if opt.reuse and _fresh(tests, checkpoints):
         print(f'[{run.label()}] reusing test.py outputs in {run.dir}/test')
     else:
-        _call(run, 'test.py', test_script.main, run.argv)
+        _call(run, ['test.py', *run.argv])
     if run.method not in opt.crf:
         return
-    if opt.reuse and _fresh([_summary_path(run, 'crf', s) for s in ('testA', 'testB')], tests):
+    if opt.reuse and _fresh(_stage_outputs(run, 'crf'), tests):
         print(f'[{run.label()}] reusing crf.py outputs in {run.dir}/crf')
     else:
-        _call(run, 'crf.py', crf.main, run.argv)
+        _call(run, ['crf.py', *run.argv])
 
 
 def _read_json(path):
@@ -316,7 +298,7 @@ def training_record(run):
     if not run.trained:
         return None
     found = list_checkpoints(run.dir)
-    state = torch.load(found[-1][1], map_location='cpu', weights_only=False)
+    state = read_state(found[-1][1])
     options = state.get('options', {})
     seconds = state.get('train_seconds')
     timing = os.path.join(run.dir, TIMING_FILE)
@@ -334,10 +316,11 @@ def collect(run, opt):
     """Table rows ({'method', 'run', 'scores', 'fp_rate', 'auc', 'training', 'chosen_step', 'images_per_second'})
     of one run: the method itself and, when refined, its +crf row."""
     test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
+    chosen = require_record(test_record_path(run.dir), f'run test.py for {run.label()} first')['selection']
     training = training_record(run)
     rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
-             'auc': test_a.get('auc'), 'training': training, 'chosen_step': test_a['selection'].get('step'),
-             'map_mode': test_a['selection']['map_mode'], 'images_per_second': test_a['images_per_second']}]
+             'auc': test_a.get('auc'), 'training': training, 'chosen_step': chosen.get('step'),
+             'map_mode': chosen['map_mode'], 'images_per_second': test_a['images_per_second']}]
     if run.method in opt.crf:
         crf_a, crf_b = (_read_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
         rows.append({'method': run.method + '+crf', 'run': run.name, 'scores': {k: crf_a[k] for k in SCORE_NAMES},
@@ -387,7 +370,8 @@ def render(tables, opt, started, finished):
     command = 'python tools/benchmark.py ' + shlex.join(opt.argv)
     lines = ['# Results', '',
              'Written by `tools/benchmark.py`; do not edit by hand. Every number below is read from the run '
-             'folders (`test/<split>/summary.json`, `crf/<split>/summary.json`, checkpoints).', '',
+             'folders (`test/<split>/summary.json`, `crf/<split>/summary.json`, checkpoints), every choice '
+             'from test.py\'s record (`test/selection.json`).', '',
              f'- command: `{command}`', f'- machine: {machine()}',
              f'- written: {time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished))} '
              f'(this command took {_duration(finished - started)})',

@@ -40,8 +40,6 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import test as test_script  # noqa: E402
-import train  # noqa: E402
 from data.image_io import write_json_atomic, write_png_atomic  # noqa: E402
 from data.synthetic import make_phantom  # noqa: E402
 from models import create_model  # noqa: E402
@@ -49,6 +47,7 @@ from options.base_options import PRESETS, default_folder, str2bool  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from util.hardware import apply_hardware_options  # noqa: E402
 from util.machine import machine  # noqa: E402
+from util.run_script import run_script  # noqa: E402
 
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
 
@@ -252,14 +251,17 @@ def crf_speed(size, count, workers):
 
 
 def val_dice(opt, name, root):
-    """Train path ``name`` for opt.quality steps with train.py, choose on val with test.py; its val DI."""
+    """Train path ``name`` for opt.quality steps with train.py, choose on val with test.py (each in its
+    own process); its val DI."""
     options = path_options(name, opt)
     data = ['--dataroot', opt.dataroot, '--dataset', opt.dataset, '--result_dir', root, '--name', name]
-    code = train.main(data + setting_argv(opt) + _flags(options) +
-                      ['--iteration', str(opt.quality), '--save_freq', str(opt.quality), '--display_id', '0'])
-    if code:
-        raise SystemExit(f'speed benchmark: train.py of the {name} path stopped ({code})')
-    test_script.main(data + setting_argv(opt, with_batch=False) + _flags(options, skip=TRAINING_ONLY))
+    steps = [['train.py', *data, *setting_argv(opt), *_flags(options), '--iteration', str(opt.quality),
+              '--save_freq', str(opt.quality), '--display_id', '0'],
+             ['test.py', *data, *setting_argv(opt, with_batch=False), *_flags(options, skip=TRAINING_ONLY)]]
+    for argv in steps:
+        code = run_script(argv)
+        if code:
+            raise SystemExit(f'speed benchmark: {argv[0]} of the {name} path stopped ({code})')
     summary = os.path.join(root, opt.dataset, default_folder(opt.dataset), name, 'test', 'val', 'summary.json')
     with open(summary) as handle:
         return json.load(handle)['DI']

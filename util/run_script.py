@@ -1,0 +1,37 @@
+"""Run one of the repository's scripts in a child process, as a user would from the command line.
+
+Scripts never import each other: a driver (pipeline.py, tools/benchmark.py, tools/speed_benchmark.py)
+runs them with ``run_script``, and they talk through the files they write (util/records.py).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(argv, deadline=None):
+    """Exit code of ``python SCRIPT FLAGS...`` for ``argv`` = [SCRIPT (a path under the repository
+    root, e.g. 'train.py'), *FLAGS].
+
+    The child runs in this process's working directory, so relative paths among the flags keep their
+    meaning (a script records only its file's base name in its command line). Ctrl-C reaches the child
+    too (same process group), so this waits for it to save and stop; SIGTERM is passed on to it. After
+    ``deadline`` seconds the child gets SIGINT, on which train.py saves at its current step and stops.
+    """
+    child = subprocess.Popen([sys.executable, os.path.join(ROOT, argv[0]), *map(str, argv[1:])])
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    ends = None if deadline is None else time.monotonic() + deadline
+    try:
+        while True:
+            try:
+                return child.wait(None if ends is None else max(ends - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGINT)
+                ends = None
+            except KeyboardInterrupt:
+                continue  # the child got the same Ctrl-C and is saving; wait for it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
