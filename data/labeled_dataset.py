@@ -1,7 +1,7 @@
 """Image + mask pairs of an evaluation split (val, testA, testB), for test.py and crf.py.
 
 The network sees the image resized to ``img_size``; the mask and the raw image stay at the original
-size, because predictions are scored and written at the original size (DESIGN.md).
+size, because predictions are scored and written at the original size (docs/DESIGN.md).
 """
 import os
 

@@ -6,7 +6,7 @@ With ``skip_bad=True`` the per-file problems (unreadable file, image without lab
 ...) are returned in ``skipped`` instead, and only the good files are kept; problems with the
 folders themselves always raise.
 
-Layout (see DESIGN.md)::
+Layout (see docs/DESIGN.md)::
 
     <dataroot>/<dataset>/<folder>/<N>_A_weak/, <M>_B_weak/, val/{images,labels}/,
                                   testA/{images,labels}/, testB/ (or testB/images/)

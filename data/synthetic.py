@@ -1,7 +1,7 @@
 """The embedded demo dataset: brain-MRI-like phantoms, made on first use, identical on every run.
 
 ``A`` images hold one or two bright irregular lesions inside the head, ``B`` images none; the layout
-is the real datasets' one (DESIGN.md), so every script runs on it with ``--dataset demo`` and no
+is the real datasets' one (docs/DESIGN.md), so every script runs on it with ``--dataset demo`` and no
 download. Each image is drawn from its own seed (dataset seed, split, index), so changing one count
 does not change the other images.
 """

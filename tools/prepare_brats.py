@@ -1,4 +1,4 @@
-"""Build the weak-label BraTS layout (DESIGN.md) from an official BraTS download.
+"""Build the weak-label BraTS layout (docs/DESIGN.md) from an official BraTS download.
 
     python tools/prepare_brats.py --src MICCAI_BraTS2020_TrainingData --out DATAROOT [--folder brats_1]
 

@@ -1,7 +1,7 @@
 """What tools/prepare_brats.py and tools/prepare_isic.py share: flags, the staged output folder, the
 split by source id, the layout check and the closing summary.
 
-Both tools build ``DATAROOT/<dataset>/<folder>/`` (DESIGN.md layout) in a hidden sibling folder and
+Both tools build ``DATAROOT/<dataset>/<folder>/`` (docs/DESIGN.md layout) in a hidden sibling folder and
 rename it into place only after the whole layout has been written and checked, so an interrupted or
 failed run never leaves a half-made dataset where train.py would find it.
 """
@@ -95,7 +95,7 @@ def write_labelled(split_dir, name, image, mask):
 
 
 def name_weak_folders(folder_dir, files):
-    """Rename ``A_weak``/``B_weak`` in ``folder_dir`` to DESIGN.md's ``<N>_A_weak``/``<M>_B_weak``, N and M
+    """Rename ``A_weak``/``B_weak`` in ``folder_dir`` to docs/DESIGN.md's ``<N>_A_weak``/``<M>_B_weak``, N and M
     being their file counts, which are only known once all are written; returns ``files`` re-keyed."""
     renamed = {}
     for name, names in files.items():

@@ -1,4 +1,4 @@
-"""Build the weak-label ISIC layout (DESIGN.md) from an official ISIC 2016/2017/2018 download.
+"""Build the weak-label ISIC layout (docs/DESIGN.md) from an official ISIC 2016/2017/2018 download.
 
     python tools/prepare_isic.py --images ISIC-2017_Training_Data \\
         --masks ISIC-2017_Training_Part1_GroundTruth --out DATAROOT [--folder isic_1]

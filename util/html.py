@@ -254,7 +254,7 @@ def _crf_section(run_dir, split):
 def write_run_report(run_dir):
     """Rebuild ``run_dir/index.html`` from the run's test/ and crf/ outputs; returns the page's path.
 
-    run_dir: <result_dir>/<dataset>/<folder>/<name> (see DESIGN.md). Missing splits, files or image
+    run_dir: <result_dir>/<dataset>/<folder>/<name> (see docs/DESIGN.md). Missing splits, files or image
     folders are left out of the page; a run with no results yet gets a page saying so.
     """
     run_dir = os.path.abspath(run_dir)

@@ -1,4 +1,4 @@
-"""Segmentation and detection metrics (see DESIGN.md, "Metrics").
+"""Segmentation and detection metrics (see docs/DESIGN.md, "Metrics").
 
 Per image, from the confusion counts:
     JA = TP/(TP+FP+FN)   DI = 2TP/(2TP+FP+FN)   AC = (TP+TN)/all
