@@ -14,11 +14,13 @@ PAPER_PRESET = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, ba
 # Two CPU cores, about an hour: half the resolution and a narrower network make one iteration
 # ~20x cheaper than the paper setting, so the model sees several thousand images instead of ~150.
 CPU_PRESET = dict(img_size=128, ch=32, n_res=4, light=True, iteration=3000, batch_size=1)
-# Loss weights of the original code, per dataset; other datasets (the demo phantom) use BraTS'.
+# Loss weights of the original code, per dataset; the demo phantom (MRI-like) takes BraTS', and any other
+# dataset too, with a note (a recipe names its weights).
 LOSS_WEIGHTS = {
     'BraTS': dict(adv_weight=1, cycle_weight=10, identity_weight=10, cam_weight=1000, recon_weight=10),
     'ISIC': dict(adv_weight=1, cycle_weight=5, identity_weight=50, cam_weight=1400, recon_weight=10),
 }
+LOSS_WEIGHTS['demo'] = LOSS_WEIGHTS['BraTS']
 PRESETS = {'paper': PAPER_PRESET, 'cpu': CPU_PRESET}
 # Where the values of the other scripts' flags go while parsing (then dropped).
 OTHER_PREFIX = 'other_script_'

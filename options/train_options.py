@@ -103,7 +103,13 @@ class TrainOptions(BaseOptions):
     def preset_extras(self, first):
         if first.stage == 2:
             return dict(STAGE2_DEFAULTS)
-        return dict(LOSS_WEIGHTS.get(first.dataset, LOSS_WEIGHTS['BraTS']))
+        weights = LOSS_WEIGHTS.get(first.dataset, LOSS_WEIGHTS['BraTS'])
+        unset = [key for key in weights if getattr(first, key) is None]
+        if first.dataset not in LOSS_WEIGHTS and unset:
+            # A dataset of the user's own: say which weights it gets, rather than choose them silently.
+            print(f"note: --dataset {first.dataset} has no loss weights of its own; using BraTS's for "
+                  + ', '.join(f'--{key} {weights[key]:g}' for key in unset) + ' (set them, e.g. in a recipe)')
+        return dict(weights)
 
     def validate(self, parser, opt):
         if (opt.stage == 2) != (opt.model == 'seg'):

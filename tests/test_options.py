@@ -140,3 +140,15 @@ def test_every_script_takes_the_one_shared_argument_list(capsys):
     with pytest.raises(SystemExit) as info:
         script_options()[1]().parse(['--no_such_flag', '1'])
     assert info.value.code == 2 and 'unrecognized arguments: --no_such_flag 1' in capsys.readouterr().err
+
+
+def test_a_dataset_of_another_name_is_told_which_loss_weights_it_gets(capsys):
+    parse('--dataset', 'mine', '--cam_weight', '5')
+    assert capsys.readouterr().out == ("note: --dataset mine has no loss weights of its own; using BraTS's for "
+                                       "--adv_weight 1, --cycle_weight 10, --identity_weight 10, --recon_weight 10 "
+                                       "(set them, e.g. in a recipe)\n")
+    for dataset in ('ISIC', 'BraTS', 'demo'):
+        parse('--dataset', dataset)
+    parse('--dataset', 'mine', '--adv_weight', '1', '--cycle_weight', '1', '--identity_weight', '1',
+          '--cam_weight', '1', '--recon_weight', '1')
+    assert capsys.readouterr().out == ''
