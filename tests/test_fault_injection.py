@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 import crf
+import pseudo
 import test as test_script
 import train
 from conftest import (REPO_ROOT, TINY_DATASET, TINY_FLAGS, TINY_FOLDER, TINY_TEST_FLAGS, VisdomServer, file_hashes,
@@ -35,6 +36,9 @@ from data.synthetic import ensure_demo_dataset
 from models import base_model, create_model
 from models.base_model import CHECKPOINT_FORMAT
 from models.cltnet_model import CLTNetModel
+from options.crf_options import CRFOptions
+from options.pseudo_options import PseudoOptions
+from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from tools import prepare_brats, prepare_isic
 from util.checkpoints import list_checkpoints
@@ -45,11 +49,13 @@ from util.visualizer import Visualizer
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')
 
 SCRIPTS = ('train', 'test', 'crf')
-MAINS = {'train': train.main, 'test': test_script.main, 'crf': crf.main}
-# train.py continues the baseline run (2 steps) by one step; crf.py takes given parameters (no grid search).
+MAINS = {'train': train.main, 'test': test_script.main, 'crf': crf.main, 'pseudo': pseudo.main}
+# train.py continues the baseline run (2 steps) by one step; crf.py and pseudo.py take given parameters
+# (no grid search).
 SCRIPT_FLAGS = {'train': [*TINY_FLAGS, '--iteration', '3', '--save_freq', '1', '--resume', 'True'],
                 'test': list(TINY_TEST_FLAGS),
-                'crf': ['--device', 'cpu', '--num_workers', '0', '--crf_params', 'n_iter=2']}
+                'crf': ['--device', 'cpu', '--num_workers', '0', '--crf_params', 'n_iter=2'],
+                'pseudo': [*TINY_TEST_FLAGS, '--crf_workers', '0', '--crf_params', 'n_iter=2']}
 # The folder each script reads images from, where its faults are put.
 FAULT_FOLDER = {'train': '6_A_weak', 'test': 'testA', 'crf': 'testA'}
 SKIP_HINT = '--skip_bad_images True'
@@ -703,3 +709,70 @@ def test_a_disk_filling_up_while_saving_stops_with_one_line_and_keeps_earlier_ch
     assert f'cannot write {path} (No space left on device)' in message and '--resume True' in message
     assert sound_checkpoints(run_folder()) == [1]
     assert os.listdir(os.path.dirname(path)) == ['iter_0000001.pt']  # the temp file is gone too
+
+
+# ---- names and numbers, refused at parse time ----------------------------------------------------------
+
+PARSERS = {'train': TrainOptions, 'test': TestOptions, 'crf': CRFOptions, 'pseudo': PseudoOptions}
+
+
+def parse_error(script, argv, capsys):
+    """The message of the one error line ``script``'s parser stops with (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        PARSERS[script]().parse(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1].split(': error: ', 1)[1]
+
+
+def _tree(folder):
+    return sorted(os.path.join(d, name) for d, dirs, files in os.walk(folder) for name in dirs + files)
+
+
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
+@pytest.mark.parametrize('name', ['../../x', '../../../escaped', 'ABSOLUTE', '', '.', '..', 'a/b', 'a\\b'])
+def test_a_run_name_that_is_not_one_folder_name_is_refused(script, name, baseline, capsys):
+    root, results = baseline
+    name = str(root.parent / 'escaped') if name == 'ABSOLUTE' else name
+    before = _tree(root.parent.parent)
+    with pytest.raises(SystemExit):
+        MAINS[script](run_argv(script, root, results, '--name', name))
+    assert _tree(root.parent.parent) == before
+    assert parse_error(script, run_argv(script, root, results, '--name', name), capsys) == (
+        f"--name must be one folder name, without / or \\ and not '', '.' or '..' (the run folder is "
+        f"<result_dir>/<dataset>/<folder>/<name>), got {name!r}")
+
+
+BAD_NUMBERS = [
+    ('train', ['--ch', '0'], '--ch must be at least 1, got 0'),
+    ('train', ['--ch', '-4'], '--ch must be at least 1, got -4'),
+    ('train', ['--img_size', '0'], '--img_size must be at least 16, got 0'),
+    ('train', ['--img_size', '-4'], '--img_size must be at least 16, got -4'),
+    ('train', ['--n_res', '0'], '--n_res must be at least 1, got 0'),
+    ('train', ['--n_dis', '1'], '--n_dis must be at least 2, got 1'),
+    ('train', ['--num_workers', '-1'], '--num_workers must be at least 0, got -1'),
+    ('train', ['--num_threads', '-1'], '--num_threads must be at least 0, got -1'),
+    ('train', ['--seed', '-1'], '--seed must be between 0 and 4294967295, got -1'),
+    ('train', ['--seed', '4294967296'], '--seed must be between 0 and 4294967295, got 4294967296'),
+    ('train', ['--weight_decay', '-1'], '--weight_decay must be at least 0, got -1.0'),
+    ('train', ['--weight_decay', 'nan'], '--weight_decay must be at least 0, got nan'),
+    ('train', ['--cam_weight', '-1'], '--cam_weight must be at least 0, got -1.0'),
+    ('train', ['--few_weight', 'inf'], '--few_weight must be at least 0, got inf'),
+    ('train', ['--save_freq', '0'], '--save_freq must be at least 1, got 0'),
+    ('train', ['--display_id', '-1'], '--display_id must be at least 0, got -1'),
+    ('train', ['--display_port', '70000'], '--display_port must be between 1 and 65535, got 70000'),
+    ('train', ['--pseudo', '../x'], "--pseudo must be one folder name, without / or \\ and not '', '.' or '..' "
+                                    "(the run folder is <result_dir>/<dataset>/<folder>/<name>), got '../x'"),
+    ('test', ['--batch_size', '0'], '--batch_size must be at least 1, got 0'),
+    ('test', ['--ch', '0'], '--ch must be at least 1, got 0'),
+    ('crf', ['--num_workers', '-2'], '--num_workers must be at least 0, got -2'),
+    ('pseudo', ['--crf_workers', '-1'], '--crf_workers must be at least 0, got -1'),
+]
+
+
+@pytest.mark.parametrize('script, flags, expected', BAD_NUMBERS,
+                         ids=[f'{script}{"".join(flags)}' for script, flags, _ in BAD_NUMBERS])
+def test_a_bad_number_is_refused_at_parse_time_with_one_line(script, flags, expected, baseline, capsys):
+    root, results = baseline
+    before = _tree(results)
+    assert parse_error(script, run_argv(script, root, results, *flags), capsys) == expected
+    assert _tree(results) == before
