@@ -21,6 +21,7 @@ from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
+from util.run_lock import RunLock
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
 
@@ -169,10 +170,17 @@ def format_table(summaries):
 
 
 def main(argv=None):
-    """Parse ``argv`` (default sys.argv[1:]), choose the CRF parameters, refine and score each split."""
+    """Parse ``argv`` (default sys.argv[1:]) and refine the run's maps, holding the run folder; returns the
+    summaries of the splits."""
     opt = CRFOptions().parse(argv)
     run = run_dir(opt)
     check_output_dir(os.path.join(run, 'crf'))
+    with RunLock(run, 'crf.py'):
+        return refine_run(opt, run)
+
+
+def refine_run(opt, run):
+    """Choose the CRF parameters, refine and score each split of ``run``; returns their summaries."""
     test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
     for split in opt.splits:
         _require_probs(opt, test_root, split)

@@ -33,6 +33,7 @@ from util.crf_utils import CRFParams, refine_many
 from util.hardware import apply_hardware_options
 from util.inference import predict_split
 from util.metrics import SegmentationScores
+from util.run_lock import RunLock
 from util.selection import apply_rule
 
 CHUNK = 64  # images whose full-size maps are held in memory at once
@@ -94,7 +95,15 @@ def few_shot_check(folder_dir, paths_A, masks):
 
 
 def main(argv=None):
+    """Parse ``argv`` (default sys.argv[1:]) and write the run's pseudo-masks, holding the run folder."""
     opt = PseudoOptions().parse(argv)
+    folder = run_dir(opt)
+    with RunLock(folder, 'pseudo.py'):
+        write_pseudo_masks(opt, folder)
+
+
+def write_pseudo_masks(opt, folder):
+    """Masks and confidence maps of every training image by the run's val-chosen rule and CRF, and the summary."""
     apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
@@ -103,7 +112,6 @@ def main(argv=None):
         files = check_training_layout(opt.dataroot, opt.dataset, opt.folder, skip_bad=opt.skip_bad_images)
     except LayoutError as error:
         raise SystemExit(f'error: {error}\n(use --skip_bad_images True to go on without the listed files)')
-    folder = run_dir(opt)
     rule = test_script.choose(opt, folder, data_dir, test_script.sources(opt, folder))
     params = crf_choice(opt, folder, rule)
     model = test_script.load_model(opt, rule['checkpoint'])

@@ -8,6 +8,7 @@
 #   bash start_train.sh ISIC 2           stage 2: stage 1 (resumed, so a finished run is kept), test.py and
 #                                        crf.py on it, pseudo.py, then a U-Net on the pseudo-masks, run
 #                                        "$NAME"_stage2; STAGE2_ARGS="--few_sample stage2_50" adds flags to it
+#                                        (a second time: STAGE2_ARGS="--overwrite True" or "--resume True")
 #   bash start_train.sh 2                the same on the demo data
 # The preset is 'paper' on a GPU and 'cpu' otherwise (python train.py --help lists every flag).
 set -euo pipefail

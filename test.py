@@ -30,6 +30,7 @@ from util.inference import available_map_modes, predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
+from util.run_lock import RunLock
 from util.selection import apply_rule, select, select_fixed_rule
 
 
@@ -204,8 +205,15 @@ def write_split(items, rule, out_dir, opt, elapsed):
 
 
 def main(argv=None):
+    """Parse ``argv`` (default sys.argv[1:]) and test, holding the run folder."""
     opt = TestOptions().parse(argv)
     check_output_dir(os.path.join(run_dir(opt), 'test'))
+    with RunLock(run_dir(opt), 'test.py'):
+        evaluate(opt)
+
+
+def evaluate(opt):
+    """Choose the rule on val, apply it to every split, write their outputs and print the table."""
     apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)

@@ -12,6 +12,7 @@ rank 0 alone checks the data, reads and writes files and talks to visdom (see ut
 """
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -36,6 +37,7 @@ from util.checkpoints import checkpoint_path, list_checkpoints
 from util.hardware import apply_hardware_options
 from util.machine import machine
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
+from util.run_lock import RunLock
 from util.visualizer import Visualizer
 
 
@@ -123,6 +125,25 @@ def check_data(opt):
     if files.skipped:
         print(f'skipped {len(files.skipped)} unreadable file(s):', *files.skipped, sep='\n  ')
     return files
+
+
+def start_fresh(folder, overwrite):
+    """Before a run without --resume: refuse a folder holding an earlier run's checkpoints, or with
+    ``overwrite`` delete them, its loss log and samples (rank 0, holding the run's lock)."""
+    found = list_checkpoints(folder)
+    if not found:
+        return
+    if not overwrite:
+        raise SystemExit(f'error: {folder}/checkpoints holds {len(found)} checkpoint(s) of an earlier run (last '
+                         f'step {found[-1][0]}); continue it with --resume True, start it again with --overwrite '
+                         f'True (deletes them), or pass another --name')
+    for _, path in found:
+        os.remove(path)
+    if os.path.exists(os.path.join(folder, 'loss_log.csv')):
+        os.remove(os.path.join(folder, 'loss_log.csv'))
+    shutil.rmtree(os.path.join(folder, 'samples'), ignore_errors=True)
+    print(f'--overwrite True: deleted the {len(found)} checkpoint(s), loss log and samples of the earlier run '
+          f'in {folder}')
 
 
 def resume(model, folder):
@@ -214,21 +235,25 @@ def report_stop(signum, step, main_rank):
 def main(argv=None):
     """Parse the options, join the torchrun process group (if any) and train; returns the exit code."""
     opt = TrainOptions().parse(argv)
+    lock = RunLock(run_dir(opt), 'train.py')
     with distributed.process_group(opt.device) as device:
         opt.device = device
         opt.world_size = distributed.world_size()
         try:
-            return train(opt)
+            return train(opt, lock)
         except SystemExit as error:
             # Rank 0 has printed the reason; the other ranks just fail, without repeating it.
             if not distributed.is_main() and isinstance(error.code, str):
                 raise SystemExit(1) from None
             raise
+        finally:
+            lock.release()
 
 
-def train(opt):
-    """Train with ``opt`` (device and world size already set for this process); returns the exit code,
-    128 + the signal number when a signal stopped the run."""
+def train(opt, lock):
+    """Train with ``opt`` (device and world size already set for this process), holding the run folder with
+    ``lock`` from the first read of it (rank 0); returns the exit code, 128 + the signal number when a signal
+    stopped the run."""
     main_rank = distributed.is_main()
     apply_hardware_options(opt)
     files = distributed.from_main(check_data, opt)
@@ -244,11 +269,14 @@ def train(opt):
     # Before anything is written: a run that could not save its first checkpoint stops now.
     distributed.from_main(check_output_dir, folder, checkpoint_bytes(model) + MIN_FREE_BYTES,
                           'a checkpoint and the logs')
+    distributed.from_main(lock.acquire)
     start = 1
     if opt.resume:
         start = distributed.from_main(resume, model, folder)
         if start > 1:
             share_resumed_state(model)
+    else:
+        distributed.from_main(start_fresh, folder, opt.overwrite)
     if start > opt.iteration:
         if main_rank:
             print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')

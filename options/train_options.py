@@ -51,6 +51,11 @@ class TrainOptions(BaseOptions):
                        help='True: decay the learning rate linearly to 0 over the second half')
         g.add_argument('--resume', type=str2bool, default=False,
                        help='True: continue from the latest checkpoint of this run at the next step')
+        g.add_argument('--overwrite', type=str2bool, default=False,
+                       help="True: start again from step 1 in a run folder that holds an earlier run's "
+                            'checkpoints, deleting them, its loss_log.csv and samples/ first (its test/, crf/ '
+                            'and pseudo/ outputs stay until those scripts run again). Without it such a '
+                            'fresh run is refused')
         g.add_argument('--reuse_fakes', type=str2bool, default=True,
                        help="True: the discriminator step judges the generator step's (detached) fakes, so the "
                             "generators run once per step; False: it runs both generators again (without "
@@ -120,6 +125,8 @@ class TrainOptions(BaseOptions):
                          'and held out to choose on')
         if not 0 <= opt.min_confidence <= 1:
             parser.error(f'--min_confidence must be in [0, 1], got {opt.min_confidence}')
+        if opt.resume and opt.overwrite:
+            parser.error('--resume True continues the run, --overwrite True deletes it and starts again: pass one')
         check_run_name(parser, '--pseudo', opt.pseudo)
         check_ranges(parser, opt, iteration=(1, None), print_freq=(1, None), display_freq=(1, None),
                      save_freq=(1, None), weight_decay=(0, None), few_weight=(0, None), mask_weight=(0, None),

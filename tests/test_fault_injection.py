@@ -43,6 +43,7 @@ from options.train_options import TrainOptions
 from tools import prepare_brats, prepare_isic
 from util.checkpoints import list_checkpoints
 from util.preflight import MIN_FREE_BYTES, checkpoint_bytes
+from util.run_lock import LOCK_NAME, RunLock
 from util.visualizer import Visualizer
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
@@ -442,13 +443,14 @@ def test_command_lines_exit_1_with_error_lines_and_no_traceback(workspace, tmp_p
 
 # ---- crash safety --------------------------------------------------------------------------------------
 
-def _started_train(argv, log):
-    """train.py in a fresh interpreter (a real process to kill), printing to ``log``. Not a fork of this
+def _started(script, argv, log, **popen_kwargs):
+    """``script``.py in a fresh interpreter (a real process to kill), printing to ``log``. Not a fork of this
     process: a fork copies whatever lock another thread of pytest holds at that moment (the import lock,
     a visdom sender's), and the copy or the fork itself can then wait on it forever."""
     with open(log, 'w') as handle:
-        return subprocess.Popen([sys.executable, 'train.py', *argv], cwd=REPO_ROOT, stdout=handle,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        return subprocess.Popen([sys.executable, f'{script}.py', *map(str, argv)], cwd=REPO_ROOT, stdout=handle,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'),
+                                **popen_kwargs)
 
 
 def test_sigkill_at_random_moments_leaves_whole_checkpoints_and_resume_finishes(tiny_argv, run_folder, tmp_path):
@@ -457,7 +459,7 @@ def test_sigkill_at_random_moments_leaves_whole_checkpoints_and_resume_finishes(
     last = 0
     for seed in (1, 2, 3, 4):
         log = tmp_path / f'run{seed}.log'
-        process = _started_train(argv, log)
+        process = _started('train', argv, log)
         # Killed at a random moment after it saved a new checkpoint, often while writing the next.
         assert wait_until(lambda: os.path.exists(os.path.join(folder, 'checkpoints', f'iter_{last + 1:07d}.pt')),
                           timeout_s=60)
@@ -498,7 +500,7 @@ def test_sigterm_to_the_process_and_its_loader_workers_saves_and_exits_cleanly(t
     argv = tiny_argv('--iteration', 1000, '--save_freq', 1000, '--display_freq', 1, '--num_workers', 1)
     folder = run_folder()
     log = tmp_path / 'run.log'
-    process = _started_train(argv, log)
+    process = _started('train', argv, log)
     assert wait_until(lambda: os.path.exists(os.path.join(folder, 'loss_log.csv'))
                       and len(logged_steps(folder)) >= 3, timeout_s=60)
     workers = _workers(process.pid)
@@ -711,6 +713,61 @@ def test_a_disk_filling_up_while_saving_stops_with_one_line_and_keeps_earlier_ch
     assert os.listdir(os.path.dirname(path)) == ['iter_0000001.pt']  # the temp file is gone too
 
 
+# ---- one owner per run folder --------------------------------------------------------------------------
+
+def _in_use(folder, lock_path):
+    """The line a script stops with on a run folder whose lock file is ``lock_path``."""
+    with open(lock_path) as handle:
+        owner = json.load(handle)
+    return (f"error: {folder} is in use by {owner['script']} (pid {owner['pid']} on {owner['host']}, since "
+            f"{owner['since']}); wait for it to finish or stop it, or pass another --name")
+
+
+def test_a_second_train_py_on_a_run_in_use_is_refused_and_a_killed_owner_s_lock_is_taken_over(tiny_argv, run_folder,
+                                                                                                tmp_path, capsys):
+    folder = run_folder()
+    lock_path = os.path.join(folder, LOCK_NAME)
+    first = _started('train', tiny_argv('--iteration', 1000, '--save_freq', 1000), tmp_path / 'first.log')
+    try:
+        assert wait_until(lambda: os.path.exists(lock_path) and os.path.getsize(lock_path) > 0, timeout_s=60)
+        owner_line = _in_use(folder, lock_path)
+        assert f'in use by train.py (pid {first.pid} ' in owner_line
+        assert error_of('train', tiny_argv('--iteration', 2)) == owner_line
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    left = owner_line.split(' is in use by ', 1)[1].split(';', 1)[0]
+    assert train.main(tiny_argv('--iteration', 2, '--resume', 'True')) == 0
+    assert f'note: {lock_path} was left by {left}, which is no longer running; taken over' in capsys.readouterr().out
+    assert sound_checkpoints(folder) == [2] and not os.path.exists(lock_path)
+
+
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
+def test_every_script_refuses_a_run_folder_another_process_holds(script, workspace):
+    root, results = workspace
+    folder = run_folder_of(results)
+    with RunLock(str(folder), 'train.py') as lock:
+        before = file_hashes(results)
+        assert error_of(script, run_argv(script, root, results)) == _in_use(folder, lock.path)
+        assert file_hashes(results) == before
+    assert not os.path.exists(lock.path)
+
+
+def test_a_fresh_run_over_an_earlier_run_s_checkpoints_is_refused_unless_overwrite(workspace, capsys):
+    root, results = workspace
+    folder = run_folder_of(results)
+    before = file_hashes(results)
+    message = error_of('train', run_argv('train', root, results, '--resume', 'False'))
+    assert message == (f'error: {folder}/checkpoints holds 1 checkpoint(s) of an earlier run (last step 2); continue '
+                       f'it with --resume True, start it again with --overwrite True (deletes them), or pass another '
+                       f'--name')
+    assert file_hashes(results) == before
+    assert train.main(run_argv('train', root, results, '--resume', 'False', '--overwrite', 'True')) == 0
+    assert (f'--overwrite True: deleted the 1 checkpoint(s), loss log and samples of the earlier run in {folder}'
+            in capsys.readouterr().out)
+    assert sound_checkpoints(folder) == [1, 2, 3] and logged_steps(folder) == [1, 2, 3]
+
+
 # ---- names and numbers, refused at parse time ----------------------------------------------------------
 
 PARSERS = {'train': TrainOptions, 'test': TestOptions, 'crf': CRFOptions, 'pseudo': PseudoOptions}
@@ -762,6 +819,8 @@ BAD_NUMBERS = [
     ('train', ['--display_port', '70000'], '--display_port must be between 1 and 65535, got 70000'),
     ('train', ['--pseudo', '../x'], "--pseudo must be one folder name, without / or \\ and not '', '.' or '..' "
                                     "(the run folder is <result_dir>/<dataset>/<folder>/<name>), got '../x'"),
+    ('train', ['--resume', 'True', '--overwrite', 'True'],
+     '--resume True continues the run, --overwrite True deletes it and starts again: pass one'),
     ('test', ['--batch_size', '0'], '--batch_size must be at least 1, got 0'),
     ('test', ['--ch', '0'], '--ch must be at least 1, got 0'),
     ('crf', ['--num_workers', '-2'], '--num_workers must be at least 0, got -2'),
