@@ -17,6 +17,7 @@ from data.layout import LayoutError, check_split, few_shot_pairs
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
 from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search_params
+from util.full_disk import exit_on_full_disk
 from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
@@ -175,7 +176,7 @@ def main(argv=None):
     opt = CRFOptions().parse(argv)
     run = run_dir(opt)
     check_output_dir(os.path.join(run, 'crf'))
-    with RunLock(run, 'crf.py'):
+    with RunLock(run, 'crf.py'), exit_on_full_disk('run crf.py again'):
         return refine_run(opt, run)
 
 

@@ -30,9 +30,11 @@ from data.synthetic import make_demo_if_missing
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
 from util.crf_utils import CRFParams, refine_many
+from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.inference import predict_split
 from util.metrics import SegmentationScores
+from util.preflight import check_output_dir
 from util.run_lock import RunLock
 from util.selection import apply_rule
 
@@ -98,7 +100,8 @@ def main(argv=None):
     """Parse ``argv`` (default sys.argv[1:]) and write the run's pseudo-masks, holding the run folder."""
     opt = PseudoOptions().parse(argv)
     folder = run_dir(opt)
-    with RunLock(folder, 'pseudo.py'):
+    check_output_dir(os.path.join(folder, PSEUDO_FOLDER))
+    with RunLock(folder, 'pseudo.py'), exit_on_full_disk('run pseudo.py again'):
         write_pseudo_masks(opt, folder)
 
 

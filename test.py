@@ -24,6 +24,7 @@ from models.base_model import CHECKPOINT_FORMAT, CheckpointError
 from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
+from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.html import write_run_report
 from util.inference import available_map_modes, predict_split
@@ -208,7 +209,7 @@ def main(argv=None):
     """Parse ``argv`` (default sys.argv[1:]) and test, holding the run folder."""
     opt = TestOptions().parse(argv)
     check_output_dir(os.path.join(run_dir(opt), 'test'))
-    with RunLock(run_dir(opt), 'test.py'):
+    with RunLock(run_dir(opt), 'test.py'), exit_on_full_disk('run test.py again'):
         evaluate(opt)
 
 

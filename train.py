@@ -34,6 +34,7 @@ from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
 from util import distributed
 from util.checkpoints import checkpoint_path, list_checkpoints
+from util.full_disk import OUT_OF_SPACE, exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.machine import machine
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
@@ -211,7 +212,7 @@ class LossBuffer:
 def save_checkpoint(model, folder, step, opt, train_seconds):
     """Checkpoint of ``step`` with the options, the RNG state and the wall time trained so far; exits
     with one line, leaving the earlier checkpoints as they are, when a weight is not finite (finite
-    losses do not rule out a NaN gradient) or the file cannot be written."""
+    losses do not rule out a NaN gradient) or the file cannot be written (a full disk: main's line)."""
     bad = model.nonfinite_weight()
     if bad:
         raise SystemExit(f'error: weight {bad} became non-finite at step {step}; no checkpoint was written after '
@@ -221,8 +222,10 @@ def save_checkpoint(model, folder, step, opt, train_seconds):
         model.save(path, step=step, options=vars(opt), rng={'torch': torch.get_rng_state()},
                    train_seconds=train_seconds, machine=machine())
     except OSError as error:
-        raise SystemExit(f'error: cannot write {path} ({error.strerror or error}); free some disk space, '
-                         f'then continue with --resume True') from None
+        if error.errno in OUT_OF_SPACE:
+            raise  # main's line, with the space left
+        raise SystemExit(f'error: cannot write {path} ({error.strerror or error}); make it writable, then '
+                         f'continue with --resume True') from None
 
 
 def report_stop(signum, step, main_rank):
@@ -240,7 +243,8 @@ def main(argv=None):
         opt.device = device
         opt.world_size = distributed.world_size()
         try:
-            return train(opt, lock)
+            with exit_on_full_disk('continue with --resume True'):
+                return train(opt, lock)
         except SystemExit as error:
             # Rank 0 has printed the reason; the other ranks just fail, without repeating it.
             if not distributed.is_main() and isinstance(error.code, str):

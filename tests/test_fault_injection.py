@@ -648,7 +648,7 @@ def test_visdom_outage_neither_stops_nor_stalls_training_and_plots_resume(tiny_a
 
 # ---- unwritable or full result folders -----------------------------------------------------------------
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
 def test_result_dir_below_a_file_is_refused_before_anything_runs(script, workspace):
     root, results = workspace
     blocker = results.parent / 'notes.txt'
@@ -660,7 +660,7 @@ def test_result_dir_below_a_file_is_refused_before_anything_runs(script, workspa
 
 @pytest.mark.skipif(os.geteuid() == 0, reason='root writes through chmod; a result_dir below a file covers the '
                                                'refusal (test above)')
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
 def test_read_only_result_dir_is_refused_before_anything_runs(script, workspace):
     root, results = workspace
     read_only = results.parent / 'read_only'
@@ -711,6 +711,88 @@ def test_a_disk_filling_up_while_saving_stops_with_one_line_and_keeps_earlier_ch
     assert f'cannot write {path} (No space left on device)' in message and '--resume True' in message
     assert sound_checkpoints(run_folder()) == [1]
     assert os.listdir(os.path.dirname(path)) == ['iter_0000001.pt']  # the temp file is gone too
+
+
+def test_the_zip_writer_s_full_disk_error_is_one_line_naming_the_file_and_the_space_left(tiny_argv, run_folder,
+                                                                                          monkeypatch):
+    """torch's zip writer reports the OSError of a failed write as a RuntimeError of its own."""
+    def save(obj, handle, *args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        except OSError:
+            raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
+    monkeypatch.setattr(base_model.torch, 'save', save)
+    message = error_of('train', tiny_argv('--iteration', 1))
+    path = os.path.join(run_folder(), 'checkpoints', 'iter_0000001.pt')
+    assert re.fullmatch(rf'error: cannot write {re.escape(path)} \(No space left on device\); \d+\.\d MB free on '
+                        r'its disk: free some space, then continue with --resume True', message), message
+    assert os.listdir(os.path.dirname(path)) == []
+
+
+# ---- a disk that really fills up (a private tmpfs) -------------------------------------------------------
+
+# Run by ``unshare -m``: mounts a tmpfs of SIZE on MOUNT_POINT (seen by this process alone), links the run's
+# inputs into it, runs SCRIPT's main without its start-up room check (the disk fills up after it), and prints
+# the exit code and the files left on the tmpfs.
+FULL_DISK_DRIVER = '''
+import json, os, subprocess, sys
+mount_point, size, script, argv, links = json.loads(sys.argv[1])
+subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', mount_point], check=True)
+for link, target in links:
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(target, link)
+module = __import__(script)
+module.check_output_dir = lambda *args, **kwargs: None
+try:
+    module.main(argv)
+    code = 0
+except SystemExit as stop:
+    code = stop.code
+files = [os.path.relpath(os.path.join(d, n), mount_point) for d, _, names in os.walk(mount_point) for n in names]
+print(json.dumps({'code': code, 'files': files}))
+'''
+
+
+@pytest.fixture(scope='session')
+def private_tmpfs(tmp_path_factory):
+    """Skips unless this process may mount a tmpfs in a mount namespace of its own (root with unshare)."""
+    probe = tmp_path_factory.mktemp('tmpfs_probe')
+    if os.geteuid() != 0 or shutil.which('unshare') is None or subprocess.run(
+            ['unshare', '-m', 'mount', '-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', str(probe)],
+            capture_output=True).returncode != 0:
+        pytest.skip('a private tmpfs needs root and unshare -m; the simulated full disks above check the same lines')
+
+
+# script -> (tmpfs size, the baseline run's folders its inputs are linked from, the file the disk has no room
+# for: a checkpoint (through torch's zip writer) or a PNG, the advice of its line)
+FULL_DISK_CASES = {'train': ('64k', [], 'checkpoints/iter_0000001.pt', 'continue with --resume True'),
+                   'test': ('16k', ['checkpoints'], 'test/val/overlays/val_0000.png', 'run test.py again'),
+                   'crf': ('8k', ['test'], 'crf/testA/overlays/testA_0000.png', 'run crf.py again')}
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_a_disk_filling_up_mid_run_stops_with_one_line_and_leaves_no_partial_file(script, private_tmpfs, workspace,
+                                                                                  tmp_path):
+    root, results = workspace
+    mount_point = tmp_path / 'small_disk'
+    mount_point.mkdir()
+    size, linked, unwritten, then = FULL_DISK_CASES[script]
+    fresh = ['--resume', 'False'] if script == 'train' else []
+    argv = run_argv(script, root, mount_point / 'results', *fresh)
+    folder = run_folder_of(mount_point / 'results')
+    links = [(str(folder / name), str(run_folder_of(results) / name)) for name in linked]
+    done = subprocess.run(['unshare', '-m', sys.executable, '-c', FULL_DISK_DRIVER,
+                           json.dumps([str(mount_point), size, script, argv, links])],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert re.fullmatch(rf'error: cannot write {re.escape(str(folder / unwritten))} \(No space left on device\); '
+                        rf'\d+\.\d MB free on its disk: free some space, then {re.escape(then)}', str(report['code'])), \
+        (report, done.stderr[-3000:])
+    assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+    written = [os.path.relpath(mount_point / name, folder) for name in report['files']]
+    assert unwritten not in written and not [name for name in written if name.endswith('.tmp')]
+    assert LOCK_NAME not in written  # released
 
 
 # ---- one owner per run folder --------------------------------------------------------------------------
