@@ -10,6 +10,10 @@ import json
 import os
 import time
 
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below
+
 import numpy as np
 
 from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic

@@ -17,6 +17,10 @@ import json
 import os
 import sys
 
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: seconds)
+
 import numpy as np
 import torch
 from PIL import Image

@@ -17,6 +17,10 @@ import signal
 import sys
 import time
 
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: seconds)
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader

@@ -917,3 +917,79 @@ def test_a_bad_number_is_refused_at_parse_time_with_one_line(script, flags, expe
     before = _tree(results)
     assert parse_error(script, run_argv(script, root, results, *flags), capsys) == expected
     assert _tree(results) == before
+
+
+# ---- how processes end: torchrun's store, CRF workers, Ctrl-C ----------------------------------------------
+
+# A torchrun worker that prints the addresses its agent (parent) listens on, from /proc (Linux).
+LISTENING_REPORT = '''
+import os
+parent = os.getppid()
+sockets = set()
+for fd in os.listdir(f'/proc/{parent}/fd'):
+    target = os.readlink(f'/proc/{parent}/fd/{fd}')
+    if target.startswith('socket:['):
+        sockets.add(target[len('socket:['):-1])
+for table in ('tcp', 'tcp6'):
+    with open(f'/proc/net/{table}') as rows:
+        for row in rows.read().splitlines()[1:]:
+            cells = row.split()
+            if cells[3] == '0A' and cells[9] in sockets and os.environ['RANK'] == '0':  # 0A: LISTEN
+                print('listening on', cells[1])
+'''
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/net/tcp'), reason='reads the listening sockets from Linux /proc')
+def test_start_train_s_torchrun_listens_on_127_0_0_1_alone(tmp_path):
+    worker = tmp_path / 'report.py'
+    worker.write_text(LISTENING_REPORT)
+    done = subprocess.run([sys.executable, 'tools/torchrun_local.py', '--nproc_per_node=2', str(worker)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    addresses = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith('listening on')]
+    assert len(addresses) == 1 and addresses[0].startswith('0100007F:'), done.stdout  # 127.0.0.1, little-endian
+
+
+def _gone(pid):
+    """True when process ``pid`` has ended (a zombie nobody reaped counts as ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+        return True
+
+
+def test_crf_workers_die_with_a_killed_crf_py_and_print_nothing(workspace, tmp_path):
+    root, results = workspace
+    log = tmp_path / 'crf.log'
+    # Mean-field steps enough for seconds per image: the workers are busy when their parent dies.
+    crf_py = _started('crf', run_argv('crf', root, results, '--num_workers', 2, '--crf_params', 'n_iter=300000'), log)
+    try:
+        assert wait_until(lambda: len(_workers(crf_py.pid)) == 2, timeout_s=60), log.read_text()
+        workers = _workers(crf_py.pid)
+    finally:
+        crf_py.kill()
+        crf_py.wait(timeout=60)
+    assert wait_until(lambda: all(map(_gone, workers)), timeout_s=1.0)
+    text = log.read_text()
+    assert 'Traceback' not in text and 'Error' not in text, text[-3000:]
+
+
+def _has_mapped(pid, library):
+    try:
+        with open(f'/proc/{pid}/maps') as maps:
+            return library in maps.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
+def test_ctrl_c_during_start_up_prints_one_line_and_exits_130(script, workspace, tmp_path):
+    root, results = workspace
+    log = tmp_path / 'run.log'
+    process = _started(script, run_argv(script, root, results), log, start_new_session=True)
+    # numpy comes right after the Ctrl-C handler in every script, and seconds before its main starts.
+    assert wait_until(lambda: _has_mapped(process.pid, '_multiarray_umath'), timeout_s=60)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
+    assert process.wait(timeout=60) == 130
+    assert log.read_text() == f'{script}.py: stopped by Ctrl-C; every file written so far is complete\n'
