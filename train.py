@@ -346,9 +346,12 @@ def train(opt, lock):
         # No rank leaves (and makes torchrun stop the others) before rank 0 has saved.
         distributed.barrier()
         return report_stop(stopping, step, main_rank)
-    except RuntimeError as error:
+    except (RuntimeError, ConnectionError) as error:
+        # A worker killed while it handed a batch over (its shared memory's file descriptor) leaves a
+        # ConnectionError rather than torch's 'DataLoader worker ... exited' RuntimeError.
+        workers_gone = isinstance(error, ConnectionError) or 'DataLoader worker' in str(error)
         # Under torchrun the other ranks may wait in a collective: no flush or save without them.
-        if not (stop and 'DataLoader worker' in str(error)) or distributed.is_distributed():
+        if not (stop and workers_gone) or distributed.is_distributed():
             raise
         # The loader workers were stopped with this process while it waited for the batch of `step`:
         # the networks hold step - 1, the last completed step.
@@ -359,6 +362,9 @@ def train(opt, lock):
     finally:
         progress.close()
         visualizer.close()
+        # Released while child_exited still guards SIGCHLD: loader workers stopped with this process may
+        # be reaped any moment now, and torch's own handler, put back below, raises when they are.
+        lock.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     distributed.barrier()
