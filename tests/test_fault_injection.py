@@ -786,9 +786,9 @@ def test_a_disk_filling_up_mid_run_stops_with_one_line_and_leaves_no_partial_fil
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     report = json.loads(done.stdout.splitlines()[-1])
-    assert re.fullmatch(rf'error: cannot write {re.escape(str(folder / unwritten))} \(No space left on device\); '
-                        rf'\d+\.\d MB free on its disk: free some space, then {re.escape(then)}', str(report['code'])), \
-        (report, done.stderr[-3000:])
+    line = (rf'error: cannot write {re.escape(str(folder / unwritten))} \(No space left on device\); \d+\.\d MB '
+            rf'free on its disk: free some space, then {re.escape(then)}')
+    assert re.fullmatch(line, str(report['code'])), (report, done.stderr[-3000:])
     assert 'Traceback' not in done.stderr, done.stderr[-3000:]
     written = [os.path.relpath(mount_point / name, folder) for name in report['files']]
     assert unwritten not in written and not [name for name in written if name.endswith('.tmp')]
@@ -991,5 +991,6 @@ def test_ctrl_c_during_start_up_prints_one_line_and_exits_130(script, workspace,
     # numpy comes right after the Ctrl-C handler in every script, and seconds before its main starts.
     assert wait_until(lambda: _has_mapped(process.pid, '_multiarray_umath'), timeout_s=60)
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
-    assert process.wait(timeout=60) == 130
-    assert log.read_text() == f'{script}.py: stopped by Ctrl-C; every file written so far is complete\n'
+    status = process.wait(timeout=60)
+    line = f'{script}.py: stopped by Ctrl-C; every file written so far is complete\n'
+    assert (status, log.read_text()) == (130, line)
