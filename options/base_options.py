@@ -4,6 +4,7 @@ Flag names follow the original CLTNet / U-GAT-IT code. ``--preset`` fills in a g
 (image size, width, loss weights per dataset...); any flag given explicitly overrides the preset.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -24,6 +25,10 @@ LOSS_WEIGHTS['demo'] = LOSS_WEIGHTS['BraTS']
 PRESETS = {'paper': PAPER_PRESET, 'cpu': CPU_PRESET}
 # Where the values of the other scripts' flags go while parsing (then dropped).
 OTHER_PREFIX = 'other_script_'
+# numpy's seeds are unsigned 32-bit numbers.
+MAX_SEED = 2 ** 32 - 1
+# The smallest image every model takes: the U-Net halves its side 4 times, CLTNet's bottleneck needs 2 x 2.
+MIN_IMG_SIZE = 16
 
 
 def str2bool(value):
@@ -145,6 +150,10 @@ class BaseOptions:
         opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + argv)
         if opt.folder is None:
             opt.folder = default_folder(opt.dataset)
+        check_run_name(parser, '--name', opt.name)
+        check_ranges(parser, opt, seed=(0, MAX_SEED), batch_size=(1, None), num_workers=(0, None),
+                     num_threads=(0, None), img_size=(MIN_IMG_SIZE, None), ch=(1, None), n_res=(1, None),
+                     n_dis=(2, None))
         if opt.img_size % 4:
             parser.error(f'--img_size must be divisible by 4, got {opt.img_size}')
         opt.device = resolve_device(opt.device)
@@ -157,6 +166,26 @@ class BaseOptions:
 
     def validate(self, parser, opt):
         """Hook for subclasses: extra checks, calling ``parser.error`` on bad values."""
+
+
+def check_run_name(parser, flag, name):
+    """parser.error unless ``name`` is one folder name, so that a run folder stays inside --result_dir."""
+    if name in ('', '.', '..') or '/' in name or '\\' in name:
+        parser.error(f"{flag} must be one folder name, without / or \\ and not '', '.' or '..' (the run "
+                     f"folder is <result_dir>/<dataset>/<folder>/<name>), got {name!r}")
+
+
+def check_ranges(parser, opt, **ranges):
+    """parser.error unless every option named in ``ranges`` (name=(lowest, highest or None)) is unset or a
+    finite number in that range: a bad value then stops at parse time, not in a traceback much later."""
+    for name, (lowest, highest) in ranges.items():
+        value = getattr(opt, name)
+        if value is None:
+            continue
+        if highest is None and not (math.isfinite(value) and value >= lowest):
+            parser.error(f'--{name} must be at least {lowest}, got {value}')
+        if highest is not None and not lowest <= value <= highest:
+            parser.error(f'--{name} must be between {lowest} and {highest}, got {value}')
 
 
 def default_folder(dataset):

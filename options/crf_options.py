@@ -40,8 +40,6 @@ class CRFOptions(BaseOptions):
         if not splits or unknown:
             parser.error(f'--splits takes a comma-separated subset of {",".join(SPLITS)}, got {opt.splits!r}')
         opt.splits = list(dict.fromkeys(splits))
-        if opt.num_workers < 0:
-            parser.error(f'--num_workers must be >= 0, got {opt.num_workers}')
         parse_crf_params_flag(parser, opt)
 
 

@@ -1,6 +1,7 @@
 """pseudo.py flags: test.py's (which model, which rule) plus the CRF and the confidence band."""
 import os
 
+from .base_options import check_ranges
 from .crf_options import parse_crf_params_flag
 from .test_options import TestOptions
 
@@ -25,4 +26,5 @@ class PseudoOptions(TestOptions):
         super().validate(parser, opt)
         if not 0 < opt.boundary_band <= 1:
             parser.error(f'--boundary_band must be in (0, 1], got {opt.boundary_band}')
+        check_ranges(parser, opt, crf_workers=(0, None))
         parse_crf_params_flag(parser, opt)

@@ -15,6 +15,7 @@ ruler beside it, which test.py's own post-processing had removed).
 """
 import itertools
 import multiprocessing
+import os
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -26,6 +27,7 @@ from data.image_io import PIL_READ_ERRORS, ImageReadError, read_image, read_mask
 from util.colour_model import add_colour_evidence
 from util.metrics import confusion_counts, scores_from_counts
 from util.postprocess import POSTPROCESSING, foreground_mask, postprocess
+from util.shutdown import init_pool_worker
 
 REFERENCE_SIDE = 256
 PROB_SCALE = 65535
@@ -227,7 +229,7 @@ def _parallel_map(func, tasks, num_workers, desc):
             return results
         workers = min(num_workers, len(tasks))
         chunk = max(1, len(tasks) // (4 * workers))
-        with multiprocessing.get_context(START_METHOD).Pool(workers) as pool:
+        with multiprocessing.get_context(START_METHOD).Pool(workers, init_pool_worker, (os.getpid(),)) as pool:
             for result in pool.imap(func, tasks, chunksize=chunk):
                 results.append(result)
                 bar.update()
