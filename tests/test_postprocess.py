@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from util.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, central_component, fill_holes,
-                              foreground_mask, largest_component, postprocess)
+                              foreground_mask, largest_component, postprocess, resize_mask)
 
 
 def _ring(size=20, outer=(3, 17), inner=(7, 13)):
@@ -92,6 +92,19 @@ def test_postprocess_names(name):
     assert out.dtype == bool and out.shape == mask.shape
     assert out[0, 0] == (name in ('none', 'fill'))
     assert out[10, 10] == (name in ('fill', 'largest+fill', 'central+fill'))
+
+
+def test_resize_mask_enlarges_with_smooth_edges_and_shrinks():
+    rows, cols = np.mgrid[:16, :24]
+    disk = (rows - 7.5) ** 2 + (cols - 11.5) ** 2 <= 36
+    big = resize_mask(disk, (128, 192))
+    rows, cols = np.mgrid[:128, :192]
+    drawn = (rows - 63.5) ** 2 + (cols - 95.5) ** 2 <= 48 ** 2  # the same disk drawn at 8 x
+    assert big.dtype == bool and big.shape == (128, 192)
+    blocks = np.kron(disk, np.ones((8, 8), bool))  # nearest neighbour
+    assert (big != drawn).mean() < 0.7 * (blocks != drawn).mean()
+    np.testing.assert_array_equal(resize_mask(big, (16, 24)), disk)
+    assert not resize_mask(np.zeros((5, 5), bool), (50, 40)).any()
 
 
 @pytest.mark.parametrize('threshold', [0.05, 0.3, 0.5, 0.8, 0.99])
