@@ -9,8 +9,8 @@ from PIL import Image
 from scipy import ndimage
 
 import crf
-from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, dense_crf, param_grid, parse_crf_params, read_prob,
-                            refine_many, search_params)
+from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, crf_pool, dense_crf, param_grid, parse_crf_params,
+                            read_prob, refine_arrays, refine_many, search_params)
 from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores, confusion_counts, scores_from_counts
 from util.postprocess import calibrate, foreground_mask, largest_component, resize_mask
 
@@ -176,6 +176,16 @@ def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path
     one = refine_many(pairs, CRFParams(), num_workers=1)
     two = refine_many(pairs, CRFParams(), num_workers=2)
     assert len(one) == len(two) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_refine_arrays_in_a_pool_matches_single_runs():
+    pairs = [(raw, prob) for raw, _, prob in (_scene(np.random.default_rng(seed)) for seed in range(3))]
+    singles = [dense_crf(raw, prob, CRFParams()) for raw, prob in pairs]
+    assert crf_pool(1) is None
+    with crf_pool(2) as pool:
+        pooled = refine_arrays(pairs, CRFParams(), pool)
+    for masks in (pooled, refine_arrays(pairs, CRFParams())):
+        assert len(masks) == 3 and all(np.array_equal(a, b) for a, b in zip(masks, singles))
 
 
 def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """Dense-CRF refinement of lesion probability maps (pydensecrf2's ``pydensecrf.densecrf``).
 
-One image: ``dense_crf(raw, prob, params) -> bool mask``. Many images: ``refine_many`` in worker
-processes. Parameter choice on val: ``param_grid`` and ``search_params`` (mean DI, ties -> earlier).
+One image: ``dense_crf(raw, prob, params) -> bool mask``. Many images: ``refine_many`` (image and map
+files) or ``refine_arrays`` (in memory) in worker processes. Parameter choice on val: ``param_grid``
+and ``search_params`` (mean DI, ties -> earlier).
 
 The maps are calibrated (0.5 = test.py's decision), so the unary term is fg = p, bg = (1 - p)^alpha
 as in the CAM+CRF literature (AffinityNet/PSA): alpha > 1 lets the pairwise terms grow the lesion.
@@ -272,6 +273,26 @@ def refine_many(items, params, num_workers=1, desc='CRF'):
     here). Returns the bool masks in the order of ``items``, identical to a single process.
     """
     return _parallel_map(_refine_task, [(image, prob, params) for image, prob in items], num_workers, desc)
+
+
+def crf_pool(num_workers):
+    """Worker processes for ``refine_arrays``, kept for a whole run (a context manager); None for
+    ``num_workers`` <= 1 (refine in this process). Start it before loading a model: forked workers
+    then do not hold the model's memory."""
+    return multiprocessing.get_context(START_METHOD).Pool(num_workers) if num_workers > 1 else None
+
+
+def _refine_array_task(task):
+    return dense_crf(*task)
+
+
+def refine_arrays(pairs, params, pool=None):
+    """Refine in-memory (uint8 H x W x 3 image, calibrated float H x W map) pairs with ``params``, in
+    ``pool`` (from ``crf_pool``) or here; returns the bool masks in order."""
+    tasks = [(raw, prob, params) for raw, prob in pairs]
+    if pool is None or len(tasks) <= 1:
+        return [_refine_array_task(task) for task in tasks]
+    return pool.map(_refine_array_task, tasks)
 
 
 def search_params(items, combos, num_workers=1):
