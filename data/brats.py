@@ -20,6 +20,8 @@ BRATS_FILE = re.compile(r'^(?P<id>.+)_(?P<kind>flair|t1|t1ce|t2|seg)\.nii(\.gz)?
 # The voxel axes of every BraTS 2018-2021 volume: x to the patient's Left, y to Posterior, z to Superior.
 ORIENTATION = ('L', 'P', 'S')
 SLICE_SIDE = 256  # the side of the released weights' training slices (240 px padded)
+# Training slices have brain on more than this fraction of the slice (the released weights never saw others).
+MIN_BRAIN_FRAC = 0.15
 NIFTI_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
 
 
@@ -37,6 +39,11 @@ def normalise(volume):
     hi = max(float(np.percentile(values, 99.5)), lo + 1e-6)
     scaled[brain] = np.rint(np.clip((values - lo) / (hi - lo), 0, 1) * 255)
     return scaled
+
+
+def enough_brain(volume, min_brain_frac=MIN_BRAIN_FRAC):
+    """Bool per axial slice z: its brain (non-zero voxels) covers more than ``min_brain_frac`` of the slice."""
+    return (volume != 0).sum(axis=(0, 1)) > min_brain_frac * volume.shape[0] * volume.shape[1]
 
 
 def fit_to_size(plane, size, nearest):

@@ -57,6 +57,15 @@ def test_largest_component_keeps_the_biggest_8_connected_blob():
     assert np.array_equal(largest_component(single), single)
 
 
+def test_largest_component_of_a_volume_is_26_connected():
+    volume = np.zeros((8, 8, 8), bool)
+    chain = np.eye(5, dtype=bool)[:, :, None] & np.eye(5, dtype=bool)[:, None, :]  # 5 voxels touching at corners
+    volume[:5, :5, :5] = chain
+    volume[6:8, 6:8, 7] = True  # 4 voxels sharing faces
+    np.testing.assert_array_equal(largest_component(volume)[:5, :5, :5], chain)
+    assert largest_component(volume).sum() == 5
+
+
 def test_central_component_keeps_the_blob_nearest_the_centre_not_the_biggest():
     mask = np.zeros((21, 21), bool)
     mask[0:8, 0:8] = True  # 64 px in a corner: a sticker

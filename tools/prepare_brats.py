@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nibabel as nib  # noqa: E402
 
-from data.brats import BRATS_FILE, MODALITIES, NIFTI_ERRORS, normalise, slice_image, slice_mask  # noqa: E402
+from data.brats import (BRATS_FILE, MIN_BRAIN_FRAC, MODALITIES, NIFTI_ERRORS, enough_brain, normalise,  # noqa: E402
+                        slice_image, slice_mask)
 from data.image_io import write_png_atomic  # noqa: E402
 from tools.prepare_common import (PrepareError, add_output_args, positive_int, require_dir,  # noqa: E402
                                   name_weak_folders, require_filled, run_cli, sample, staged_folder,
@@ -137,11 +138,10 @@ def load_subject(subject):
 def classify_slices(volume, tumour, min_lesion_px, min_brain_frac):
     """(A z-indices, B z-indices): slices with brain area above ``min_brain_frac`` of the slice and
     whole tumour >= ``min_lesion_px`` pixels (A) or none (B); those in between are in neither."""
-    brain_px = (volume != 0).sum(axis=(0, 1))
     lesion_px = tumour.sum(axis=(0, 1))
-    enough_brain = brain_px > min_brain_frac * volume.shape[0] * volume.shape[1]
-    lesion_z = np.flatnonzero(enough_brain & (lesion_px >= min_lesion_px))
-    normal_z = np.flatnonzero(enough_brain & (lesion_px == 0))
+    brain = enough_brain(volume, min_brain_frac)
+    lesion_z = np.flatnonzero(brain & (lesion_px >= min_lesion_px))
+    normal_z = np.flatnonzero(brain & (lesion_px == 0))
     return lesion_z.tolist(), normal_z.tolist()
 
 
@@ -238,7 +238,7 @@ def build_parser():
                         help='whole-tumour pixels (at the volume\'s own slice size, 240x240 for BraTS) '
                              'a slice needs to be a lesion (A) slice; slices with 1 to this-1 are skipped '
                              '(default %(default)s)')
-    parser.add_argument('--min_brain_frac', type=_fraction, default=0.15,
+    parser.add_argument('--min_brain_frac', type=_fraction, default=MIN_BRAIN_FRAC,
                         help='slices whose brain area is not above this fraction of the slice are skipped '
                              '(default %(default)s)')
     parser.add_argument('--n_val', type=positive_int, default=3, help='subjects for val (default %(default)s)')

@@ -23,9 +23,9 @@ def foreground_mask(raw):
 
 
 def _keep_one_component(mask, choose):
-    """Keep only the 8-connected component of a bool mask whose label ``choose(labels, count)`` returns
-    (empty stays empty, one component stays whole)."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    """Keep only the 8-connected (3-D: 26-connected) component of a bool mask whose label
+    ``choose(labels, count)`` returns (empty stays empty, one component stays whole)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
     if count <= 1:
         return mask
     return labels == choose(labels, count)
@@ -46,7 +46,8 @@ def _most_central_label(labels, count):
 
 
 def largest_component(mask):
-    """Keep only the largest 8-connected component of a bool mask (empty stays empty)."""
+    """Keep only the largest 8-connected component of a bool mask (empty stays empty); of a 3-D mask
+    (a volume), the largest 26-connected one."""
     return _keep_one_component(mask, _largest_label)
 
 
