@@ -71,15 +71,13 @@ def _size(path, kind):
 
 
 def check_inputs(inputs, labels, skip_bad):
-    """{input path: one-line problem} of the files whose header cannot be read (exit at the first unless
-    ``skip_bad``); exit when a label cannot be read or its size differs from its input's."""
-    problems = {}
+    """{input path: its ``skipped`` row} for the files whose header cannot be read; exit when a label cannot be
+    read or its size differs from its input's."""
+    skipped = {}
     for item in inputs:
         size = _size(item.path, item.kind)
         if isinstance(size, str):
-            if not skip_bad:
-                raise SystemExit(f'error: {size} ({SKIP_HINT})')
-            problems[item.path] = size
+            skipped[item.path] = skipped_row(item, size, skip_bad)
         elif item.path in labels:
             label_size = _size(labels[item.path], item.kind)
             if isinstance(label_size, str):
@@ -87,7 +85,14 @@ def check_inputs(inputs, labels, skip_bad):
             if label_size != size:
                 raise SystemExit(f'error: label {labels[item.path]} is {label_size} but {item.path} is {size}; a '
                                  f'label must have its input\'s size')
-    return problems
+    return skipped
+
+
+def skipped_row(item, problem, skip_bad):
+    """The predictions.csv row of a file left out for ``problem`` (one line); exit with it unless ``skip_bad``."""
+    if not skip_bad:
+        raise SystemExit(f'error: {problem} ({SKIP_HINT})')
+    return {'file': item.path, 'kind': item.kind, 'status': f'skipped: {problem}'}
 
 
 def stored_choices(opt, state):
@@ -119,9 +124,7 @@ def predict_images(items, opt, predictor, model, label_paths, bar):
     loader = DataLoader(dataset, batch_size=opt.batch_size, num_workers=opt.num_workers, collate_fn=collate_labeled)
     for batch in loader:
         for bad in batch['unreadable']:  # a file whose header read but whose pixels do not decode
-            if not opt.skip_bad_images:
-                raise SystemExit(f"error: {bad['unreadable']} ({SKIP_HINT})")
-            yield skipped_row(by_path[bad['path']], bad['unreadable'])
+            yield skipped_row(by_path[bad['path']], bad['unreadable'], opt.skip_bad_images)
             bar.update()
         if batch['image'] is None:
             continue
@@ -170,10 +173,6 @@ def predict_volume(item, opt, predictor, model, label_path):
     return _row(item, opt, mask, max(scores) if scores else None, gt, voxel=voxel_ml(image))
 
 
-def skipped_row(item, problem):
-    return {'file': item.path, 'kind': item.kind, 'status': f'skipped: {problem}'}
-
-
 def main(argv=None):
     """Parse ``argv`` (default sys.argv[1:]), predict every input, write predictions.csv."""
     opt = parse(argv)
@@ -185,9 +184,9 @@ def main(argv=None):
         check_dataset(state, 'BraTS', opt.weights, opt.allow_other_dataset)
     label_paths = find_labels(inputs, opt.labels) if opt.labels else {}
     check_outputs(opt, inputs)
-    problems = check_inputs(inputs, label_paths, opt.skip_bad_images)
-    rows = [skipped_row(item, problems[item.path]) for item in inputs if item.path in problems]
-    todo = [item for item in inputs if item.path not in problems]
+    skipped = check_inputs(inputs, label_paths, opt.skip_bad_images)
+    rows = list(skipped.values())
+    todo = [item for item in inputs if item.path not in skipped]
     # The pool forks before the model exists, so its workers do not hold the model's memory.
     with crf_pool(opt.crf_workers if crf else 0) or contextlib.nullcontext() as pool:
         # A gate was chosen on the whole model's image-level score; without one, only the stage giving the map runs.
@@ -201,8 +200,13 @@ def main(argv=None):
             if images:
                 rows += predict_images(images, opt, predictor, model, label_paths, bar)
             for item in (item for item in todo if item.kind == 'volume'):
-                rows.append(predict_volume(item, opt, predictor, model, label_paths.get(item.path)))
+                try:
+                    rows.append(predict_volume(item, opt, predictor, model, label_paths.get(item.path)))
+                except VolumeError as error:  # a header that read, voxels that do not
+                    rows.append(skipped_row(item, str(error), opt.skip_bad_images))
                 bar.update()
+    order = {item.path: index for index, item in enumerate(inputs)}
+    rows.sort(key=lambda row: order[row['file']])
     table = write_predictions(os.path.join(opt.output, 'predictions.csv'), rows, scored=bool(opt.labels))
     print(table)
     return rows

@@ -144,6 +144,8 @@ def test_volume_problems_are_one_line_errors(tmp_path, capsys):
                                                                      [0, 0, 0, 1]]))
     wrong_label = _save(tmp_path / 'labels' / 'vol_seg.nii.gz', seg[:, :, :4])
     volume = _save(tmp_path / 'vols' / 'vol.nii.gz', flair)
+    cut = tmp_path / 'vols' / 'cut.nii.gz'
+    cut.write_bytes(volume.read_bytes()[:3000])  # its header reads, its voxels do not
 
     def error(source, *extra, weights=WEIGHTS):
         with pytest.raises(SystemExit) as info:
@@ -164,6 +166,9 @@ def test_volume_problems_are_one_line_errors(tmp_path, capsys):
     isic = os.path.join(REPO_ROOT, 'weights', 'ISIC_stage2.pt')
     assert error(volume, weights=isic) == (f'error: {isic} was trained on ISIC, not BraTS; pass the BraTS weights '
                                            f'(weights/BraTS.pt), or --allow_other_dataset True to apply it anyway')
+    message = error(cut)
+    assert message.startswith(f'error: cannot read NIfTI {cut} (') and message.endswith(
+        f'; replace or remove this file, then run again {hint}')
     rows = _run(tmp_path / 'vols', tmp_path / 'out', '--skip_bad_images')
     assert {os.path.basename(r['file']): r['status'][:9] for r in rows} == {
-        'four.nii.gz': 'skipped: ', 'sagittal.nii.gz': 'skipped: ', 'vol.nii.gz': 'ok'}
+        'cut.nii.gz': 'skipped: ', 'four.nii.gz': 'skipped: ', 'sagittal.nii.gz': 'skipped: ', 'vol.nii.gz': 'ok'}
