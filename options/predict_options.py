@@ -17,7 +17,9 @@ The file's stored choices are applied unchanged: map, threshold, post-processing
 where there is one, and the dense CRF with its stored parameters. Images get NAME_mask.png (0/255) at
 their original size; volumes NAME_mask.nii.gz (uint8, 1 = lesion) in their own voxel grid, affine and
 header, each axial slice prepared as tools/prepare_brats.py prepares training slices. OUTPUT also gets
-predictions.csv: one row per file with its lesion score and area (and JA DI AC SE SP with --labels)."""
+predictions.csv: one row per file with its lesion score and area (and JA DI AC SE SP with --labels).
+The lesion score is the model's image-level lesion probability: for a U-Net map (ISIC.pt, BraTS.pt) its
+highest pixel, for a generator map its CAM classifier's; for a volume, that of its most lesion-like slice."""
 
 
 # A boolean flag alone means True; True/False (yes/no, 1/0) may follow it, as in the other scripts.
@@ -39,14 +41,14 @@ def build_parser():
     """The argparse parser of predict.py; every flag explained in --help."""
     parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=_Formatter)
     g = parser.add_argument_group('what to apply, to what')
-    g.add_argument('--weights', required=True,
+    g.add_argument('--weights', required=True, default=argparse.SUPPRESS,
                    help='weights file with stored choices: weights/ISIC.pt (dermoscopy photographs), weights/BraTS.pt '
                         '(FLAIR MRI volumes or slices), a stage-1 or stage-2 file of weights/, or your own export')
-    g.add_argument('--input', required=True,
+    g.add_argument('--input', required=True, default=argparse.SUPPRESS,
                    help='an image (PNG/JPG/BMP/TIFF, any size, grey/RGB/RGBA/16-bit), a NIfTI volume (.nii, .nii.gz), '
                         'or a folder of them; BraTS subject folders (<ID>/<ID>_flair.nii.gz) are found one level '
                         'down, their _seg and other sequences left out; *_segmentation images are left out too')
-    g.add_argument('--output', required=True,
+    g.add_argument('--output', required=True, default=argparse.SUPPRESS,
                    help='folder for the outputs (created; never inside --input): <name>_mask.png / '
                         '<name>_mask.nii.gz per input, in the input\'s subfolders, and predictions.csv')
     g.add_argument('--recursive', **FLAG,
