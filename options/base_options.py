@@ -52,6 +52,26 @@ def resolve_device(name):
     return name
 
 
+def add_hardware_arguments(parser):
+    """The hardware flags every script shares: --device, --num_threads, --keep_freed_memory, --amp,
+    --channels_last, --compile."""
+    g = parser.add_argument_group('hardware')
+    g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
+    g.add_argument('--keep_freed_memory', type=str2bool, default=True,
+                   help='True: glibc malloc keeps freed memory for reuse instead of mapping large '
+                        'tensors afresh at every step (~60 000 page faults per cpu-preset step); '
+                        'the process then holds its peak memory until it ends')
+    g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
+                   help="mixed precision: auto = bf16 on CPUs with native bf16, else off (on CUDA a batch-1 "
+                        "step is launch-bound and autocast only adds casts; bf16 / fp16 force it)")
+    g.add_argument('--channels_last', type=str2bool, default=True,
+                   help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
+    g.add_argument('--compile', type=str2bool, default=False,
+                   help='True: compile every network with torch.compile (needs a C++ compiler on CPU, '
+                        'Triton on CUDA; the first steps are slow while it compiles)')
+
+
 class BaseOptions:
     """Builds the parser; subclasses add their flags in ``add_arguments``."""
 
@@ -98,21 +118,7 @@ class BaseOptions:
                        help='discriminator depth: the global one has n_dis+1 layers, the local one n_dis-1')
         g.add_argument('--light', type=str2bool, default=None,
                        help='True: the gamma/beta MLP pools the features first (the light U-GAT-IT)')
-        g = parser.add_argument_group('hardware')
-        g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
-        g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
-        g.add_argument('--keep_freed_memory', type=str2bool, default=True,
-                       help='True: glibc malloc keeps freed memory for reuse instead of mapping large '
-                            'tensors afresh at every step (~60 000 page faults per cpu-preset step); '
-                            'the process then holds its peak memory until it ends')
-        g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
-                       help="mixed precision: auto = bf16 on CPUs with native bf16, else off (on CUDA a batch-1 "
-                            "step is launch-bound and autocast only adds casts; bf16 / fp16 force it)")
-        g.add_argument('--channels_last', type=str2bool, default=True,
-                       help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
-        g.add_argument('--compile', type=str2bool, default=False,
-                       help='True: compile every network with torch.compile (needs a C++ compiler on CPU, '
-                            'Triton on CUDA; the first steps are slow while it compiles)')
+        add_hardware_arguments(parser)
         self.add_arguments(parser)
         if accept_others:
             self.add_other_scripts_flags(parser)

@@ -20,7 +20,8 @@ class CRFOptions(BaseOptions):
         g.add_argument('--crf_params', default=None,
                        help=f'fixed CRF parameters as key=value pairs, e.g. "alpha=2,sxy=40"; the others keep '
                             f'their defaults ({defaults}). Skips the val search. sxy and gauss_sxy are in '
-                            f'pixels of a 256-px image (scaled with the image size); colour is the weight of '
+                            f'pixels of a 256-px image (a larger image is refined shrunk to 256 px, a smaller '
+                            f'one with the widths scaled to its size); colour is the weight of '
                             f"the image's own lesion/skin colour model added to the map first; postprocess "
                             f"cleans the CRF's mask ({', '.join(POSTPROCESSING)})")
         g.add_argument('--splits', default='testA,testB',
