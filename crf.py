@@ -136,13 +136,14 @@ def _before(test_root, split, items):
     return scores.mean()
 
 
-def refine_split(opt, test_root, crf_root, split, params, selection):
+def refine_split(opt, test_root, crf_root, split, params, selection, few=''):
     """Refine one split with ``params``, write its outputs and return its summary dict.
 
     testB has no labels: its normal images are scored against empty masks in metrics.csv, and the
-    summary gives ``fp_rate`` and ``mean_area`` instead of the five means.
+    summary gives ``fp_rate`` and ``mean_area`` instead of the five means. val also takes the few-shot
+    folder ``few`` that test.py chose on, so its figures before and after cover the same images.
     """
-    items = split_items(opt, test_root, split)
+    items = split_items(opt, test_root, split, few if split == 'val' else '')
     start = time.perf_counter()
     masks = refine_many([(image, prob) for _, image, _, prob in items], params, opt.num_workers,
                         desc=f'CRF {split}')
@@ -201,7 +202,8 @@ def refine_run(opt, run):
         print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
               + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
                  if selection['val_DI_after'] is not None else ''))
-        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection)
+        few = test_record['selection'].get('select_few', '')
+        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection, few)
                      for split in opt.splits}
     except LayoutError as err:
         hint = '\n(use --skip_bad_images True to go on without the listed files)' if err.skippable else ''
