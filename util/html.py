@@ -177,7 +177,7 @@ def _image_table(run_dir, rows, thumbnails, columns, sort_by, direction):
         cells += [_thumbnail(_image_path(run_dir, folder, name), f'{title} {name}') for folder, title in thumbnails]
         cells += [num_cell(values.get(c)) for c in columns]
         body.append('<tr>' + ''.join(cells) + '</tr>')
-    return f'<table class="sortable">{head}<tbody>' + ''.join(body) + '</tbody></table>'
+    return f'<table class="sortable images">{head}<tbody>' + ''.join(body) + '</tbody></table>'
 
 
 def _ordered(rows, column, largest_first=False):
@@ -190,9 +190,9 @@ def _ordered(rows, column, largest_first=False):
 
 def _image_names(run_dir, folders):
     """Names of the PNGs in the first of `folders` that exists (for a split without metrics.csv)."""
-    for folder in folders:
-        if os.path.isdir(os.path.join(run_dir, folder)):
-            return sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(run_dir, folder)) if f.endswith('.png'))
+    for folder in [os.path.join(run_dir, f) for f in folders]:
+        if os.path.isdir(folder):
+            return sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith('.png'))
     return []
 
 
