@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from util.atomic import atomic_write
+from util.sample_grid import image_grid, labelled_grid
 
 _CONNECT_TIMEOUT_S = 1.0
 _READ_TIMEOUT_S = 3.0
@@ -26,22 +27,6 @@ _CLOSE_WAIT_S = 2.0
 class _Unreachable(Exception):
     """The visdom server did not answer. Deliberately not a ConnectionError: visdom catches
     those itself and prints a message, this one reaches our worker untouched."""
-
-
-def image_grid(visuals):
-    """First sample of each visual (Bx{1,3}xHxW tensors in [-1,1]), side by side in dict order,
-    2 px white padding, shorter tiles padded at the bottom -> uint8 array HxWx3."""
-    pad = 2
-    tiles = []
-    for tensor in visuals.values():
-        img = tensor[0].detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().byte()
-        if img.shape[0] == 1:
-            img = img.expand(3, -1, -1)
-        tiles.append(np.pad(img.permute(1, 2, 0).numpy(), ((pad, pad), (pad, pad), (0, 0)),
-                            constant_values=255))
-    height = max(tile.shape[0] for tile in tiles)
-    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles]
-    return np.concatenate(tiles, axis=1)
 
 
 class Visualizer:
@@ -120,13 +105,14 @@ class Visualizer:
 
     # ---- images ---------------------------------------------------------------------------------
     def save_samples(self, step, visuals):
-        """Write the grid of `visuals` (see image_grid) as samples/step_{step:07d}.png; returns the path."""
+        """Write the grid of `visuals` with each column named (see labelled_grid) as
+        samples/step_{step:07d}.png; returns the path."""
         if not self.enabled:
             return None
         folder = os.path.join(self.run_dir, 'samples')
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f'step_{step:07d}.png')
-        grid = Image.fromarray(image_grid(visuals))
+        grid = Image.fromarray(labelled_grid(visuals))
         atomic_write(path, lambda handle: grid.save(handle, format='PNG'), mode='wb')
         return path
 
