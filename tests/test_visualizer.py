@@ -49,6 +49,15 @@ def test_losses_and_images_read_back_from_server(visdom_server, tmp_path):
     assert Image.open(io.BytesIO(png)).size == (2 * (10 + 4), 8 + 4)
 
 
+def test_connecting_says_once_where_the_plots_are(visdom_server, tmp_path, capsys):
+    vis = Visualizer(str(tmp_path / 'run'), server='http://127.0.0.1', port=visdom_server.port, env='my run')
+    for step in range(1, 4):
+        vis.plot_losses(step, losses_at(step), GROUPS)
+    vis.close()
+    out = capsys.readouterr().out
+    assert out == f'visdom: live loss plots and samples at http://127.0.0.1:{visdom_server.port}/env/my%20run\n'
+
+
 def test_loss_log_has_step_first_and_one_row_per_step(tmp_path):
     vis = Visualizer(str(tmp_path), display_id=0)
     for step in (10, 20, 30):

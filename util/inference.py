@@ -3,10 +3,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data.labeled_dataset import LabeledDataset, collate_labeled
 from util.postprocess import foreground_mask
+from util.progress import progress_bar
 
 
 def predict_split(model, pairs, opt, desc, keep_visuals=False):
@@ -23,7 +23,7 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
                         num_workers=opt.num_workers, collate_fn=collate_labeled,
                         pin_memory=opt.device.startswith('cuda'))
     results = []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc=desc):
         out = model.infer(batch['image'])
         maps = {mode: values.float().cpu() for mode, values in out['maps'].items()}
         for i, name in enumerate(batch['name']):

@@ -8,11 +8,14 @@ import csv
 import logging
 import os
 import re
+import sys
 import threading
+import urllib.parse
 import warnings
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from util.atomic import atomic_write
 from util.sample_grid import image_grid, labelled_grid
@@ -27,6 +30,12 @@ _CLOSE_WAIT_S = 2.0
 class _Unreachable(Exception):
     """The visdom server did not answer. Deliberately not a ConnectionError: visdom catches
     those itself and prints a message, this one reaches our worker untouched."""
+
+
+def _say(line):
+    """Print ``line`` on stdout on a line of its own, above train.py's progress bar (redrawn after it)."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 
 class Visualizer:
@@ -55,6 +64,7 @@ class Visualizer:
         self._stopping = False
         self._online = None  # unknown until the first request; then True/False
         self._hinted = False
+        self._announced = False
         self._client = None
         self._thread = None
         if not enabled:
@@ -159,7 +169,7 @@ class Visualizer:
                 self._connect()
                 if kind is not None:
                     self._deliver(kind, message)
-                self._online = True
+                self._went_online()
             except _Unreachable as exc:
                 self._went_offline(exc)
                 with self._cond:
@@ -198,13 +208,24 @@ class Visualizer:
             # caption would push the grid out of view.
             self._client.image(grid, win=self.image_window, opts={'title': caption, 'height': grid.shape[1] + 24})
 
+    @property
+    def env_url(self):
+        """The address of this run's plots in a browser."""
+        return f'{self.url}/env/{urllib.parse.quote(self._env)}'
+
+    def _went_online(self):
+        self._online = True
+        if not self._announced:
+            self._announced = True
+            _say(f'visdom: live loss plots and samples at {self.env_url}')
+
     def _went_offline(self, reason):
         self._online = False
         if not self._hinted:
             self._hinted = True
-            print(f'visdom server not reachable at {self.url} ({reason}); start it with: '
-                  f'bash start_visdom.sh (or python -m visdom.server -p {self._port} --hostname 127.0.0.1 '
-                  '-bind_local); training continues', flush=True)
+            _say(f'visdom server not reachable at {self.url} ({reason}); start it with: '
+                 f'bash start_visdom.sh (or python -m visdom.server -p {self._port} --hostname 127.0.0.1 '
+                 '-bind_local); training continues')
 
     def close(self):
         """Close the loss log; send what is pending to visdom, waiting at most a couple of seconds."""
