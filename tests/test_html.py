@@ -156,15 +156,26 @@ def test_choices_are_a_short_table_read_from_the_records(run_dir):
     assert '<pre>{' not in text and '&quot;' not in text
 
 
+def test_the_crf_grid_searched_on_val_is_folded_away_best_first(run_dir):
+    grid = [dict(CRF_CHOICE['crf'], alpha=a, DI=d) for a, d in ((1.0, 0.8), (2.0, 0.8123), (4.0, 0.5))]
+    write_json(os.path.join(run_dir, 'crf', 'val_grid.json'), {'chosen': 1, 'grid': grid})
+    path = write_run_report(run_dir)
+    text = open(path, encoding='utf-8').read()
+    assert '<details><summary>CRF grid on val: 3 combinations, best first</summary>' in text
+    grid_rows = parse(path).texts['selection'][3 + 1:]  # past the ranking (header, 2 rows) and the grid's header
+    assert [(row[0], row[-1]) for row in grid_rows] == [('2', '0.8123'), ('1', '0.8000'), ('4', '0.5000')]
+
+
 def test_choices_fall_back_on_the_summaries_and_say_what_was_not_measured(run_dir):
     os.remove(os.path.join(run_dir, 'test', 'selection.json'))
     given = dict(CRF_CHOICE, chosen_on='given', val_DI_before=None, val_DI_after=None)
     write_json(os.path.join(run_dir, 'crf', 'selection.json'), {'selection': given})
+    write_json(os.path.join(run_dir, 'crf', 'val_grid.json'), {'chosen': 0, 'grid': [dict(given['crf'], DI=0.5)]})
     page = parse(write_run_report(run_dir))
     choices = dict(row[:2] for row in page.texts['choices'][1:])
     assert choices['lesion map'] == 'fused' and choices['val DI'] == '0.7777'
-    assert choices['val DI, CRF'] == 'not measured (parameters given, not searched on val)'
-    assert 'selection' not in page.texts  # the summaries' copies hold no ranking
+    assert choices['val DI, CRF'] == 'not measured: no val split'
+    assert 'selection' not in page.texts  # no ranking in the summaries' copies; the grid is an earlier search's
 
 
 def test_a_crf_choice_for_an_earlier_test_decision_is_flagged(run_dir):

@@ -46,10 +46,13 @@ def _crf_values(crf):
     return ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}' for k, v in crf.items())
 
 
+NOT_MEASURED = 'not measured: no val split'
+
+
 def _val_di(crf_choice):
     before, after = crf_choice.get('val_DI_before'), crf_choice.get('val_DI_after')
     if before is None or after is None:
-        return f"not measured (parameters {crf_choice.get('chosen_on', 'given')}, not searched on val)"
+        return NOT_MEASURED
     return f'{fmt(before)} before the CRF, {fmt(after)} after'
 
 
@@ -63,7 +66,8 @@ def _choice_rows(rule, crf_choice):
                  ('post-processing', fmt(rule.get('postprocess')), 'the clean-up applied to each mask'),
                  ('chosen on', fmt(rule.get('chosen_on')), 'the labelled images test.py chose on (never the '
                                                            'test splits); stored: the choices of --weights'),
-                 ('val DI', fmt(rule.get('val_DI')), "mean Dice on val with these choices, test.py's masks")]
+                 ('val DI', fmt(rule.get('val_DI')) or NOT_MEASURED,
+                  "mean Dice on val with these choices, test.py's masks")]
     if crf_choice:
         rows += [('CRF values', _crf_values(crf_choice.get('crf', {})),
                   "the dense CRF's parameters (sxy in pixels of a 256-px image; postprocess cleans its mask)"),
@@ -95,8 +99,11 @@ def _parameter_cell(value):
     return num_cell(value, f'{value:g}') if _is_number(value) else name_cell('' if value is None else value)
 
 
-def _crf_grid(run_dir):
-    """The folded table of every CRF combination crf.py scored on val (crf/val_grid.json)."""
+def _crf_grid(run_dir, crf_choice):
+    """The folded table of every CRF combination crf.py scored on val (crf/val_grid.json); none when the
+    values were given or stored (the file is then from an earlier search)."""
+    if not str(crf_choice.get('chosen_on', '')).startswith('val'):
+        return ''
     grid = read_json(os.path.join(run_dir, 'crf', 'val_grid.json'))
     if not isinstance(grid, dict) or not grid.get('grid'):
         return ''
@@ -135,4 +142,4 @@ def choices_section(run_dir, summaries):
              + ''.join(text_row(row) for row in rows) + '</tbody></table>')
     return ('<h2 id="selection">Choices made on val</h2><p>Made on the labelled val images alone and applied '
             'unchanged to every test split.</p>' + _stale_crf_note(run_dir, crf_record) + table
-            + _ranking(rule) + _crf_grid(run_dir))
+            + _ranking(rule) + _crf_grid(run_dir, crf_choice))
