@@ -7,6 +7,7 @@ import math
 
 
 def esc(value):
+    """``value`` as text safe in HTML (attributes included)."""
     return html.escape(str(value), quote=True)
 
 
@@ -60,6 +61,7 @@ def num_cell(value, text=None):
 
 
 def name_cell(name):
+    """A left-aligned text cell that sorts by its own text."""
     return f'<td class="name" data-v="{esc(name)}">{esc(name)}</td>'
 
 
