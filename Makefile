@@ -5,7 +5,7 @@ setup:
 	bash tools/setup_env.sh
 
 demo: setup
-	bash start_train.sh
+	bash start_train.sh --resume True  # a second make demo keeps the trained run
 	bash start_test.sh
 	bash start_crf.sh
 

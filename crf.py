@@ -12,6 +12,10 @@ import json
 import os
 import time
 
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below
+
 import numpy as np
 
 from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic
@@ -19,11 +23,13 @@ from data.layout import LayoutError, check_split, few_shot_pairs
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
 from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search_params
+from util.full_disk import exit_on_full_disk
 from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
 from util.records import crf_record_path, file_sha256, require_record, test_record_path, write_record
+from util.run_lock import RunLock
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
 
@@ -171,10 +177,17 @@ def format_table(summaries):
 
 
 def main(argv=None):
-    """Parse ``argv`` (default sys.argv[1:]), choose the CRF parameters, refine and score each split."""
+    """Parse ``argv`` (default sys.argv[1:]) and refine the run's maps, holding the run folder; returns the
+    summaries of the splits."""
     opt = CRFOptions().parse(argv)
     run = run_dir(opt)
     check_output_dir(os.path.join(run, 'crf'))
+    with RunLock(run, 'crf.py'), exit_on_full_disk('run crf.py again'):
+        return refine_run(opt, run)
+
+
+def refine_run(opt, run):
+    """Choose the CRF parameters, refine and score each split of ``run``; returns their summaries."""
     test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
     for split in opt.splits:
         _require_probs(opt, test_root, split)

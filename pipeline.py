@@ -41,6 +41,7 @@ from util.pipeline_record import PipelineRecord, current_commit, digest
 from util.pipeline_report import update_readme
 from util.recipe import RecipeError, read_recipe, recipe_relative, step_flags
 from util.records import crf_record_path, read_record, test_record_path
+from util.run_lock import RunLock
 from util.run_script import run_script
 
 
@@ -219,6 +220,10 @@ class Pipeline:
         if not os.path.isdir(self.data_dir):
             raise SystemExit(f'error: {self.data_dir} not found; check --dataroot, --dataset and --folder')
         os.makedirs(self.folder, exist_ok=True)
+        with RunLock(self.folder, 'pipeline.py'):
+            self.run_steps()
+
+    def run_steps(self):
         stage1_file = self.stage1()
         best = self.choose_round(self.rounds())
         self.release(stage1_file, best)

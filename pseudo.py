@@ -17,6 +17,10 @@ on the few-shot images when those labelled training images exist: a check, never
 import os
 import sys
 
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: seconds)
+
 import numpy as np
 import torch
 from PIL import Image
@@ -30,10 +34,13 @@ from models.weights_file import load_model, read_state
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
 from util.crf_utils import CRFParams, refine_many
+from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.inference import predict_split
 from util.metrics import SegmentationScores
+from util.preflight import check_output_dir
 from util.records import crf_record_path, file_sha256, read_record, test_record_path
+from util.run_lock import RunLock
 from util.selection import apply_rule
 
 CHUNK = 64  # images whose full-size maps are held in memory at once
@@ -104,7 +111,16 @@ def few_shot_check(folder_dir, paths_A, masks):
 
 
 def main(argv=None):
+    """Parse ``argv`` (default sys.argv[1:]) and write the run's pseudo-masks, holding the run folder."""
     opt = PseudoOptions().parse(argv)
+    folder = run_dir(opt)
+    check_output_dir(os.path.join(folder, PSEUDO_FOLDER))
+    with RunLock(folder, 'pseudo.py'), exit_on_full_disk('run pseudo.py again'):
+        write_pseudo_masks(opt, folder)
+
+
+def write_pseudo_masks(opt, folder):
+    """Masks and confidence maps of every training image by the run's val-chosen rule and CRF, and the summary."""
     apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)
@@ -113,7 +129,6 @@ def main(argv=None):
         files = check_training_layout(opt.dataroot, opt.dataset, opt.folder, skip_bad=opt.skip_bad_images)
     except LayoutError as error:
         raise SystemExit(f'error: {error}\n(use --skip_bad_images True to go on without the listed files)')
-    folder = run_dir(opt)
     rule, params = recorded_choices(opt, folder)
     model = load_model(opt, rule['checkpoint'])
     pseudo_dir = os.path.join(folder, PSEUDO_FOLDER)

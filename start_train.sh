@@ -4,10 +4,12 @@
 #   DATAROOT=../shared/datasets bash start_train.sh ISIC   (or BraTS) with that dataset's loss weights
 #   NAME=myrun bash start_train.sh ISIC --iteration 500    extra arguments go to train.py
 #   NPROC=4 bash start_train.sh ISIC     4 processes on this machine (torchrun, DistributedDataParallel;
-#                                        one GPU each; --batch_size is per process)
+#                                        one GPU each; --batch_size is per process; the rendezvous
+#                                        listens on 127.0.0.1 only, see tools/torchrun_local.py)
 #   bash start_train.sh ISIC 2           stage 2: stage 1 (resumed, so a finished run is kept), test.py and
 #                                        crf.py on it, pseudo.py, then a U-Net on the pseudo-masks, run
 #                                        "$NAME"_stage2; STAGE2_ARGS="--few_sample stage2_50" adds flags to it
+#                                        (a second time: STAGE2_ARGS="--overwrite True" or "--resume True")
 #   bash start_train.sh 2                the same on the demo data
 #   bash start_train.sh ISIC all         the whole pipeline with recipes/ISIC.toml (pipeline.py): stage 1,
 #                                        self-training rounds, the released two-stage file <run>/release.pt;
@@ -46,8 +48,7 @@ if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 if (( NPROC > 1 )); then
-    # torchrun, run as a module of the same Python so that it is the venv's torch.
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-        train.py "${train_args[@]}" "${EXTRA[@]}"
+    # torchrun of the same Python (the venv's torch), its rendezvous store on 127.0.0.1 only.
+    exec "$PYTHON" tools/torchrun_local.py --nproc_per_node="$NPROC" train.py "${train_args[@]}" "${EXTRA[@]}"
 fi
 exec "$PYTHON" train.py "${train_args[@]}" "${EXTRA[@]}"

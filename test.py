@@ -12,6 +12,10 @@ import os
 import sys
 import time
 
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: seconds)
+
 import numpy as np
 import torch
 
@@ -23,6 +27,7 @@ from models.weights_file import check_dataset, load_model, read_state
 from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
+from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.html import write_run_report
 from util.inference import available_map_modes, predict_split
@@ -30,6 +35,7 @@ from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
 from util.records import read_record, test_record_path, write_record
+from util.run_lock import RunLock
 from util.selection import apply_rule, select, select_fixed_rule
 
 
@@ -181,8 +187,15 @@ def write_split(items, rule, out_dir, opt, elapsed):
 
 
 def main(argv=None):
+    """Parse ``argv`` (default sys.argv[1:]) and test, holding the run folder."""
     opt = TestOptions().parse(argv)
     check_output_dir(os.path.join(run_dir(opt), 'test'))
+    with RunLock(run_dir(opt), 'test.py'), exit_on_full_disk('run test.py again'):
+        evaluate(opt)
+
+
+def evaluate(opt):
+    """Choose the rule on val, apply it to every split, write their outputs and print the table."""
     apply_hardware_options(opt)
     torch.manual_seed(opt.seed)
     make_demo_if_missing(opt.dataroot, opt.dataset, opt.folder)

@@ -12,9 +12,14 @@ rank 0 alone checks the data, reads and writes files and talks to visdom (see ut
 """
 import os
 import random
+import shutil
 import signal
 import sys
 import time
+
+from util.shutdown import exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: seconds)
 
 import numpy as np
 import torch
@@ -33,9 +38,11 @@ from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
 from util import distributed
 from util.checkpoints import checkpoint_path, list_checkpoints
+from util.full_disk import OUT_OF_SPACE, exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.machine import machine
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
+from util.run_lock import RunLock
 from util.visualizer import Visualizer
 
 
@@ -125,6 +132,25 @@ def check_data(opt):
     return files
 
 
+def start_fresh(folder, overwrite):
+    """Before a run without --resume: refuse a folder holding an earlier run's checkpoints, or with
+    ``overwrite`` delete them, its loss log and samples (rank 0, holding the run's lock)."""
+    found = list_checkpoints(folder)
+    if not found:
+        return
+    if not overwrite:
+        raise SystemExit(f'error: {folder}/checkpoints holds {len(found)} checkpoint(s) of an earlier run (last '
+                         f'step {found[-1][0]}); continue it with --resume True, start it again with --overwrite '
+                         f'True (deletes them), or pass another --name')
+    for _, path in found:
+        os.remove(path)
+    if os.path.exists(os.path.join(folder, 'loss_log.csv')):
+        os.remove(os.path.join(folder, 'loss_log.csv'))
+    shutil.rmtree(os.path.join(folder, 'samples'), ignore_errors=True)
+    print(f'--overwrite True: deleted the {len(found)} checkpoint(s), loss log and samples of the earlier run '
+          f'in {folder}')
+
+
 def resume(model, folder):
     """Load the newest loadable checkpoint (rank 0); returns the step to continue from (1 if none)."""
     for step, path in reversed(list_checkpoints(folder)):
@@ -190,7 +216,7 @@ class LossBuffer:
 def save_checkpoint(model, folder, step, opt, train_seconds):
     """Checkpoint of ``step`` with the options, the RNG state and the wall time trained so far; exits
     with one line, leaving the earlier checkpoints as they are, when a weight is not finite (finite
-    losses do not rule out a NaN gradient) or the file cannot be written."""
+    losses do not rule out a NaN gradient) or the file cannot be written (a full disk: main's line)."""
     bad = model.nonfinite_weight()
     if bad:
         raise SystemExit(f'error: weight {bad} became non-finite at step {step}; no checkpoint was written after '
@@ -200,8 +226,10 @@ def save_checkpoint(model, folder, step, opt, train_seconds):
         model.save(path, step=step, options=vars(opt), rng={'torch': torch.get_rng_state()},
                    train_seconds=train_seconds, machine=machine())
     except OSError as error:
-        raise SystemExit(f'error: cannot write {path} ({error.strerror or error}); free some disk space, '
-                         f'then continue with --resume True') from None
+        if error.errno in OUT_OF_SPACE:
+            raise  # main's line, with the space left
+        raise SystemExit(f'error: cannot write {path} ({error.strerror or error}); make it writable, then '
+                         f'continue with --resume True') from None
 
 
 def report_stop(signum, step, main_rank):
@@ -214,21 +242,26 @@ def report_stop(signum, step, main_rank):
 def main(argv=None):
     """Parse the options, join the torchrun process group (if any) and train; returns the exit code."""
     opt = TrainOptions().parse(argv)
+    lock = RunLock(run_dir(opt), 'train.py')
     with distributed.process_group(opt.device) as device:
         opt.device = device
         opt.world_size = distributed.world_size()
         try:
-            return train(opt)
+            with exit_on_full_disk('continue with --resume True'):
+                return train(opt, lock)
         except SystemExit as error:
             # Rank 0 has printed the reason; the other ranks just fail, without repeating it.
             if not distributed.is_main() and isinstance(error.code, str):
                 raise SystemExit(1) from None
             raise
+        finally:
+            lock.release()
 
 
-def train(opt):
-    """Train with ``opt`` (device and world size already set for this process); returns the exit code,
-    128 + the signal number when a signal stopped the run."""
+def train(opt, lock):
+    """Train with ``opt`` (device and world size already set for this process), holding the run folder with
+    ``lock`` from the first read of it (rank 0); returns the exit code, 128 + the signal number when a signal
+    stopped the run."""
     main_rank = distributed.is_main()
     apply_hardware_options(opt)
     files = distributed.from_main(check_data, opt)
@@ -244,11 +277,14 @@ def train(opt):
     # Before anything is written: a run that could not save its first checkpoint stops now.
     distributed.from_main(check_output_dir, folder, checkpoint_bytes(model) + MIN_FREE_BYTES,
                           'a checkpoint and the logs')
+    distributed.from_main(lock.acquire)
     start = 1
     if opt.resume:
         start = distributed.from_main(resume, model, folder)
         if start > 1:
             share_resumed_state(model)
+    else:
+        distributed.from_main(start_fresh, folder, opt.overwrite)
     if start > opt.iteration:
         if main_rank:
             print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')
@@ -310,9 +346,12 @@ def train(opt):
         # No rank leaves (and makes torchrun stop the others) before rank 0 has saved.
         distributed.barrier()
         return report_stop(stopping, step, main_rank)
-    except RuntimeError as error:
+    except (RuntimeError, ConnectionError) as error:
+        # A worker killed while it handed a batch over (its shared memory's file descriptor) leaves a
+        # ConnectionError rather than torch's 'DataLoader worker ... exited' RuntimeError.
+        workers_gone = isinstance(error, ConnectionError) or 'DataLoader worker' in str(error)
         # Under torchrun the other ranks may wait in a collective: no flush or save without them.
-        if not (stop and 'DataLoader worker' in str(error)) or distributed.is_distributed():
+        if not (stop and workers_gone) or distributed.is_distributed():
             raise
         # The loader workers were stopped with this process while it waited for the batch of `step`:
         # the networks hold step - 1, the last completed step.
@@ -323,6 +362,9 @@ def train(opt):
     finally:
         progress.close()
         visualizer.close()
+        # Released while child_exited still guards SIGCHLD: loader workers stopped with this process may
+        # be reaped any moment now, and torch's own handler, put back below, raises when they are.
+        lock.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     distributed.barrier()

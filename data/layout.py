@@ -147,7 +147,7 @@ def few_shot_pairs(folder_dir, name):
     return pairs
 
 
-def _image_size(path):
+def header_size(path):
     """(size, None) for a readable image header, else (None, Problem). ``verify`` checks the file cheaply."""
     try:
         with Image.open(path) as img:
@@ -173,7 +173,7 @@ def _scan_images(folder, verify_images):
         return dict.fromkeys(paths), [], None
     sizes, unreadable = {}, []
     for path in paths:
-        size, problem = _image_size(path)
+        size, problem = header_size(path)
         if problem is None:
             sizes[path] = size
         else:
@@ -311,7 +311,7 @@ def _pair_labels(images_dir, labels_dir, sizes, verify_images, problems):
 
 def _label_size_problem(image_path, image_size, label_path):
     """A Problem when the label is unreadable or its (W, H) differs from ``image_size``, else None."""
-    label_size, problem = _image_size(label_path)
+    label_size, problem = header_size(label_path)
     if problem:
         return problem
     if label_size != image_size:

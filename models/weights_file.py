@@ -6,7 +6,7 @@ containers of them, never code, so a crafted or planted file cannot run anything
 """
 import argparse
 
-from . import create_model
+from . import create_model, find_model_class
 from .base_model import CHECKPOINT_FORMAT, CheckpointError, torch_load_safely
 
 # The released datasets: weights of one applied to the other is a mistake; any other name is a
@@ -33,9 +33,13 @@ def model_options(opt, state):
     return argparse.Namespace(**{**vars(opt), **state['architecture']})
 
 
-def build_model(opt, state, source):
+def build_model(opt, state, source, serve_map=None):
     """The test-time model with the architecture stored in ``state``, loaded from it; its options
-    (``model.opt``) are ``opt`` with that architecture."""
+    (``model.opt``) are ``opt`` with that architecture. With ``serve_map``, a two-stage file builds only
+    the stage that gives that map (``stage_state`` of its model class)."""
+    stage_state = getattr(find_model_class(state['architecture']['model']), 'stage_state', None)
+    if serve_map and stage_state:
+        state = stage_state(state, serve_map)
     model = create_model(model_options(opt, state))
     try:
         model.load_state_dict(state, source=source)
@@ -65,3 +69,22 @@ def check_dataset(state, dataset, source, allow_other):
         raise SystemExit(f'error: {source} was trained on {trained_on}, not {dataset}; pass the {dataset} weights '
                          f'(weights/{dataset}.pt), or --allow_other_dataset True to apply it anyway')
     print(f'note: {source} was trained on {trained_on}; applying it to {dataset}')
+
+
+# What a stored selection needs to turn a map into a mask (the CRF is optional).
+SELECTION_KEYS = ('map_mode', 'binarize', 'threshold', 'postprocess')
+
+
+def stored_selection(state, source):
+    """The choices stored in a weights file (map mode, binarisation, threshold, post-processing, and the
+    CRF and image-level gate when chosen); exit with one line for a file without them."""
+    selection = state.get('selection')
+    if not isinstance(selection, dict):
+        raise SystemExit(f'error: {source} holds no stored choices (map, threshold, CRF): it is a training checkpoint '
+                         f'or an older file; export one with tools/export_weights.py --run RUN --out FILE after '
+                         f'test.py and crf.py, or pass a file from weights/')
+    missing = [key for key in SELECTION_KEYS if key not in selection]
+    if missing:
+        raise SystemExit(f'error: {source} was written by an older version (its stored choices lack '
+                         f'{", ".join(missing)}); export it again with tools/export_weights.py, or pass a file from weights/')
+    return selection

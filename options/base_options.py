@@ -4,6 +4,7 @@ Flag names follow the original CLTNet / U-GAT-IT code. ``--preset`` fills in a g
 (image size, width, loss weights per dataset...); any flag given explicitly overrides the preset.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -18,14 +19,20 @@ PAPER_PRESET = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, ba
 # Two CPU cores, about an hour: half the resolution and a narrower network make one iteration
 # ~20x cheaper than the paper setting, so the model sees several thousand images instead of ~150.
 CPU_PRESET = dict(img_size=128, ch=32, n_res=4, light=True, iteration=3000, batch_size=1)
-# Loss weights of the original code, per dataset; other datasets (the demo phantom) use BraTS'.
+# Loss weights of the original code, per dataset; the demo phantom (MRI-like) takes BraTS', and any other
+# dataset too, with a note (a recipe names its weights).
 LOSS_WEIGHTS = {
     'BraTS': dict(adv_weight=1, cycle_weight=10, identity_weight=10, cam_weight=1000, recon_weight=10),
     'ISIC': dict(adv_weight=1, cycle_weight=5, identity_weight=50, cam_weight=1400, recon_weight=10),
 }
+LOSS_WEIGHTS['demo'] = LOSS_WEIGHTS['BraTS']
 PRESETS = {'paper': PAPER_PRESET, 'cpu': CPU_PRESET}
 # Where the values of the other scripts' flags go while parsing (then dropped).
 OTHER_PREFIX = 'other_script_'
+# numpy's seeds are unsigned 32-bit numbers.
+MAX_SEED = 2 ** 32 - 1
+# The smallest image every model takes: the U-Net halves its side 4 times, CLTNet's bottleneck needs 2 x 2.
+MIN_IMG_SIZE = 16
 
 
 def str2bool(value):
@@ -68,6 +75,26 @@ def preset_default_text(key):
     if len(set(values.values())) == 1:
         return f'{next(iter(values.values()))} in both presets'
     return ', '.join(f'{name} preset {value}' for name, value in values.items())
+
+
+def add_hardware_arguments(parser):
+    """The hardware flags of every script that runs a model (predict.py and those of ``BaseOptions``; crf.py
+    only takes them hidden): --device, --num_threads, --keep_freed_memory, --amp, --channels_last, --compile."""
+    g = parser.add_argument_group('hardware')
+    g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
+    g.add_argument('--keep_freed_memory', type=str2bool, default=True,
+                   help='True: glibc malloc keeps freed memory for reuse instead of mapping large '
+                        'tensors afresh at every step (~60 000 page faults per cpu-preset step); '
+                        'the process then holds its peak memory until it ends')
+    g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
+                   help="mixed precision: auto = bf16 on CPUs with native bf16, else off (on CUDA a batch-1 "
+                        "step is launch-bound and autocast only adds casts; bf16 / fp16 force it)")
+    g.add_argument('--channels_last', type=str2bool, default=True,
+                   help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
+    g.add_argument('--compile', type=str2bool, default=False,
+                   help='True: compile every network with torch.compile (needs a C++ compiler on CPU, '
+                        'Triton on CUDA; the first steps are slow while it compiles)')
 
 
 class BaseOptions:
@@ -124,21 +151,7 @@ class BaseOptions:
         g.add_argument('--img_size', type=int, default=None, help='image side in pixels (divisible by 4)')
         g.add_argument('--img_ch', type=int, default=3, choices=(1, 3), help='image channels')
         self.add_network_arguments(g)
-        g = parser.add_argument_group('hardware')
-        g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
-        g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
-        g.add_argument('--keep_freed_memory', type=str2bool, default=True,
-                       help='True: glibc malloc keeps freed memory for reuse instead of mapping large '
-                            'tensors afresh at every step (~60 000 page faults per cpu-preset step); '
-                            'the process then holds its peak memory until it ends')
-        g.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'),
-                       help="mixed precision: auto = bf16 on CPUs with native bf16, else off (on CUDA a batch-1 "
-                            "step is launch-bound and autocast only adds casts; bf16 / fp16 force it)")
-        g.add_argument('--channels_last', type=str2bool, default=True,
-                       help='channels-last memory format for the convolutions (faster on CPU and tensor cores)')
-        g.add_argument('--compile', type=str2bool, default=False,
-                       help='True: compile every network with torch.compile (needs a C++ compiler on CPU, '
-                            'Triton on CUDA; the first steps are slow while it compiles)')
+        add_hardware_arguments(parser)
 
     def add_network_arguments(self, group):
         """Hook for train.py: the flags that shape the networks."""
@@ -182,6 +195,11 @@ class BaseOptions:
         opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + effective_argv(parser, argv))
         if opt.folder is None:
             opt.folder = default_folder(opt.dataset)
+        check_run_name(parser, '--name', opt.name)
+        # Only the flags this script has (test.py: no network flags; crf.py: no model or hardware flags).
+        ranges = dict(seed=(0, MAX_SEED), batch_size=(1, None), num_workers=(0, None), num_threads=(0, None),
+                      img_size=(MIN_IMG_SIZE, None), ch=(1, None), n_res=(1, None), n_dis=(2, None))
+        check_ranges(parser, opt, **{name: bounds for name, bounds in ranges.items() if hasattr(opt, name)})
         if self.runs_a_model:
             if opt.img_size % 4:
                 parser.error(f'--img_size must be divisible by 4, got {opt.img_size}')
@@ -200,6 +218,26 @@ class BaseOptions:
 def add_inference_batch_size(group):
     """--batch_size of the scripts that run a trained model over images (test.py, pseudo.py)."""
     group.add_argument('--batch_size', type=int, default=8, help='images per inference batch')
+
+
+def check_run_name(parser, flag, name):
+    """parser.error unless ``name`` is one folder name, so that a run folder stays inside --result_dir."""
+    if name in ('', '.', '..') or '/' in name or '\\' in name:
+        parser.error(f"{flag} must be one folder name, without / or \\ and not '', '.' or '..' (the run "
+                     f"folder is <result_dir>/<dataset>/<folder>/<name>), got {name!r}")
+
+
+def check_ranges(parser, opt, **ranges):
+    """parser.error unless every option named in ``ranges`` (name=(lowest, highest or None)) is unset or a
+    finite number in that range: a bad value then stops at parse time, not in a traceback much later."""
+    for name, (lowest, highest) in ranges.items():
+        value = getattr(opt, name)
+        if value is None:
+            continue
+        if highest is None and not (math.isfinite(value) and value >= lowest):
+            parser.error(f'--{name} must be at least {lowest}, got {value}')
+        if highest is not None and not lowest <= value <= highest:
+            parser.error(f'--{name} must be between {lowest} and {highest}, got {value}')
 
 
 def default_folder(dataset):

@@ -21,7 +21,8 @@ class CRFOptions(BaseOptions):
         g.add_argument('--crf_params', default=None,
                        help=f'fixed CRF parameters as key=value pairs, e.g. "alpha=2,sxy=40"; the others keep '
                             f'their defaults ({defaults}). Skips the val search. sxy and gauss_sxy are in '
-                            f'pixels of a 256-px image (scaled with the image size); colour is the weight of '
+                            f'pixels of a 256-px image (a larger image is refined shrunk to 256 px, a smaller '
+                            f'one with the widths scaled to its size); colour is the weight of '
                             f"the image's own lesion/skin colour model added to the map first; postprocess "
                             f"cleans the CRF's mask ({', '.join(POSTPROCESSING)})")
         g.add_argument('--splits', default='testA,testB',
@@ -41,8 +42,6 @@ class CRFOptions(BaseOptions):
         if not splits or unknown:
             parser.error(f'--splits takes a comma-separated subset of {",".join(SPLITS)}, got {opt.splits!r}')
         opt.splits = list(dict.fromkeys(splits))
-        if opt.num_workers < 0:
-            parser.error(f'--num_workers must be >= 0, got {opt.num_workers}')
         parse_crf_params_flag(parser, opt)
 
 

@@ -2,7 +2,7 @@
 recorded decision, so none of test.py's choosing flags)."""
 import os
 
-from .base_options import BaseOptions, add_inference_batch_size
+from .base_options import BaseOptions, add_inference_batch_size, check_ranges
 from .crf_options import parse_crf_params_flag
 
 
@@ -28,4 +28,5 @@ class PseudoOptions(BaseOptions):
     def validate(self, parser, opt):
         if not 0 < opt.boundary_band <= 1:
             parser.error(f'--boundary_band must be in (0, 1], got {opt.boundary_band}')
+        check_ranges(parser, opt, crf_workers=(0, None))
         parse_crf_params_flag(parser, opt)

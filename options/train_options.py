@@ -3,7 +3,7 @@ import argparse
 
 import torch
 
-from .base_options import LOSS_WEIGHTS, BaseOptions, str2bool
+from .base_options import LOSS_WEIGHTS, BaseOptions, check_ranges, check_run_name, str2bool
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
@@ -63,6 +63,11 @@ class TrainOptions(BaseOptions):
                        help='True: decay the learning rate linearly to 0 over the second half')
         g.add_argument('--resume', type=str2bool, default=False,
                        help='True: continue from the latest checkpoint of this run at the next step')
+        g.add_argument('--overwrite', type=str2bool, default=False,
+                       help="True: start again from step 1 in a run folder that holds an earlier run's "
+                            'checkpoints, deleting them, its loss_log.csv and samples/ first (its test/, crf/ '
+                            'and pseudo/ outputs stay until those scripts run again). Without it such a '
+                            'fresh run is refused')
         g.add_argument('--reuse_fakes', type=str2bool, default=True,
                        help="True: the discriminator step judges the generator step's (detached) fakes, so the "
                             "generators run once per step; False: it runs both generators again (without "
@@ -124,7 +129,13 @@ class TrainOptions(BaseOptions):
     def preset_extras(self, first):
         if first.stage == 2:
             return dict(STAGE2_DEFAULTS)
-        return dict(LOSS_WEIGHTS.get(first.dataset, LOSS_WEIGHTS['BraTS']))
+        weights = LOSS_WEIGHTS.get(first.dataset, LOSS_WEIGHTS['BraTS'])
+        unset = [key for key in weights if getattr(first, key) is None]
+        if first.dataset not in LOSS_WEIGHTS and unset:
+            # A dataset of the user's own: say which weights it gets, rather than choose them silently.
+            print(f"note: --dataset {first.dataset} has no loss weights of its own; using BraTS's for "
+                  + ', '.join(f'--{key} {weights[key]:g}' for key in unset) + ' (set them, e.g. in a recipe)')
+        return dict(weights)
 
     def validate(self, parser, opt):
         if (opt.stage == 2) != (opt.model == 'seg'):
@@ -139,11 +150,16 @@ class TrainOptions(BaseOptions):
         if opt.select_few and opt.select_few == opt.few_sample:
             parser.error(f'--select_few {opt.select_few}: those images cannot be both trained on (--few_sample) '
                          'and held out to choose on')
-        if not 0 <= opt.min_confidence <= 1 or opt.few_weight < 0:
-            parser.error('--min_confidence must be in [0, 1] and --few_weight >= 0')
-        for flag in ('iteration', 'batch_size', 'print_freq', 'display_freq', 'save_freq'):
-            if getattr(opt, flag) < 1:
-                parser.error(f'--{flag} must be at least 1, got {getattr(opt, flag)}')
+        if not 0 <= opt.min_confidence <= 1:
+            parser.error(f'--min_confidence must be in [0, 1], got {opt.min_confidence}')
+        if opt.resume and opt.overwrite:
+            parser.error('--resume True continues the run, --overwrite True deletes it and starts again: pass one')
+        check_run_name(parser, '--pseudo', opt.pseudo)
+        check_ranges(parser, opt, iteration=(1, None), print_freq=(1, None), display_freq=(1, None),
+                     save_freq=(1, None), weight_decay=(0, None), few_weight=(0, None), mask_weight=(0, None),
+                     adv_weight=(0, None), cycle_weight=(0, None), identity_weight=(0, None),
+                     cam_weight=(0, None), recon_weight=(0, None), display_id=(0, None),
+                     display_port=(1, 65535))
         # The optimisers compute in float32: a larger learning rate fails inside the first step.
         if not 0 < opt.lr <= FLOAT32_MAX:
             parser.error(f'--lr must be positive and at most {FLOAT32_MAX:.4g} (float32), got {opt.lr}')

@@ -14,12 +14,12 @@ from scipy import ndimage
 import crf
 from conftest import REPO_ROOT
 from test_progress import Terminal
-from util import crf_utils
 from data.image_io import read_mask
-from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, dense_crf, param_grid, parse_crf_params, read_prob,
-                            refine_many, search_params)
+from util import crf_utils
+from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, crf_pool, dense_crf, param_grid, parse_crf_params,
+                            read_prob, refine_arrays, refine_many, search_params)
 from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores, confusion_counts, scores_from_counts
-from util.postprocess import calibrate, foreground_mask, largest_component
+from util.postprocess import calibrate, foreground_mask, largest_component, resize_mask
 
 SIZE = 32
 BORDER = 3
@@ -97,6 +97,41 @@ def test_outside_foreground_stays_zero():
     assert not mask[~foreground_mask(raw)].any() and mask[foreground_mask(raw)].all()
 
 
+# ISIC.pt's stored CRF: colour model, CRF and post-processing, chosen on 256-px val images.
+RELEASED_CRF = CRFParams(alpha=2, sxy=20, srgb=10, bi_compat=10, n_iter=10, colour=2, postprocess='central+fill')
+
+
+def _photograph(height, width, pores=0.0):
+    """(uint8 image, bool lesion, calibrated map) of a dermoscopy-like photograph of any size: noisy skin
+    with dark 2 x 2 px pores (about a fraction ``pores`` of the 2 x 2 blocks), a dark elliptic lesion
+    left of the centre, and a smooth map whose 0.5 level finds only the lesion's core."""
+    rows, cols = np.mgrid[:height, :width]
+    radius = ((rows - 0.5 * height) / (0.25 * height)) ** 2 + ((cols - 0.3 * width) / (0.15 * width)) ** 2
+    gt = radius <= 1
+    rng = np.random.default_rng(0)
+    dark = np.kron(rng.random((height, width)) < pores, np.ones((2, 2), bool))[:height, :width] | gt
+    raw = np.where(dark[..., None], (110.0, 70.0, 50.0), (210.0, 165.0, 145.0)) + rng.normal(0, 8, (height, width, 3))
+    return raw.clip(0, 255).astype(np.uint8), gt, np.clip(1 - radius, 0, 1).astype(np.float32)
+
+
+def test_an_image_many_times_the_training_size_is_refined_at_the_parameters_scale(tmp_path):
+    # 1536 x 1024 is 6 x 4 times a 256-px val image. Refined at that size, the colour model took the
+    # pores for lesion, the CRF kept them as specks and `central` kept the speck nearest the centre: DI 0.
+    raw, gt, prob = _photograph(1024, 1536, pores=0.002)
+    assert _dice(prob >= 0.5, gt) < 0.7
+    mask = dense_crf(raw, prob, RELEASED_CRF)
+    assert mask.shape == gt.shape and _dice(mask, gt) > 0.95
+    # The same scene at the parameters' scale, where a pore is a fraction of a pixel.
+    small_raw, small_gt, small_prob = _photograph(171, 256)
+    small = dense_crf(small_raw, small_prob, RELEASED_CRF)
+    assert _dice(small, small_gt) > 0.95 and _dice(mask, resize_mask(small, gt.shape)) > 0.98
+    # crf.py's path: the image and its 16-bit map read from files by the workers.
+    _png(tmp_path / 'photo.png', raw)
+    _png(tmp_path / 'prob.png', np.round(prob * 65535).astype(np.uint16))
+    [from_files] = refine_many([(tmp_path / 'photo.png', tmp_path / 'prob.png')], RELEASED_CRF)
+    assert _dice(from_files, mask) > 0.999
+
+
 def test_parse_crf_params_and_grid():
     params = parse_crf_params('alpha=2, sxy=30,n_iter=5')
     assert params == CRFParams(alpha=2.0, sxy=30.0, n_iter=5) and isinstance(params.n_iter, int)
@@ -164,6 +199,16 @@ def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path
     one = refine_many(pairs, CRFParams(), num_workers=1)
     two = refine_many(pairs, CRFParams(), num_workers=2)
     assert len(one) == len(two) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_refine_arrays_in_a_pool_matches_single_runs():
+    pairs = [(raw, prob) for raw, _, prob in (_scene(np.random.default_rng(seed)) for seed in range(3))]
+    singles = [dense_crf(raw, prob, CRFParams()) for raw, prob in pairs]
+    assert crf_pool(1) is None
+    with crf_pool(2) as pool:
+        pooled = refine_arrays(pairs, CRFParams(), pool)
+    for masks in (pooled, refine_arrays(pairs, CRFParams())):
+        assert len(masks) == 3 and all(np.array_equal(a, b) for a, b in zip(masks, singles))
 
 
 def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 import crf
+import pseudo
 import test as test_script
 import train
 from conftest import (REPO_ROOT, TINY_DATASET, TINY_FLAGS, TINY_FOLDER, TINY_TEST_FLAGS, VisdomServer, file_hashes,
@@ -35,21 +36,27 @@ from data.synthetic import ensure_demo_dataset
 from models import base_model, create_model
 from models.base_model import CHECKPOINT_FORMAT
 from models.cltnet_model import CLTNetModel
+from options.crf_options import CRFOptions
+from options.pseudo_options import PseudoOptions
+from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from tools import prepare_brats, prepare_isic
 from util.checkpoints import list_checkpoints
 from util.preflight import MIN_FREE_BYTES, checkpoint_bytes
+from util.run_lock import LOCK_NAME, RunLock
 from util.visualizer import Visualizer
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')
 
 SCRIPTS = ('train', 'test', 'crf')
-MAINS = {'train': train.main, 'test': test_script.main, 'crf': crf.main}
-# train.py continues the baseline run (2 steps) by one step; crf.py takes given parameters (no grid search).
+MAINS = {'train': train.main, 'test': test_script.main, 'crf': crf.main, 'pseudo': pseudo.main}
+# train.py continues the baseline run (2 steps) by one step; crf.py and pseudo.py take given parameters
+# (no grid search).
 SCRIPT_FLAGS = {'train': [*TINY_FLAGS, '--iteration', '3', '--save_freq', '1', '--resume', 'True'],
                 'test': list(TINY_TEST_FLAGS),
-                'crf': ['--device', 'cpu', '--num_workers', '0', '--crf_params', 'n_iter=2']}
+                'crf': ['--device', 'cpu', '--num_workers', '0', '--crf_params', 'n_iter=2'],
+                'pseudo': [*TINY_TEST_FLAGS, '--crf_workers', '0', '--crf_params', 'n_iter=2']}
 # The folder each script reads images from, where its faults are put.
 FAULT_FOLDER = {'train': '6_A_weak', 'test': 'testA', 'crf': 'testA'}
 SKIP_HINT = '--skip_bad_images True'
@@ -436,13 +443,14 @@ def test_command_lines_exit_1_with_error_lines_and_no_traceback(workspace, tmp_p
 
 # ---- crash safety --------------------------------------------------------------------------------------
 
-def _started_train(argv, log):
-    """train.py in a fresh interpreter (a real process to kill), printing to ``log``. Not a fork of this
+def _started(script, argv, log, **popen_kwargs):
+    """``script``.py in a fresh interpreter (a real process to kill), printing to ``log``. Not a fork of this
     process: a fork copies whatever lock another thread of pytest holds at that moment (the import lock,
     a visdom sender's), and the copy or the fork itself can then wait on it forever."""
     with open(log, 'w') as handle:
-        return subprocess.Popen([sys.executable, 'train.py', *argv], cwd=REPO_ROOT, stdout=handle,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        return subprocess.Popen([sys.executable, f'{script}.py', *map(str, argv)], cwd=REPO_ROOT, stdout=handle,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'),
+                                **popen_kwargs)
 
 
 def test_sigkill_at_random_moments_leaves_whole_checkpoints_and_resume_finishes(tiny_argv, run_folder, tmp_path):
@@ -451,7 +459,7 @@ def test_sigkill_at_random_moments_leaves_whole_checkpoints_and_resume_finishes(
     last = 0
     for seed in (1, 2, 3, 4):
         log = tmp_path / f'run{seed}.log'
-        process = _started_train(argv, log)
+        process = _started('train', argv, log)
         # Killed at a random moment after it saved a new checkpoint, often while writing the next.
         assert wait_until(lambda: os.path.exists(os.path.join(folder, 'checkpoints', f'iter_{last + 1:07d}.pt')),
                           timeout_s=60)
@@ -492,7 +500,7 @@ def test_sigterm_to_the_process_and_its_loader_workers_saves_and_exits_cleanly(t
     argv = tiny_argv('--iteration', 1000, '--save_freq', 1000, '--display_freq', 1, '--num_workers', 1)
     folder = run_folder()
     log = tmp_path / 'run.log'
-    process = _started_train(argv, log)
+    process = _started('train', argv, log)
     assert wait_until(lambda: os.path.exists(os.path.join(folder, 'loss_log.csv'))
                       and len(logged_steps(folder)) >= 3, timeout_s=60)
     workers = _workers(process.pid)
@@ -639,7 +647,7 @@ def test_visdom_outage_neither_stops_nor_stalls_training_and_plots_resume(tiny_a
 
 # ---- unwritable or full result folders -----------------------------------------------------------------
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
 def test_result_dir_below_a_file_is_refused_before_anything_runs(script, workspace):
     root, results = workspace
     blocker = results.parent / 'notes.txt'
@@ -727,3 +735,286 @@ def test_a_disk_filling_up_while_saving_stops_with_one_line_and_keeps_earlier_ch
     assert f'cannot write {path} (No space left on device)' in message and '--resume True' in message
     assert sound_checkpoints(run_folder()) == [1]
     assert os.listdir(os.path.dirname(path)) == ['iter_0000001.pt']  # the temp file is gone too
+
+
+def test_the_zip_writer_s_full_disk_error_is_one_line_naming_the_file_and_the_space_left(tiny_argv, run_folder,
+                                                                                          monkeypatch):
+    """torch's zip writer reports the OSError of a failed write as a RuntimeError of its own."""
+    def save(obj, handle, *args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        except OSError:
+            raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
+    monkeypatch.setattr(base_model.torch, 'save', save)
+    message = error_of('train', tiny_argv('--iteration', 1))
+    path = os.path.join(run_folder(), 'checkpoints', 'iter_0000001.pt')
+    assert re.fullmatch(rf'error: cannot write {re.escape(path)} \(No space left on device\); \d+\.\d MB free on '
+                        r'its disk: free some space, then continue with --resume True', message), message
+    assert os.listdir(os.path.dirname(path)) == []
+
+
+# ---- a disk that really fills up (a private tmpfs) -------------------------------------------------------
+
+# Run by ``unshare -m``: mounts a tmpfs of SIZE on MOUNT_POINT (seen by this process alone), links the run's
+# inputs into it, runs SCRIPT's main without its start-up room check (the disk fills up after it), and prints
+# the exit code and the files left on the tmpfs.
+FULL_DISK_DRIVER = '''
+import json, os, subprocess, sys
+mount_point, size, script, argv, links = json.loads(sys.argv[1])
+subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', mount_point], check=True)
+for link, target in links:
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(target, link)
+module = __import__(script)
+module.check_output_dir = lambda *args, **kwargs: None
+try:
+    module.main(argv)
+    code = 0
+except SystemExit as stop:
+    code = stop.code
+files = [os.path.relpath(os.path.join(d, n), mount_point) for d, _, names in os.walk(mount_point) for n in names]
+print(json.dumps({'code': code, 'files': files}))
+'''
+
+
+@pytest.fixture(scope='session')
+def private_tmpfs(tmp_path_factory):
+    """Skips unless this process may mount a tmpfs in a mount namespace of its own (root with unshare)."""
+    probe = tmp_path_factory.mktemp('tmpfs_probe')
+    if os.geteuid() != 0 or shutil.which('unshare') is None or subprocess.run(
+            ['unshare', '-m', 'mount', '-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', str(probe)],
+            capture_output=True).returncode != 0:
+        pytest.skip('a private tmpfs needs root and unshare -m; the simulated full disks above check the same lines')
+
+
+# script -> (tmpfs size, the baseline run's folders its inputs are linked from, the file the disk has no room
+# for: a checkpoint (through torch's zip writer) or a PNG, the advice of its line)
+FULL_DISK_CASES = {'train': ('64k', [], 'checkpoints/iter_0000001.pt', 'continue with --resume True'),
+                   'test': ('16k', ['checkpoints'], 'test/val/overlays/val_0000.png', 'run test.py again'),
+                   'crf': ('8k', ['test'], 'crf/testA/overlays/testA_0000.png', 'run crf.py again')}
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_a_disk_filling_up_mid_run_stops_with_one_line_and_leaves_no_partial_file(script, private_tmpfs, workspace,
+                                                                                  tmp_path):
+    root, results = workspace
+    mount_point = tmp_path / 'small_disk'
+    mount_point.mkdir()
+    size, linked, unwritten, then = FULL_DISK_CASES[script]
+    fresh = ['--resume', 'False'] if script == 'train' else []
+    argv = run_argv(script, root, mount_point / 'results', *fresh)
+    folder = run_folder_of(mount_point / 'results')
+    links = [(str(folder / name), str(run_folder_of(results) / name)) for name in linked]
+    done = subprocess.run(['unshare', '-m', sys.executable, '-c', FULL_DISK_DRIVER,
+                           json.dumps([str(mount_point), size, script, argv, links])],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    report = json.loads(done.stdout.splitlines()[-1])
+    line = (rf'error: cannot write {re.escape(str(folder / unwritten))} \(No space left on device\); \d+\.\d MB '
+            rf'free on its disk: free some space, then {re.escape(then)}')
+    assert re.fullmatch(line, str(report['code'])), (report, done.stderr[-3000:])
+    assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+    written = [os.path.relpath(mount_point / name, folder) for name in report['files']]
+    assert unwritten not in written and not [name for name in written if name.endswith('.tmp')]
+    assert LOCK_NAME not in written  # released
+
+
+# ---- one owner per run folder --------------------------------------------------------------------------
+
+def _in_use(folder, lock_path):
+    """The line a script stops with on a run folder whose lock file is ``lock_path``."""
+    with open(lock_path) as handle:
+        owner = json.load(handle)
+    return (f"error: {folder} is in use by {owner['script']} (pid {owner['pid']} on {owner['host']}, since "
+            f"{owner['since']}); wait for it to finish or stop it, or pass another --name")
+
+
+def test_a_second_train_py_on_a_run_in_use_is_refused_and_a_killed_owner_s_lock_is_taken_over(tiny_argv, run_folder,
+                                                                                                tmp_path, capsys):
+    folder = run_folder()
+    lock_path = os.path.join(folder, LOCK_NAME)
+    first = _started('train', tiny_argv('--iteration', 1000, '--save_freq', 1000), tmp_path / 'first.log')
+    try:
+        assert wait_until(lambda: os.path.exists(lock_path) and os.path.getsize(lock_path) > 0, timeout_s=60)
+        owner_line = _in_use(folder, lock_path)
+        assert f'in use by train.py (pid {first.pid} ' in owner_line
+        assert error_of('train', tiny_argv('--iteration', 2)) == owner_line
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    left = owner_line.split(' is in use by ', 1)[1].split(';', 1)[0]
+    assert train.main(tiny_argv('--iteration', 2, '--resume', 'True')) == 0
+    assert f'note: {lock_path} was left by {left}, which is no longer running; taken over' in capsys.readouterr().out
+    assert sound_checkpoints(folder) == [2] and not os.path.exists(lock_path)
+
+
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
+def test_every_script_refuses_a_run_folder_another_process_holds(script, workspace):
+    root, results = workspace
+    folder = run_folder_of(results)
+    with RunLock(str(folder), 'train.py') as lock:
+        before = file_hashes(results)
+        assert error_of(script, run_argv(script, root, results)) == _in_use(folder, lock.path)
+        assert file_hashes(results) == before
+    assert not os.path.exists(lock.path)
+
+
+def test_a_fresh_run_over_an_earlier_run_s_checkpoints_is_refused_unless_overwrite(workspace, capsys):
+    root, results = workspace
+    folder = run_folder_of(results)
+    before = file_hashes(results)
+    message = error_of('train', run_argv('train', root, results, '--resume', 'False'))
+    assert message == (f'error: {folder}/checkpoints holds 1 checkpoint(s) of an earlier run (last step 2); continue '
+                       f'it with --resume True, start it again with --overwrite True (deletes them), or pass another '
+                       f'--name')
+    assert file_hashes(results) == before
+    assert train.main(run_argv('train', root, results, '--resume', 'False', '--overwrite', 'True')) == 0
+    assert (f'--overwrite True: deleted the 1 checkpoint(s), loss log and samples of the earlier run in {folder}'
+            in capsys.readouterr().out)
+    assert sound_checkpoints(folder) == [1, 2, 3] and logged_steps(folder) == [1, 2, 3]
+
+
+# ---- names and numbers, refused at parse time ----------------------------------------------------------
+
+PARSERS = {'train': TrainOptions, 'test': TestOptions, 'crf': CRFOptions, 'pseudo': PseudoOptions}
+
+
+def parse_error(script, argv, capsys):
+    """The message of the one error line ``script``'s parser stops with (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        PARSERS[script]().parse(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1].split(': error: ', 1)[1]
+
+
+def _tree(folder):
+    return sorted(os.path.join(d, name) for d, dirs, files in os.walk(folder) for name in dirs + files)
+
+
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
+@pytest.mark.parametrize('name', ['../../x', '../../../escaped', 'ABSOLUTE', '', '.', '..', 'a/b', 'a\\b'])
+def test_a_run_name_that_is_not_one_folder_name_is_refused(script, name, baseline, capsys):
+    root, results = baseline
+    name = str(root.parent / 'escaped') if name == 'ABSOLUTE' else name
+    before = _tree(root.parent.parent)
+    with pytest.raises(SystemExit):
+        MAINS[script](run_argv(script, root, results, '--name', name))
+    assert _tree(root.parent.parent) == before
+    assert parse_error(script, run_argv(script, root, results, '--name', name), capsys) == (
+        f"--name must be one folder name, without / or \\ and not '', '.' or '..' (the run folder is "
+        f"<result_dir>/<dataset>/<folder>/<name>), got {name!r}")
+
+
+BAD_NUMBERS = [
+    ('train', ['--ch', '0'], '--ch must be at least 1, got 0'),
+    ('train', ['--ch', '-4'], '--ch must be at least 1, got -4'),
+    ('train', ['--img_size', '0'], '--img_size must be at least 16, got 0'),
+    ('train', ['--img_size', '-4'], '--img_size must be at least 16, got -4'),
+    ('train', ['--n_res', '0'], '--n_res must be at least 1, got 0'),
+    ('train', ['--n_dis', '1'], '--n_dis must be at least 2, got 1'),
+    ('train', ['--num_workers', '-1'], '--num_workers must be at least 0, got -1'),
+    ('train', ['--num_threads', '-1'], '--num_threads must be at least 0, got -1'),
+    ('train', ['--seed', '-1'], '--seed must be between 0 and 4294967295, got -1'),
+    ('train', ['--seed', '4294967296'], '--seed must be between 0 and 4294967295, got 4294967296'),
+    ('train', ['--weight_decay', '-1'], '--weight_decay must be at least 0, got -1.0'),
+    ('train', ['--weight_decay', 'nan'], '--weight_decay must be at least 0, got nan'),
+    ('train', ['--cam_weight', '-1'], '--cam_weight must be at least 0, got -1.0'),
+    ('train', ['--few_weight', 'inf'], '--few_weight must be at least 0, got inf'),
+    ('train', ['--save_freq', '0'], '--save_freq must be at least 1, got 0'),
+    ('train', ['--display_id', '-1'], '--display_id must be at least 0, got -1'),
+    ('train', ['--display_port', '70000'], '--display_port must be between 1 and 65535, got 70000'),
+    ('train', ['--pseudo', '../x'], "--pseudo must be one folder name, without / or \\ and not '', '.' or '..' "
+                                    "(the run folder is <result_dir>/<dataset>/<folder>/<name>), got '../x'"),
+    ('train', ['--resume', 'True', '--overwrite', 'True'],
+     '--resume True continues the run, --overwrite True deletes it and starts again: pass one'),
+    ('test', ['--batch_size', '0'], '--batch_size must be at least 1, got 0'),
+    ('test', ['--ch', '0'], '--ch must be at least 1, got 0'),
+    ('crf', ['--num_workers', '-2'], '--num_workers must be at least 0, got -2'),
+    ('pseudo', ['--crf_workers', '-1'], '--crf_workers must be at least 0, got -1'),
+]
+
+
+@pytest.mark.parametrize('script, flags, expected', BAD_NUMBERS,
+                         ids=[f'{script}{"".join(flags)}' for script, flags, _ in BAD_NUMBERS])
+def test_a_bad_number_is_refused_at_parse_time_with_one_line(script, flags, expected, baseline, capsys):
+    root, results = baseline
+    before = _tree(results)
+    assert parse_error(script, run_argv(script, root, results, *flags), capsys) == expected
+    assert _tree(results) == before
+
+
+# ---- how processes end: torchrun's store, CRF workers, Ctrl-C ----------------------------------------------
+
+# A torchrun worker that prints the addresses its agent (parent) listens on, from /proc (Linux).
+LISTENING_REPORT = '''
+import os
+parent = os.getppid()
+sockets = set()
+for fd in os.listdir(f'/proc/{parent}/fd'):
+    target = os.readlink(f'/proc/{parent}/fd/{fd}')
+    if target.startswith('socket:['):
+        sockets.add(target[len('socket:['):-1])
+for table in ('tcp', 'tcp6'):
+    with open(f'/proc/net/{table}') as rows:
+        for row in rows.read().splitlines()[1:]:
+            cells = row.split()
+            if cells[3] == '0A' and cells[9] in sockets and os.environ['RANK'] == '0':  # 0A: LISTEN
+                print('listening on', cells[1])
+'''
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/net/tcp'), reason='reads the listening sockets from Linux /proc')
+def test_start_train_s_torchrun_listens_on_127_0_0_1_alone(tmp_path):
+    worker = tmp_path / 'report.py'
+    worker.write_text(LISTENING_REPORT)
+    done = subprocess.run([sys.executable, 'tools/torchrun_local.py', '--nproc_per_node=2', str(worker)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    addresses = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith('listening on')]
+    assert len(addresses) == 1 and addresses[0].startswith('0100007F:'), done.stdout  # 127.0.0.1, little-endian
+
+
+def _gone(pid):
+    """True when process ``pid`` has ended (a zombie nobody reaped counts as ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+        return True
+
+
+def test_crf_workers_die_with_a_killed_crf_py_and_print_nothing(workspace, tmp_path):
+    root, results = workspace
+    log = tmp_path / 'crf.log'
+    # Mean-field steps enough for seconds per image: the workers are busy when their parent dies.
+    crf_py = _started('crf', run_argv('crf', root, results, '--num_workers', 2, '--crf_params', 'n_iter=300000'), log)
+    try:
+        assert wait_until(lambda: len(_workers(crf_py.pid)) == 2, timeout_s=60), log.read_text()
+        workers = _workers(crf_py.pid)
+    finally:
+        crf_py.kill()
+        crf_py.wait(timeout=60)
+    assert wait_until(lambda: all(map(_gone, workers)), timeout_s=1.0)
+    text = log.read_text()
+    assert 'Traceback' not in text and 'Error' not in text, text[-3000:]
+
+
+def _has_mapped(pid, library):
+    try:
+        with open(f'/proc/{pid}/maps') as maps:
+            return library in maps.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
+def test_ctrl_c_during_start_up_prints_one_line_and_exits_130(script, workspace, tmp_path):
+    root, results = workspace
+    log = tmp_path / 'run.log'
+    process = _started(script, run_argv(script, root, results), log, start_new_session=True)
+    # numpy comes right after the Ctrl-C handler in every script, and seconds before its main starts.
+    assert wait_until(lambda: _has_mapped(process.pid, '_multiarray_umath'), timeout_s=60)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
+    status = process.wait(timeout=60)
+    line = f'{script}.py: stopped by Ctrl-C; every file written so far is complete\n'
+    assert (status, log.read_text()) == (130, line)

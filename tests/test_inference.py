@@ -4,10 +4,11 @@ import pytest
 import torch
 from PIL import Image
 
+from data.labeled_dataset import LabeledDataset
 from models import create_model
 from models.cltnet_model import CLTNetModel
 from models.weights_file import model_options
-from util.inference import predict_split, stack_by_shape
+from util.inference import predict_batch, predict_split, stack_by_shape
 from util.postprocess import foreground_mask
 
 # Original image sizes (H, W), none equal to the 32 px network size; two differ within one batch.
@@ -133,3 +134,15 @@ def test_stack_by_shape_groups_images_of_one_size(tiny_model, tiny_test_opt, eva
     probs, gts = groups[(40, 28)]
     assert probs.shape == gts.shape == (2, 40, 28) and gts.dtype == torch.bool
     assert torch.equal(probs[1], torch.from_numpy(items[1]['maps']['difference']))
+
+
+def test_predict_batch_upsamples_only_the_modes_asked_for(tiny_model, tiny_test_opt, eval_pairs):
+    model = tiny_model()
+    every = predict_split(model, eval_pairs, tiny_test_opt('--batch_size', 3), 'test')
+    raws = [np.asarray(Image.open(image).convert('RGB')) for image, _ in eval_pairs]
+    images = torch.stack([LabeledDataset(eval_pairs, 32)[i]['image'] for i in range(3)])
+    for modes in (['difference'], ['attention-inverted']):
+        items = predict_batch(model, images, raws, modes=modes)
+        for item, full in zip(items, every):
+            assert list(item['maps']) == modes and item['score'] == pytest.approx(full['score'], abs=1e-5)
+            np.testing.assert_allclose(item['maps'][modes[0]], full['maps'][modes[0]], atol=1e-5)

@@ -57,3 +57,18 @@ def test_collate_through_dataloader(pairs):
     assert batch['name'] == ['a', 'b', 'c']
     assert [tuple(m.shape) for m in batch['mask']] == [(20, 30), (16, 16), (0, 0)]
     assert batch['orig_size'] == [(20, 30), (16, 16), (12, 10)]
+
+
+def test_unreadable_images_are_reported_in_the_batch_when_asked(pairs, tmp_path):
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(b'not a png')
+    with pytest.raises(ValueError, match='broken.png'):
+        LabeledDataset([(str(broken), None)], img_size=8)[0]
+    dataset = LabeledDataset([(str(broken), None), pairs[2]], img_size=8, report_unreadable=True)
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_labeled)))
+    assert batch['image'].shape == (1, 3, 8, 8) and batch['name'] == ['c']
+    [bad] = batch['unreadable']
+    assert bad['path'] == str(broken) and bad['name'] == 'broken'
+    assert bad['unreadable'].startswith(f'cannot read image {broken}') and '\n' not in bad['unreadable']
+    only_bad = collate_labeled([dataset[0]])
+    assert only_bad['image'] is None and only_bad['name'] == [] and len(only_bad['unreadable']) == 1

@@ -214,3 +214,15 @@ def test_the_command_line_names_each_flag_once_with_the_value_taken():
     assert opt.name == 'uxrun'
     assert opt.command_line.split(' ', 1)[1] == '--device cpu --iteration 5 --name uxrun'
     assert f'command_line: {opt.command_line}\n' in format_options(opt)
+
+
+def test_a_dataset_of_another_name_is_told_which_loss_weights_it_gets(capsys):
+    parse('--dataset', 'mine', '--cam_weight', '5')
+    assert capsys.readouterr().out == ("note: --dataset mine has no loss weights of its own; using BraTS's for "
+                                       "--adv_weight 1, --cycle_weight 10, --identity_weight 10, --recon_weight 10 "
+                                       "(set them, e.g. in a recipe)\n")
+    for dataset in ('ISIC', 'BraTS', 'demo'):
+        parse('--dataset', dataset)
+    parse('--dataset', 'mine', '--adv_weight', '1', '--cycle_weight', '1', '--identity_weight', '1',
+          '--cam_weight', '1', '--recon_weight', '1')
+    assert capsys.readouterr().out == ''

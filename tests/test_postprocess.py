@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from util.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, central_component, fill_holes,
-                              foreground_mask, largest_component, postprocess)
+                              foreground_mask, largest_component, postprocess, resize_mask)
 
 
 def _ring(size=20, outer=(3, 17), inner=(7, 13)):
@@ -57,6 +57,15 @@ def test_largest_component_keeps_the_biggest_8_connected_blob():
     assert np.array_equal(largest_component(single), single)
 
 
+def test_largest_component_of_a_volume_is_26_connected():
+    volume = np.zeros((8, 8, 8), bool)
+    chain = np.eye(5, dtype=bool)[:, :, None] & np.eye(5, dtype=bool)[:, None, :]  # 5 voxels touching at corners
+    volume[:5, :5, :5] = chain
+    volume[6:8, 6:8, 7] = True  # 4 voxels sharing faces
+    np.testing.assert_array_equal(largest_component(volume)[:5, :5, :5], chain)
+    assert largest_component(volume).sum() == 5
+
+
 def test_central_component_keeps_the_blob_nearest_the_centre_not_the_biggest():
     mask = np.zeros((21, 21), bool)
     mask[0:8, 0:8] = True  # 64 px in a corner: a sticker
@@ -92,6 +101,19 @@ def test_postprocess_names(name):
     assert out.dtype == bool and out.shape == mask.shape
     assert out[0, 0] == (name in ('none', 'fill'))
     assert out[10, 10] == (name in ('fill', 'largest+fill', 'central+fill'))
+
+
+def test_resize_mask_enlarges_with_smooth_edges_and_shrinks():
+    rows, cols = np.mgrid[:16, :24]
+    disk = (rows - 7.5) ** 2 + (cols - 11.5) ** 2 <= 36
+    big = resize_mask(disk, (128, 192))
+    rows, cols = np.mgrid[:128, :192]
+    drawn = (rows - 63.5) ** 2 + (cols - 95.5) ** 2 <= 48 ** 2  # the same disk drawn at 8 x
+    assert big.dtype == bool and big.shape == (128, 192)
+    blocks = np.kron(disk, np.ones((8, 8), bool))  # nearest neighbour
+    assert (big != drawn).mean() < 0.7 * (blocks != drawn).mean()
+    np.testing.assert_array_equal(resize_mask(big, (16, 24)), disk)
+    assert not resize_mask(np.zeros((5, 5), bool), (50, 40)).any()
 
 
 @pytest.mark.parametrize('threshold', [0.05, 0.3, 0.5, 0.8, 0.99])

@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from util.metrics import SegmentationScores
 from util.postprocess import POSTPROCESSING
-from util.selection import apply_rule, candidate_rules, otsu_threshold, score_rule, select
+from util.selection import apply_rule, candidate_rules, gate_rejects, otsu_threshold, score_rule, select
 
 SIZE = 32
 RULE_KEYS = {'map_mode', 'binarize', 'threshold', 'postprocess', 'step', 'checkpoint', 'val_DI'}
@@ -41,6 +41,17 @@ def _mean_dice(masks, items):
     for mask, item in zip(masks, items):
         scores.add(item['name'], mask, item['gt'])
     return scores.mean()['DI']
+
+
+def test_a_gate_empties_the_mask_of_an_image_scored_below_it():
+    prob = _awkward_map(0)
+    rule = {'binarize': 'fixed', 'threshold': 0.5, 'postprocess': 'none'}
+    gated = dict(rule, gate={'threshold': 0.3})
+    assert not gate_rejects(rule, 0.0) and not gate_rejects(gated, None)
+    assert gate_rejects(gated, 0.29) and not gate_rejects(gated, 0.3)
+    np.testing.assert_array_equal(apply_rule(gated, prob, score=0.3)[0], apply_rule(rule, prob)[0])
+    mask, calibrated = apply_rule(gated, prob, score=0.29)
+    assert apply_rule(rule, prob)[0].any() and not mask.any() and calibrated.max() < 0.5
 
 
 def test_otsu_threshold_splits_a_bimodal_map():

@@ -14,6 +14,8 @@ shared/datasets/SOURCES.md:
   whole tumour (labels > 0) has >= --min_lesion_px pixels, B when none, skipped in between;
 - zero-padded to --size (240 -> 256, no interpolation), gray copied into 3 channels; masks 0/255.
 
+Normalisation and slice geometry live in data/brats.py, which predict.py applies to a user's volume.
+
 Slices are named ``<ID>_<modality>_<zzz>.png`` (z = axial index); ``splits.json`` lists the subjects
 of each role.
 """
@@ -21,30 +23,26 @@ import argparse
 import os
 import re
 import sys
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nibabel as nib  # noqa: E402
-from nibabel.filebasedimages import ImageFileError  # noqa: E402
 
+from data.brats import (BRATS_FILE, MIN_BRAIN_FRAC, MODALITIES, NIFTI_ERRORS, enough_brain, normalise,  # noqa: E402
+                        slice_image, slice_mask)
 from data.image_io import write_png_atomic  # noqa: E402
 from tools.prepare_common import (PrepareError, add_output_args, positive_int, require_dir,  # noqa: E402
                                   name_weak_folders, require_filled, run_cli, sample, staged_folder,
                                   summary_line, take_ids, write_labelled, write_splits)
 
-MODALITIES = ('flair', 't1', 't1ce', 't2')
 MSD_CHANNEL = {'flair': 0, 't1': 1, 't1ce': 2, 't2': 3}  # MSD order: FLAIR, T1w, t1gd, T2w
-BRATS_FILE = re.compile(r'^(?P<id>.+)_(?P<kind>flair|t1|t1ce|t2|seg)\.nii(\.gz)?$')
 NAMINGS = ('<ID>/<ID>_<modality>.nii.gz with <ID>_seg.nii.gz (BraTS 2018-2021), or '
            'imagesTr/BRATS_XXX.nii.gz with labelsTr/BRATS_XXX.nii.gz (Decathlon Task01)')
-NIFTI_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -137,45 +135,14 @@ def load_subject(subject):
     return volume, tumour
 
 
-def normalise(volume):
-    """Per-volume scaling to uint8: brain (non-zero voxels) to 0-255, background 0."""
-    # Official BraTS volumes are skull-stripped with background exactly 0.
-    brain = volume != 0
-    scaled = np.zeros(volume.shape, np.uint8)
-    if not brain.any():
-        return scaled
-    values = volume[brain]
-    # Raw volumes start at 0; z-scored ones have negative brain values and need a low percentile.
-    lo = 0.0 if values.min() >= 0 else float(np.percentile(values, 0.5))
-    # The high percentile keeps isolated outliers (some BraTS 2018 FLAIRs hold 32767) from darkening all.
-    hi = max(float(np.percentile(values, 99.5)), lo + 1e-6)
-    scaled[brain] = np.rint(np.clip((values - lo) / (hi - lo), 0, 1) * 255)
-    return scaled
-
-
 def classify_slices(volume, tumour, min_lesion_px, min_brain_frac):
     """(A z-indices, B z-indices): slices with brain area above ``min_brain_frac`` of the slice and
     whole tumour >= ``min_lesion_px`` pixels (A) or none (B); those in between are in neither."""
-    brain_px = (volume != 0).sum(axis=(0, 1))
     lesion_px = tumour.sum(axis=(0, 1))
-    enough_brain = brain_px > min_brain_frac * volume.shape[0] * volume.shape[1]
-    lesion_z = np.flatnonzero(enough_brain & (lesion_px >= min_lesion_px))
-    normal_z = np.flatnonzero(enough_brain & (lesion_px == 0))
+    brain = enough_brain(volume, min_brain_frac)
+    lesion_z = np.flatnonzero(brain & (lesion_px >= min_lesion_px))
+    normal_z = np.flatnonzero(brain & (lesion_px == 0))
     return lesion_z.tolist(), normal_z.tolist()
-
-
-def fit_to_size(plane, size, nearest):
-    """Zero-pad a slice centred to ``size`` x ``size`` (exact, no interpolation); a slice larger than
-    ``size`` is padded square and then resized (nearest for masks, bilinear for images)."""
-    h, w = plane.shape
-    side = max(h, w, size)
-    padded = np.zeros((side, side), plane.dtype)
-    top, left = (side - h) // 2, (side - w) // 2
-    padded[top:top + h, left:left + w] = plane
-    if side == size:
-        return padded
-    resample = Image.NEAREST if nearest else Image.BILINEAR
-    return np.asarray(Image.fromarray(padded).resize((size, size), resample))
 
 
 def _select_slices(args, subjects, rng):
@@ -226,11 +193,9 @@ def _write_slices(args, subjects, plan, folder_dir):
         scaled = normalise(volume)
         for z, folder in sorted(todo[subject.id]):
             name = f'{subject.id}_{args.modality}_{z:03d}'
-            gray = fit_to_size(scaled[:, :, z].T, args.size, nearest=False)
-            image = np.repeat(gray[:, :, None], 3, axis=2)
+            image = slice_image(scaled, z, args.size)
             if folder in ('val', 'testA'):
-                mask = fit_to_size(tumour[:, :, z].T, args.size, nearest=True)
-                write_labelled(os.path.join(folder_dir, folder), name, image, mask)
+                write_labelled(os.path.join(folder_dir, folder), name, image, slice_mask(tumour, z, args.size))
             else:
                 write_png_atomic(os.path.join(folder_dir, folder, f'{name}.png'), image)
             files[folder].append(f'{name}.png')
@@ -273,7 +238,7 @@ def build_parser():
                         help='whole-tumour pixels (at the volume\'s own slice size, 240x240 for BraTS) '
                              'a slice needs to be a lesion (A) slice; slices with 1 to this-1 are skipped '
                              '(default %(default)s)')
-    parser.add_argument('--min_brain_frac', type=_fraction, default=0.15,
+    parser.add_argument('--min_brain_frac', type=_fraction, default=MIN_BRAIN_FRAC,
                         help='slices whose brain area is not above this fraction of the slice are skipped '
                              '(default %(default)s)')
     parser.add_argument('--n_val', type=positive_int, default=3, help='subjects for val (default %(default)s)')

@@ -12,11 +12,8 @@ from util.progress import progress_bar
 def predict_split(model, pairs, opt, desc, keep_visuals=False):
     """Lesion maps for every (image, label) pair.
 
-    Returns a list (one dict per image) with ``name``, ``path``, ``gt`` (bool H x W or None),
-    ``maps`` (mode -> float32 H x W in [0, 1] at the original size, 0 outside the image
-    foreground; plus ``attention-inverted``), ``score`` (image-level lesion probability, None when the
-    model has none) and, with ``keep_visuals``, ``raw``, ``translated`` (uint8 at the network size) and
-    ``heatmap`` (uint8), each only when the model's ``infer`` returns it.
+    Returns a list (one dict per image) with ``name``, ``path``, ``gt`` (bool H x W or None) and what
+    ``predict_batch`` gives (``maps`` of every mode, ``score``, with ``keep_visuals`` the visuals).
     """
     # The network's own size and channels (stored with its weights), whatever the command line said.
     loader = DataLoader(LabeledDataset(pairs, model.opt.img_size, model.opt.img_ch), batch_size=opt.batch_size,
@@ -24,28 +21,46 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
                         pin_memory=opt.device.startswith('cuda'))
     results = []
     for batch in progress_bar(loader, desc=desc):
-        out = model.infer(batch['image'])
-        maps = {mode: values.float().cpu() for mode, values in out['maps'].items()}
-        for i, name in enumerate(batch['name']):
-            raw = batch['raw'][i].numpy()
-            foreground = foreground_mask(raw)
-            size = batch['orig_size'][i]
-            score = float(out['score'][i]) if 'score' in out else None
-            item = {'name': name, 'path': batch['path'][i], 'score': score,
-                    'gt': batch['mask'][i].numpy() if batch['mask'][i].numel() else None,
-                    'maps': {mode: _to_original(values[i], size) * foreground for mode, values in maps.items()}}
-            if 'attention' in item['maps']:
-                # The attention mask's polarity is not fixed by training (it may mark the
-                # healthy part), so its inverse is offered to val selection too.
-                item['maps']['attention-inverted'] = (1 - _to_original(maps['attention'][i], size)) * foreground
-            if keep_visuals:
-                item['raw'] = raw
-                if 'translated' in out:
-                    item['translated'] = _to_uint8_image((out['translated'][i].cpu() + 1) / 2)
-                if 'heatmap' in out:
-                    item['heatmap'] = _to_uint8_image(out['heatmap'][i].cpu()[None])
+        items = predict_batch(model, batch['image'], [raw.numpy() for raw in batch['raw']], keep_visuals=keep_visuals)
+        for item, name, path, mask in zip(items, batch['name'], batch['path'], batch['mask']):
+            item.update(name=name, path=path, gt=mask.numpy() if mask.numel() else None)
             results.append(item)
     return results
+
+
+def predict_batch(model, images, raws, modes=None, keep_visuals=False):
+    """Lesion maps of one batch: ``images`` B x C x S x S network inputs (data.labeled_dataset.network_input)
+    of the uint8 H x W x 3 arrays ``raws``.
+
+    Returns one dict per image with ``maps`` (mode -> float32 H x W in [0, 1] at the raw image's size, 0
+    outside its foreground; ``attention`` brings ``attention-inverted``; only ``modes`` when given, which
+    spares the memory of the others at full resolution), ``score`` (image-level lesion probability, None
+    when the model has none) and, with ``keep_visuals``, ``raw``, ``translated`` (uint8 at the network
+    size) and ``heatmap`` (uint8), each only when the model's ``infer`` returns it.
+    """
+    out = model.infer(images)
+    wanted = set(modes or available_map_modes(out['maps']))
+    maps = {mode: values.float().cpu() for mode, values in out['maps'].items()
+            if mode in wanted or (mode == 'attention' and 'attention-inverted' in wanted)}
+    items = []
+    for i, raw in enumerate(raws):
+        foreground = foreground_mask(raw)
+        size = raw.shape[:2]
+        item = {'score': float(out['score'][i]) if 'score' in out else None,
+                'maps': {mode: _to_original(values[i], size) * foreground for mode, values in maps.items()
+                         if mode in wanted}}
+        if 'attention-inverted' in wanted:
+            # The attention mask's polarity is not fixed by training (it may mark the
+            # healthy part), so its inverse is offered to val selection too.
+            item['maps']['attention-inverted'] = (1 - _to_original(maps['attention'][i], size)) * foreground
+        if keep_visuals:
+            item['raw'] = raw
+            if 'translated' in out:
+                item['translated'] = _to_uint8_image((out['translated'][i].cpu() + 1) / 2)
+            if 'heatmap' in out:
+                item['heatmap'] = _to_uint8_image(out['heatmap'][i].cpu()[None])
+        items.append(item)
+    return items
 
 
 def available_map_modes(model_modes):

@@ -4,6 +4,7 @@ All work on numpy arrays of one image at a time, with scipy's vectorised morphol
 Python loops).
 """
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 # Pixels at or below this grey level in every channel are image background (air around the head
@@ -22,9 +23,9 @@ def foreground_mask(raw):
 
 
 def _keep_one_component(mask, choose):
-    """Keep only the 8-connected component of a bool mask whose label ``choose(labels, count)`` returns
-    (empty stays empty, one component stays whole)."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    """Keep only the 8-connected (3-D: 26-connected) component of a bool mask whose label
+    ``choose(labels, count)`` returns (empty stays empty, one component stays whole)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
     if count <= 1:
         return mask
     return labels == choose(labels, count)
@@ -45,7 +46,8 @@ def _most_central_label(labels, count):
 
 
 def largest_component(mask):
-    """Keep only the largest 8-connected component of a bool mask (empty stays empty)."""
+    """Keep only the largest 8-connected component of a bool mask (empty stays empty); of a 3-D mask
+    (a volume), the largest 26-connected one."""
     return _keep_one_component(mask, _largest_label)
 
 
@@ -76,6 +78,13 @@ POSTPROCESSING = {
 def postprocess(mask, name):
     """Apply the post-processing called ``name`` (one of POSTPROCESSING) to a bool mask."""
     return POSTPROCESSING[name](mask)
+
+
+def resize_mask(mask, size):
+    """Bool mask -> bool mask at ``size`` (H, W): bilinear on 0/255, cut at the middle, so an enlarged
+    mask gets smooth edges instead of nearest-neighbour blocks."""
+    grey = Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(tuple(size)[::-1], Image.BILINEAR)
+    return np.asarray(grey) >= 128
 
 
 def calibrate(prob, threshold):

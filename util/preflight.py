@@ -11,11 +11,11 @@ import tempfile
 MIN_FREE_BYTES = 16 * 2 ** 20
 
 
-def _megabytes(size):
+def megabytes(size):
     return f'{size / 2 ** 20:.1f} MB'
 
 
-def _nearest_existing(path):
+def nearest_existing(path):
     """``path`` itself, or the closest of its parent folders that exists (what a later makedirs builds on)."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
@@ -26,7 +26,7 @@ def _nearest_existing(path):
 def check_output_dir(path, needed_bytes=MIN_FREE_BYTES, what='the outputs'):
     """Exit with one ``error:`` line unless the folder ``path`` (created later when missing) can be
     written and its disk has ``needed_bytes`` free for ``what``. Creates nothing."""
-    base = _nearest_existing(path)
+    base = nearest_existing(path)
     if not os.path.isdir(base):
         raise SystemExit(f'error: cannot write {path}: {base} is a file, not a folder; pass another --result_dir')
     try:
@@ -38,8 +38,8 @@ def check_output_dir(path, needed_bytes=MIN_FREE_BYTES, what='the outputs'):
                          f'or fix the folder permissions') from None
     free = shutil.disk_usage(base).free
     if free < needed_bytes:
-        raise SystemExit(f'error: only {_megabytes(free)} free on the disk of {base}, {what} need about '
-                         f'{_megabytes(needed_bytes)}; free some space or pass a --result_dir on another disk')
+        raise SystemExit(f'error: only {megabytes(free)} free on the disk of {base}, {what} need about '
+                         f'{megabytes(needed_bytes)}; free some space or pass a --result_dir on another disk')
 
 
 def checkpoint_bytes(model):

@@ -29,10 +29,20 @@ def image_threshold(rule, prob):
     return rule['threshold'] if rule['binarize'] == 'fixed' else otsu_threshold(prob)
 
 
-def apply_rule(rule, prob):
-    """One map -> (bool mask, calibrated probability map whose >= 0.5 region equals the mask)."""
+def gate_rejects(rule, score):
+    """True when ``rule`` holds an image-level gate (``rule['gate'] = {'threshold': t}``) and the image's
+    lesion ``score`` is below ``t``: the image gets an empty mask, and no CRF may grow one."""
+    gate = rule.get('gate')
+    return bool(gate) and score is not None and score < gate['threshold']
+
+
+def apply_rule(rule, prob, score=None):
+    """One map (and its image-level lesion ``score``, for a rule with a gate) -> (bool mask, calibrated
+    probability map whose >= 0.5 region equals the mask)."""
     threshold = image_threshold(rule, prob)
     mask = postprocess(np.asarray(binarize(prob, threshold)), rule['postprocess'])
+    if gate_rejects(rule, score):
+        mask = np.zeros_like(mask)
     calibrated = calibrate(prob, threshold).astype(np.float32)
     # Post-processing adds or removes pixels; move them across 0.5 so the map and mask agree. The
     # bound below 0.5 is taken in float32: float64's nextafter(0.5, 0) rounds back to 0.5 in float32.
