@@ -211,10 +211,11 @@ def refine_run(opt, run):
     except ValueError as err:
         raise SystemExit(f'error: {err}') from None
     print(format_table(summaries))
-    write_run_report(run)
+    report = write_run_report(run)
     speed = np.mean([s['images_per_second'] for s in summaries.values()])
     print(f'CRF outputs in {crf_root}/<split>/ (masks, overlays, metrics.csv, summary.json); '
           f'{speed:.1f} images/s with {opt.num_workers} workers')
+    print(f'report updated with the CRF results: {report}')
     return summaries
 
 

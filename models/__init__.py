@@ -29,9 +29,14 @@ def create_model(opt):
     return find_model_class(opt.model)(opt)
 
 
+def model_names():
+    """The names --model takes: one per models/<name>_model.py, in name order."""
+    paths = glob.glob(os.path.join(os.path.dirname(__file__), '*_model.py'))
+    return sorted(name for name in (os.path.basename(path)[:-len('_model.py')] for path in paths) if name != 'base')
+
+
 def all_map_modes():
     """Every map mode some model's ``infer`` returns (a checkpoint or weights file picks the model
     only after the options are parsed)."""
-    names = sorted(os.path.basename(path)[:-len('_model.py')]
-                   for path in glob.glob(os.path.join(os.path.dirname(__file__), '*_model.py')) if 'base_model' not in path)
-    return tuple(dict.fromkeys(mode for name in names for mode in getattr(find_model_class(name), 'map_modes', ())))
+    modes = (getattr(find_model_class(name), 'map_modes', ()) for name in model_names())
+    return tuple(dict.fromkeys(mode for model_modes in modes for mode in model_modes))

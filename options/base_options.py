@@ -1,4 +1,4 @@
-"""Options shared by train.py, test.py and crf.py, so one argument list serves all three.
+"""Options shared by train.py, test.py, crf.py and pseudo.py, so one argument list serves all four.
 
 Flag names follow the original CLTNet / U-GAT-IT code. ``--preset`` fills in a group of defaults
 (image size, width, loss weights per dataset...); any flag given explicitly overrides the preset.
@@ -9,6 +9,10 @@ import os
 import sys
 
 import torch
+
+from models import model_names
+
+from .command_line import effective_argv
 
 # The original paper settings (256 px, ch 54, light, n_res 4, 7000 iterations, batch 1).
 PAPER_PRESET = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, batch_size=1)
@@ -52,9 +56,30 @@ def resolve_device(name):
     return name
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default once: the value it takes, or what fills it in (``default_text``:
+    the preset, the dataset); a default of None or '' is not shown (the help text says what happens)."""
+
+    def _get_help_string(self, action):
+        shown = getattr(action, 'default_text', None)
+        if shown is not None:
+            return f'{action.help} (default: {shown})'
+        if action.default in (None, ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def preset_default_text(key):
+    """How the presets fill ``key``: 'cpu preset 128, paper preset 256', or '4 in both presets'."""
+    values = {name: preset[key] for name, preset in sorted(PRESETS.items())}
+    if len(set(values.values())) == 1:
+        return f'{next(iter(values.values()))} in both presets'
+    return ', '.join(f'{name} preset {value}' for name, value in values.items())
+
+
 def add_hardware_arguments(parser):
-    """The hardware flags every script shares: --device, --num_threads, --keep_freed_memory, --amp,
-    --channels_last, --compile."""
+    """The hardware flags of every script that runs a model (predict.py and those of ``BaseOptions``; crf.py
+    only takes them hidden): --device, --num_threads, --keep_freed_memory, --amp, --channels_last, --compile."""
     g = parser.add_argument_group('hardware')
     g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
     g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
@@ -77,14 +102,16 @@ class BaseOptions:
 
     description = 'CLTNet-Seg'
     is_train = False
-    # Preset entries this script takes; the schedule entries only matter for training.
-    preset_keys = ('img_size', 'ch', 'n_res', 'light')
+    # False for a script that builds no model (crf.py): no model, preset, image size or hardware flags.
+    runs_a_model = True
+    # Preset entries this script takes (train.py: the network's and the schedule's too).
+    preset_keys = ('img_size',)
+    image_group = 'input size (for a model without checkpoint, e.g. otsu; a checkpoint brings its own)'
 
     def build_parser(self, accept_others=True):
         """The script's parser; with ``accept_others`` it also takes (and ignores) every flag of the other
         scripts, hidden from --help, so train.py, test.py, crf.py and pseudo.py share one argument list."""
-        parser = argparse.ArgumentParser(description=self.description,
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = argparse.ArgumentParser(description=self.description, formatter_class=HelpFormatter)
         g = parser.add_argument_group('data and run')
         g.add_argument('--dataroot', default='./dataset',
                        help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB)')
@@ -95,34 +122,43 @@ class BaseOptions:
                        help='data folder under <dataroot>/<dataset>/ (default: isic_1, brats_1 or demo_1)')
         g.add_argument('--name', default='cltnet', help='run name; outputs go to <result_dir>/<dataset>/<folder>/<name>/')
         g.add_argument('--result_dir', default='results', help='root folder of all run outputs')
-        g.add_argument('--model', default='cltnet',
-                       help='model to use (see models/): cltnet, cam (CAM classifier baseline), otsu '
-                            '(training-free intensity threshold; test.py only)')
-        g.add_argument('--preset', choices=sorted(PRESETS), default=None,
-                       help="default group: 'paper' = the original settings (256 px, ch 54, 7000 it), 'cpu' = "
-                            "128 px, ch 32, 3000 it (about an hour on 2 cores). Default: paper on CUDA, cpu "
-                            "otherwise. Explicit flags override it")
-        g.add_argument('--seed', type=int, default=0, help='random seed (data order, augmentation, initialisation)')
-        g.add_argument('--batch_size', type=int, default=None,
-                       help='train.py: images per domain per step, per process under torchrun (preset: 1); '
-                            'test.py: images per inference batch (8); crf.py: unused')
         g.add_argument('--num_workers', type=int, default=2, help='data loading worker processes (0 = main process)')
         g.add_argument('--skip_bad_images', type=str2bool, default=False,
                        help='True: leave out unreadable images (and report how many) instead of stopping')
-        g = parser.add_argument_group('network (must match between training and testing)')
-        g.add_argument('--img_size', type=int, default=None, help='image side in pixels (divisible by 4)')
-        g.add_argument('--img_ch', type=int, default=3, choices=(1, 3), help='image channels')
-        g.add_argument('--ch', type=int, default=None, help='base channel number of generators and discriminators')
-        g.add_argument('--n_res', type=int, default=None, help='residual blocks in the encoder and in each decoder branch')
-        g.add_argument('--n_dis', type=int, default=6,
-                       help='discriminator depth: the global one has n_dis+1 layers, the local one n_dis-1')
-        g.add_argument('--light', type=str2bool, default=None,
-                       help='True: the gamma/beta MLP pools the features first (the light U-GAT-IT)')
-        add_hardware_arguments(parser)
+        if self.runs_a_model:
+            self.add_model_arguments(g, parser)
         self.add_arguments(parser)
         if accept_others:
             self.add_other_scripts_flags(parser)
+        texts = self.default_texts(parser)
+        for action in parser._actions:
+            if action.dest in texts:
+                action.default_text = texts[action.dest]
         return parser
+
+    def add_model_arguments(self, run_group, parser):
+        """The flags of a script that builds a model: which model, the preset, the seed, the input size
+        (``add_network_arguments``) and the hardware."""
+        run_group.add_argument('--model', default='cltnet',
+                               help=f"model, one of models/NAME_model.py: {', '.join(model_names())}")
+        run_group.add_argument('--preset', choices=sorted(PRESETS), default=None,
+                               help="default group: 'paper' = the original settings (256 px, ch 54, 7000 it), 'cpu' "
+                                    '= 128 px, ch 32, 3000 it (about an hour on 2 cores). Explicit flags override '
+                                    'it (default: paper on CUDA, cpu otherwise)')
+        run_group.add_argument('--seed', type=int, default=0,
+                               help='random seed (data order, augmentation, initialisation)')
+        g = parser.add_argument_group(self.image_group)
+        g.add_argument('--img_size', type=int, default=None, help='image side in pixels (divisible by 4)')
+        g.add_argument('--img_ch', type=int, default=3, choices=(1, 3), help='image channels')
+        self.add_network_arguments(g)
+        add_hardware_arguments(parser)
+
+    def add_network_arguments(self, group):
+        """Hook for train.py: the flags that shape the networks."""
+
+    def default_texts(self, parser):
+        """{dest: what --help says fills it in} for the flags without a fixed default."""
+        return {key: preset_default_text(key) for key in self.preset_keys}
 
     def add_other_scripts_flags(self, parser):
         """Hidden flags for what only the other scripts take; their values never reach ``opt``."""
@@ -146,23 +182,28 @@ class BaseOptions:
         parser = self.build_parser()
         first = parser.parse_args(argv)
         # Second pass with preset values as defaults, so explicit flags still win.
-        preset = first.preset or ('paper' if resolve_device(first.device).startswith('cuda') else 'cpu')
-        values = {key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}
-        parser.set_defaults(preset=preset, **{**values, **self.preset_extras(first)})
+        defaults = {}
+        if self.runs_a_model:
+            preset = first.preset or ('paper' if resolve_device(first.device).startswith('cuda') else 'cpu')
+            defaults = {key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}
+            defaults['preset'] = preset
+        parser.set_defaults(**{**defaults, **self.preset_extras(first)})
         opt = parser.parse_args(argv)
         for key in [key for key in vars(opt) if key.startswith(OTHER_PREFIX)]:
             delattr(opt, key)
         opt.is_train = self.is_train
-        opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + argv)
+        opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + effective_argv(parser, argv))
         if opt.folder is None:
             opt.folder = default_folder(opt.dataset)
         check_run_name(parser, '--name', opt.name)
-        check_ranges(parser, opt, seed=(0, MAX_SEED), batch_size=(1, None), num_workers=(0, None),
-                     num_threads=(0, None), img_size=(MIN_IMG_SIZE, None), ch=(1, None), n_res=(1, None),
-                     n_dis=(2, None))
-        if opt.img_size % 4:
-            parser.error(f'--img_size must be divisible by 4, got {opt.img_size}')
-        opt.device = resolve_device(opt.device)
+        # Only the flags this script has (test.py: no network flags; crf.py: no model or hardware flags).
+        ranges = dict(seed=(0, MAX_SEED), batch_size=(1, None), num_workers=(0, None), num_threads=(0, None),
+                      img_size=(MIN_IMG_SIZE, None), ch=(1, None), n_res=(1, None), n_dis=(2, None))
+        check_ranges(parser, opt, **{name: bounds for name, bounds in ranges.items() if hasattr(opt, name)})
+        if self.runs_a_model:
+            if opt.img_size % 4:
+                parser.error(f'--img_size must be divisible by 4, got {opt.img_size}')
+            opt.device = resolve_device(opt.device)
         self.validate(parser, opt)
         return opt
 
@@ -172,6 +213,11 @@ class BaseOptions:
 
     def validate(self, parser, opt):
         """Hook for subclasses: extra checks, calling ``parser.error`` on bad values."""
+
+
+def add_inference_batch_size(group):
+    """--batch_size of the scripts that run a trained model over images (test.py, pseudo.py)."""
+    group.add_argument('--batch_size', type=int, default=8, help='images per inference batch')
 
 
 def check_run_name(parser, flag, name):

@@ -10,6 +10,7 @@ SPLITS = ('val', 'testA', 'testB')
 
 
 class CRFOptions(BaseOptions):
+    runs_a_model = False  # it reads test.py's maps
     description = ("Refine test.py's lesion probability maps with a dense CRF. Its parameters are chosen "
                    "on val (mean DI over a small grid) and applied unchanged to the other splits.")
 

@@ -2,7 +2,7 @@
 from models import all_map_modes
 from util.inference import available_map_modes
 
-from .base_options import BaseOptions, str2bool
+from .base_options import BaseOptions, add_inference_batch_size, str2bool
 
 
 class TestOptions(BaseOptions):
@@ -14,6 +14,7 @@ class TestOptions(BaseOptions):
         g.add_argument('--weights', default=None,
                        help='released weights file (weights/ISIC.pt) to use instead of the run\'s checkpoints; '
                             'its stored choices are used when the dataset has no val split')
+        add_inference_batch_size(g)
         g.add_argument('--allow_other_dataset', type=str2bool, default=False,
                        help='True: apply --weights trained on ISIC to BraTS or the reverse (refused otherwise); '
                             'weights applied to a dataset of any other name only get a note')
@@ -36,7 +37,6 @@ class TestOptions(BaseOptions):
                             'these checkpoints (a changed decision is reported when it is recorded)')
 
     def validate(self, parser, opt):
-        opt.batch_size = opt.batch_size or 8
         if opt.which_iter not in ('all', 'latest') and not opt.which_iter.isdigit():
             parser.error(f"--which_iter must be 'all', 'latest' or a step number, got {opt.which_iter!r}")
         opt.splits = [s for s in opt.splits.split(',') if s]

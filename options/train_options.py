@@ -25,11 +25,23 @@ def parse_side_range(text):
 class TrainOptions(BaseOptions):
     description = 'Train CLTNet on two folders of weakly labelled images (A: lesion, B: normal).'
     is_train = True
-    preset_keys = BaseOptions.preset_keys + ('iteration', 'batch_size')
+    preset_keys = BaseOptions.preset_keys + ('ch', 'n_res', 'light', 'iteration', 'batch_size')
+    image_group = 'network (stored in each checkpoint, which test.py and pseudo.py take it from)'
+
+    def add_network_arguments(self, group):
+        group.add_argument('--ch', type=int, default=None, help='base channel number of generators and discriminators')
+        group.add_argument('--n_res', type=int, default=None,
+                           help='residual blocks in the encoder and in each decoder branch')
+        group.add_argument('--n_dis', type=int, default=6,
+                           help='discriminator depth: the global one has n_dis+1 layers, the local one n_dis-1')
+        group.add_argument('--light', type=str2bool, default=None,
+                           help='True: the gamma/beta MLP pools the features first (the light U-GAT-IT)')
 
     def add_arguments(self, parser):
         g = parser.add_argument_group('schedule')
         g.add_argument('--iteration', type=int, default=None, help='number of training iterations (steps)')
+        g.add_argument('--batch_size', type=int, default=None,
+                       help='images per domain per step, per process under torchrun')
         g.add_argument('--lr', type=float, default=1e-4, help='Adam learning rate')
         g.add_argument('--weight_decay', type=float, default=2e-5, help='Adam weight decay')
         g.add_argument('--jitter', type=float, default=0.1,
@@ -44,7 +56,7 @@ class TrainOptions(BaseOptions):
                             '--degrade_range and enlarged back before augmentation. Where the normal images '
                             'are small patches upsampled (ISIC), sharpness alone tells A from B; this takes '
                             'that shortcut away so the networks must find the lesion. 0: off')
-        g.add_argument('--degrade_range', type=parse_side_range, default=(72, 144),
+        g.add_argument('--degrade_range', type=parse_side_range, default='72,144',
                        help='smallest,largest side of that shrink, in pixels of a 256-px image (ISIC normal '
                             'patches were cut at 72-144 px)')
         g.add_argument('--decay_flag', type=str2bool, default=True,
@@ -66,9 +78,9 @@ class TrainOptions(BaseOptions):
                             'setting on a 2-core CPU 3.7 instead of 6.3 GB peak memory for a 20%% slower step')
         g = parser.add_argument_group('stage 2: segmentation network on stage-1 pseudo-masks (see pseudo.py)')
         g.add_argument('--stage', type=int, default=1, choices=(1, 2),
-                       help='1: train CLTNet on the weak labels; 2: train --model seg on the pseudo-masks of '
-                            'the stage-1 run --pseudo (its defaults: model seg, name stage2, lr 1e-3, '
-                            f"iteration {STAGE2_DEFAULTS['iteration']}, batch_size {STAGE2_DEFAULTS['batch_size']})")
+                       help='1: train CLTNet on the weak labels; 2: train --model seg on the pseudo-masks of the '
+                            'stage-1 run --pseudo, with defaults of its own for '
+                            + ', '.join('--' + key for key in STAGE2_DEFAULTS))
         g.add_argument('--pseudo', default='cltnet',
                        help='stage 2: name of the stage-1 run whose pseudo/ folder (written by pseudo.py) to train on')
         g.add_argument('--min_confidence', type=float, default=0.5,
@@ -82,7 +94,7 @@ class TrainOptions(BaseOptions):
                             'subjects than val alone (recorded in the checkpoints); empty: val alone')
         g.add_argument('--few_weight', type=float, default=1.0,
                        help='stage 2: loss weight of each few-shot labelled pixel (pseudo-mask pixels weigh 1)')
-        g = parser.add_argument_group('loss weights (default: the original per-dataset values)')
+        g = parser.add_argument_group("loss weights of stage 1 (the original code's, per dataset)")
         g.add_argument('--adv_weight', type=float, default=None, help='least-squares adversarial losses')
         g.add_argument('--cycle_weight', type=float, default=None, help='cycle-consistency L1')
         g.add_argument('--identity_weight', type=float, default=None, help='identity L1')
@@ -104,6 +116,15 @@ class TrainOptions(BaseOptions):
         g.add_argument('--display_server', default='http://localhost', help='visdom server address')
         g.add_argument('--display_port', type=int, default=8097, help='visdom server port')
         g.add_argument('--display_env', default=None, help='visdom environment (default: the run name)')
+
+    def default_texts(self, parser):
+        texts = super().default_texts(parser)
+        for key in LOSS_WEIGHTS['BraTS']:
+            isic, brats = LOSS_WEIGHTS['ISIC'][key], LOSS_WEIGHTS['BraTS'][key]
+            texts[key] = f'{brats} on every dataset' if isic == brats else f'ISIC {isic}, BraTS and others {brats}'
+        for key, value in STAGE2_DEFAULTS.items():
+            texts[key] = f"{texts.get(key, parser.get_default(key))}; stage 2: {value}"
+        return texts
 
     def preset_extras(self, first):
         if first.stage == 2:

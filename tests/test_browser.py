@@ -4,7 +4,8 @@
    draw one Plotly plot per loss group holding exactly the logged points, and the sample-grid image.
 2. The run report: index.html of a tiny trained, tested and CRF-refined run, opened from disk (file://):
    the summary and per-image tables, every thumbnail loaded, header clicks re-sort, nothing fetched
-   from anywhere but the run folder.
+   from anywhere but the run folder. At a laptop's width (1366 px) the page opens on its legend, and the
+   choices made on val fit the width as a short table with the full ranking folded away.
 
 Screenshots go to test-artifacts/ (gitignored). The browser is /usr/bin/chromium with /usr/bin/chromedriver
 (Debian packages chromium and chromium-driver; .ci/run installs them); Selenium Manager is never run,
@@ -38,8 +39,10 @@ import crf  # noqa: E402
 import test as test_script  # noqa: E402
 import train  # noqa: E402
 from models.cltnet_model import CLTNetModel  # noqa: E402
+from util.html import write_run_report  # noqa: E402
 from util.visualizer import Visualizer  # noqa: E402
 from conftest import traces, wait_until  # noqa: E402
+from fake_run import make_fake_run  # noqa: E402
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')
@@ -52,6 +55,7 @@ CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
                   '--disable-dev-shm-usage', '--window-size=1400,1000')
 WAIT_S = 60  # generous: the 2 CPU cores may be shared with trainings
+LAPTOP = (1366, 768)  # the most common laptop screen
 
 
 @pytest.fixture(scope='module')
@@ -281,7 +285,7 @@ def test_run_report_opens_from_disk_with_tables_images_and_sorting(browser, tiny
              message='some images never finished loading')
     images = browser.execute_script(IMAGES_JS)
     # Every per-image row has its thumbnails (overlay, translation, CAM; CRF: before and after).
-    assert browser.execute_script('return Array.from(document.querySelectorAll("table.sortable tbody tr"))'
+    assert browser.execute_script('return Array.from(document.querySelectorAll("table.images tbody tr"))'
                                   '.filter(function (row) { return row.querySelectorAll("img").length < 2; })'
                                   '.length;') == 0
     assert len(images) >= 2 * (3 + 3 + 2 + 3)  # val, testA, testB and CRF testA rows of the tiny dataset
@@ -325,3 +329,48 @@ def test_run_report_opens_from_disk_with_tables_images_and_sorting(browser, tiny
     assert os.path.getsize(shot) > 10_000
     errors = console_errors(browser)
     assert not errors, errors
+
+
+def test_run_report_explains_itself_at_laptop_width(browser, tmp_path):
+    page = write_run_report(make_fake_run(tmp_path / 'results' / 'ISIC' / 'isic_1' / 'demo'))
+    size = browser.get_window_size()
+    browser.set_window_size(*LAPTOP)
+    try:
+        console_errors(browser)
+        browser.get('file://' + urllib.parse.quote(page))
+        width, height = browser.execute_script('return [window.innerWidth, window.innerHeight];')
+        assert width == LAPTOP[0]
+        # The legend is on the first screen: which outline is the prediction, which the ground truth.
+        legend = browser.find_element(By.ID, 'legend')
+        assert legend.is_displayed() and legend.rect['y'] + legend.rect['height'] <= height
+        assert 'green outline: the prediction' in legend.text and 'red outline: the ground truth' in legend.text
+        colours = [swatch.value_of_css_property('border-top-color')
+                   for swatch in legend.find_elements(By.CSS_SELECTOR, '.swatch')]
+        assert colours == ['rgba(0, 255, 0, 1)', 'rgba(255, 0, 0, 1)']
+
+        choices = browser.find_element(By.ID, 'choices')
+        browser.execute_script('arguments[0].scrollIntoView();', choices)
+        assert choices.is_displayed()
+        rows = [[td.text for td in row.find_elements(By.TAG_NAME, 'td')]
+                for row in choices.find_elements(By.CSS_SELECTOR, 'tbody tr')]
+        assert [row[:2] for row in rows] == [
+            ['lesion map', 'fused'], ['checkpoint', 'step 200 (iter_0000200.pt)'],
+            ['threshold', 'fixed threshold 0.35 on the calibrated map'], ['post-processing', 'largest_component'],
+            ['chosen on', 'val'], ['val DI', '0.7777'], ['CRF values', 'alpha=2, sxy=40, n_iter=5, postprocess=none'],
+            ['CRF chosen on', 'val'], ['val DI, CRF', '0.7777 before the CRF, 0.8123 after']]
+        # Nothing wider than the window: no sideways scrolling to read a table.
+        assert browser.execute_script('return document.documentElement.scrollWidth;') <= width
+        assert choices.rect['x'] + choices.rect['width'] <= width
+
+        # The full ranking is folded away until asked for.
+        ranking = browser.find_element(By.CSS_SELECTOR, '#choices ~ details')
+        table = ranking.find_element(By.TAG_NAME, 'table')
+        assert not table.is_displayed()
+        ranking.find_element(By.TAG_NAME, 'summary').click()
+        assert table.is_displayed() and len(table.find_elements(By.CSS_SELECTOR, 'tbody tr')) == 2
+        browser.execute_script('window.scrollTo(0, 0);')
+        assert os.path.getsize(full_page_screenshot(browser, 'run_report_1366.png')) > 10_000
+        errors = console_errors(browser)
+        assert not errors, errors
+    finally:
+        browser.set_window_size(size['width'], size['height'])

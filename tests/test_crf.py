@@ -1,8 +1,10 @@
 """Tests for util/crf_utils.py, options/crf_options.py and crf.py on tiny synthetic runs (32 px)."""
 import csv
 import hashlib
+import io
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from scipy import ndimage
 
 import crf
 from conftest import REPO_ROOT
+from test_progress import Terminal
 from data.image_io import read_mask
 from util import crf_utils
 from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, crf_pool, dense_crf, param_grid, parse_crf_params,
@@ -295,3 +298,21 @@ def test_missing_test_output_gives_one_line_error(tmp_path, capsys):
     assert message.startswith('error: ') and '\n' not in message
     assert 'testB' in message and 'run test.py first' in message and '--name run' in message
     assert capsys.readouterr().out == ''
+
+
+@pytest.mark.parametrize('console', [Terminal, io.StringIO], ids=['terminal', 'log file'])
+def test_console_tables_have_lines_of_their_own_and_the_report_is_named(tmp_path, monkeypatch, console):
+    root, _ = _make_run(tmp_path)
+    output = console()
+    monkeypatch.setattr(sys, 'stdout', output)
+    monkeypatch.setattr(sys, 'stderr', output)
+    crf.main(_argv(root, '--crf_params', 'alpha=2,n_iter=5'))
+    text = output.getvalue()
+    assert ('\r' in text) == (console is Terminal)  # progress bars on a terminal only
+    shown = [line.rsplit('\r', 1)[-1] for line in text.split('\n')]  # what a terminal shows of each line
+    header = shown.index(f'{"split":<7}{"":<8}{"n":>5}  ' + ' '.join(f'{k:>7}' for k in SCORE_NAMES))
+    assert [line[:15] for line in shown[header + 1:header + 5]] == [
+        'testA  before  ', 'testA  after   ', 'testB  before  ', 'testB  after   ']
+    report = tmp_path / 'results' / 'ds' / 'f1' / 'run' / 'index.html'
+    assert shown[-2:] == [f'report updated with the CRF results: {report}', '']
+    assert report.is_file()

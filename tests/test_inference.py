@@ -7,6 +7,7 @@ from PIL import Image
 from data.labeled_dataset import LabeledDataset
 from models import create_model
 from models.cltnet_model import CLTNetModel
+from models.weights_file import model_options
 from util.inference import predict_batch, predict_split, stack_by_shape
 from util.postprocess import foreground_mask
 
@@ -15,11 +16,13 @@ SIZES = [(40, 28), (40, 28), (24, 36)]
 
 
 @pytest.fixture
-def tiny_model(tiny_test_opt):
-    """Factory ``tiny_model(*flags)``: a seeded, randomly initialised tiny generator-only model (test mode)."""
-    def make(*flags):
+def tiny_model(tiny_opt, tiny_test_opt):
+    """Factory ``tiny_model()``: a seeded, randomly initialised tiny generator-only model (test mode), with
+    the architecture a tiny run's checkpoint brings (test.py takes it from there, not from its flags)."""
+    def make():
         torch.manual_seed(0)
-        model = create_model(tiny_test_opt(*flags))
+        architecture = {key: getattr(tiny_opt(), key) for key in CLTNetModel.architecture_keys}
+        model = create_model(model_options(tiny_test_opt(), {'architecture': architecture}))
         model.train(False)
         return model
     return make

@@ -1,11 +1,17 @@
 """Tests for options/: presets, per-dataset loss weights, overrides, boolean flags, errors, --help."""
 import argparse
+import os
+import re
 
 import pytest
 import torch
 
 import train
+from models import model_names
 from options.base_options import CPU_PRESET, format_options, run_dir
+from options.crf_options import CRFOptions
+from options.pseudo_options import PseudoOptions
+from options.test_options import TestOptions
 from options.train_options import TrainOptions
 
 PAPER = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, batch_size=1)  # the issue's values
@@ -140,6 +146,74 @@ def test_every_script_takes_the_one_shared_argument_list(capsys):
     with pytest.raises(SystemExit) as info:
         script_options()[1]().parse(['--no_such_flag', '1'])
     assert info.value.code == 2 and 'unrecognized arguments: --no_such_flag 1' in capsys.readouterr().err
+
+
+def _help(options):
+    """The --help text of ``options`` with its line wrapping undone."""
+    return ' '.join(options().build_parser().format_help().split())
+
+
+def _entries(options):
+    """{flag: its --help entry} of ``options``' own flags."""
+    parser = options().build_parser()
+    text = parser.format_help()
+    entries = re.split(r'\n {2}(?=--)', text[text.index('\n  --'):])
+    entries = [entry.split('\n\n')[0] for entry in entries]  # not the next group's title
+    return {entry.split()[0]: ' '.join(entry.split()) for entry in entries if entry.startswith('--')}
+
+
+def test_help_says_what_fills_the_flags_the_preset_or_dataset_set():
+    text = _help(TrainOptions)
+    for entry in ('image side in pixels (divisible by 4) (default: cpu preset 128, paper preset 256)',
+                  'base channel number of generators and discriminators (default: cpu preset 32, paper preset 54)',
+                  'residual blocks in the encoder and in each decoder branch (default: 4 in both presets)',
+                  '(the light U-GAT-IT) (default: True in both presets)',
+                  'number of training iterations (steps) (default: cpu preset 3000, paper preset 7000; stage 2: 2000)',
+                  'per process under torchrun (default: 1 in both presets; stage 2: 4)',
+                  'Adam learning rate (default: 0.0001; stage 2: 0.001)',
+                  'least-squares adversarial losses (default: 1 on every dataset)',
+                  'cycle-consistency L1 (default: ISIC 5, BraTS and others 10)',
+                  'CAM classification BCE of the generators (default: ISIC 1400, BraTS and others 1000)',
+                  '--degrade_range DEGRADE_RANGE smallest,largest side', '(default: 72,144)'):
+        assert entry in text, entry
+    assert 'image side in pixels (divisible by 4) (default: cpu preset 128, paper preset 256)' in _help(TestOptions)
+
+
+def test_every_script_lists_only_the_flags_it_uses_and_each_default_once():
+    from options import script_options
+    not_listed = {CRFOptions: ('--batch_size', '--model', '--preset', '--seed', '--img_size', '--ch', '--device',
+                               '--num_threads', '--amp', '--iteration', '--map_mode'),
+                  PseudoOptions: ('--map_mode', '--which_iter', '--select_few', '--reselect', '--splits',
+                                  '--allow_other_dataset', '--ch', '--n_res', '--n_dis', '--light', '--iteration'),
+                  TestOptions: ('--ch', '--n_res', '--n_dis', '--light', '--iteration', '--lr')}
+    for options in script_options():
+        entries = _entries(options)
+        assert not set(not_listed.get(options, ())) & set(entries), options
+        for flag, entry in entries.items():
+            assert 'default: None' not in entry and 'unused' not in entry, entry
+            assert len(re.findall(r'\(default|default:', entry, re.IGNORECASE)) <= 1, entry
+    # Left out of --help, still taken from a shared command line and dropped.
+    opt = CRFOptions().parse(['--batch_size', '3', '--device', 'cpu', '--map_mode', 'cam', '--num_workers', '1'])
+    assert not {'batch_size', 'device', 'map_mode', 'model', 'img_size'} & set(vars(opt))
+    opt = PseudoOptions().parse(['--device', 'cpu', '--which_iter', '4', '--reselect', '--batch_size', '3'])
+    assert opt.batch_size == 3 and not {'which_iter', 'reselect', 'map_mode', 'ch'} & set(vars(opt))
+    assert TestOptions().parse(['--device', 'cpu']).batch_size == 8
+
+
+def test_model_lists_every_model_file():
+    files = os.listdir(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'models'))
+    names = sorted(f[:-len('_model.py')] for f in files if f.endswith('_model.py') and f != 'base_model.py')
+    assert model_names() == names and {'seg', 'cascade', 'otsu', 'cam', 'cltnet'} <= set(names)
+    for options in (TrainOptions, TestOptions, PseudoOptions):
+        entry = _entries(options)['--model']
+        assert f"model, one of models/NAME_model.py: {', '.join(names)} (default: cltnet" in entry
+
+
+def test_the_command_line_names_each_flag_once_with_the_value_taken():
+    opt = parse('--name', 'cltnet', '--iteration', '5', '--name', 'uxrun')
+    assert opt.name == 'uxrun'
+    assert opt.command_line.split(' ', 1)[1] == '--device cpu --iteration 5 --name uxrun'
+    assert f'command_line: {opt.command_line}\n' in format_options(opt)
 
 
 def test_a_dataset_of_another_name_is_told_which_loss_weights_it_gets(capsys):

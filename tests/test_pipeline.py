@@ -142,7 +142,7 @@ def test_released_file_serves_test_and_crf_on_test_splits_only(uninterrupted, ti
     ('[pipeline]\nrounds = 2\nspeed = 3\n', "unknown key 'speed' in [pipeline]"),
     ('[stage1]\nitertion = 5\n', '[stage1] itertion: not a flag of the stage1 step'),
     ('[crf]\nlr = 0.1\n', '[crf] lr: not a flag of the crf step'),
-    ('[common]\niteration = 5\n', '[common] iteration: not a flag of every script'),
+    ('[common]\nitertion = 5\n', '[common] itertion: not a flag of any script'),
     ('[test]\nname = "x"\n', '[test] name is set by the pipeline itself'),
     ('[extra]\na = 1\n', 'unknown section [extra]'),
     ('[pipeline]\nrounds = 0\n', '[pipeline] rounds must be at least 1, got 0'),

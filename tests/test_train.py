@@ -8,6 +8,7 @@ from PIL import Image
 
 import train
 from models.cltnet_model import CLTNetModel
+from util.sample_grid import LABEL_BAND_PX
 from util.visualizer import Visualizer
 from conftest import traces, wait_until
 
@@ -75,7 +76,8 @@ def test_run_writes_options_loss_log_checkpoints_and_samples(tiny_argv, run_fold
     samples = sorted(os.listdir(os.path.join(folder, 'samples')))
     assert samples == ['step_0000002.png', 'step_0000004.png']
     tiles = len(CLTNetModel.visual_names)
-    assert Image.open(os.path.join(folder, 'samples', samples[-1])).size == (tiles * (32 + 4), 32 + 4)
+    width, height = Image.open(os.path.join(folder, 'samples', samples[-1])).size
+    assert width >= tiles * (32 + 4) and height == LABEL_BAND_PX + 32 + 4  # the tiles under their names
     assert 'done: 4 steps' in capsys.readouterr().out
 
 
@@ -206,11 +208,14 @@ def test_a_nan_loss_stops_training_naming_loss_and_step(tiny_argv, run_folder, s
     assert [int(row[0]) for row in read_log(run_folder())[1:]] == [1, 2]  # no NaN row logged
 
 
-def test_losses_are_plotted_live_in_visdom(tiny_argv, run_folder, visdom_server):
+def test_losses_are_plotted_live_in_visdom(tiny_argv, run_folder, visdom_server, capsys):
     env = 'train_test'
     assert train.main(tiny_argv('--iteration', 3, '--display_id', 1, '--display_server', 'http://127.0.0.1',
                                 '--display_port', visdom_server.port, '--display_env', env,
                                 '--display_freq', 1, '--print_freq', 3)) == 0
+    # Where to look, on a line of its own (above the progress bar, which shares stdout).
+    lines = [line.rsplit('\r', 1)[-1] for line in capsys.readouterr().out.split('\n')]
+    assert f'visdom: live loss plots and samples at http://127.0.0.1:{visdom_server.port}/env/{env}' in lines
     rows = read_log(run_folder())
     logged = {name: [float(row[i]) for row in rows[1:]] for i, name in enumerate(rows[0]) if i}
     last_group = list(CLTNetModel.loss_groups)[-1]

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from PIL import Image
-from tqdm import tqdm
 
 from data.image_io import PIL_READ_ERRORS, ImageReadError, read_image, read_mask
 from util.colour_model import add_colour_evidence
 from util.metrics import confusion_counts, scores_from_counts
 from util.postprocess import POSTPROCESSING, foreground_mask, postprocess, resize_mask
+from util.progress import progress_bar
 from util.shutdown import init_pool_worker
 
 REFERENCE_SIDE = 256
@@ -253,7 +253,7 @@ def _score_task(task):
 def _parallel_map(func, tasks, num_workers, desc):
     """[func(t) for t in tasks] in order, on a pool of ``num_workers`` processes (<= 1: this one)."""
     results = []
-    with tqdm(total=len(tasks), desc=desc, unit='img', dynamic_ncols=True) as bar:
+    with progress_bar(total=len(tasks), desc=desc, unit='img') as bar:
         if num_workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 results.append(func(task))

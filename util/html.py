@@ -1,24 +1,28 @@
 """The run report: one self-contained ``index.html`` per run, rebuilt from what is on disk.
 
 ``write_run_report(run_dir)`` reads ``run_dir/test/<split>/`` and ``run_dir/crf/<split>/`` (summary.json,
-metrics.csv, overlays/, translation/, cam/; any of them may be missing) and writes ``run_dir/index.html``:
-a summary table, the choices made on val, the command lines, a sortable per-image table per split (worst
-DI first) and a CRF before/after table per split. test.py and crf.py both call it at their end, so the
-page always shows everything the run has produced so far.
+metrics.csv, masks/, overlays/, translation/, cam/; any of them may be missing) and the decisions recorded
+in test/selection.json and crf/selection.json, and writes ``run_dir/index.html``: a legend of the images,
+a summary table, the choices made on val (util/report_choices.py), a sortable per-image table per split
+(worst first) and a CRF before/after table per split, then the command lines. Every table says what its
+columns mean (util/report_glossary.py). test.py and crf.py both call it at their end, so the page always
+shows everything the run has produced so far.
 
 The page opens from disk (file://): every link is relative, CSS and JS are inline, nothing is fetched
 from the network. All text from disk is escaped.
 """
-import csv
-import html
-import json
 import math
 import os
 import shlex
 import time
 import urllib.parse
 
+from data.image_io import ImageReadError, read_mask
 from util.atomic import atomic_write
+from util.overlay import GT_COLOUR, PRED_COLOUR
+from util.report_cells import esc, fmt, header, name_cell, num_cell, read_json, read_metrics, text_row, to_number
+from util.report_choices import choices_section
+from util.report_glossary import EMPTY_CELLS, explain
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 COUNTS = ('TP', 'FP', 'FN', 'TN')
@@ -31,15 +35,21 @@ EXTRA_SUMMARY_KEYS = (('auc', 'AUC A vs B'), ('fp_rate', 'FP rate'), ('mean_area
 THUMB_WIDTH = 128
 
 STYLE = """
-body { font: 14px sans-serif; margin: 1.5em; color: #222; }
+body { font: 14px sans-serif; margin: 1.5em; color: #222; max-width: 100em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; vertical-align: middle; }
-td.name, th.name { text-align: left; }
+td.name, th.name, #choices td, #summary + table td:nth-child(-n+3) { text-align: left; }
+#choices td:first-child { white-space: nowrap; }
 th[data-type] { cursor: pointer; background: #eef; }
 th[data-dir=asc]::after { content: ' \\25B2'; }
 th[data-dir=desc]::after { content: ' \\25BC'; }
-pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; }
+pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; white-space: pre-wrap; }
 img { display: block; }
+ul.help { color: #555; margin: 0 0 1.5em; columns: 2 30em; }
+#legend { background: #f6f6f6; padding: 0.5em 0.8em; }
+.swatch { display: inline-block; width: 1.6em; height: 0.9em; border: 3px solid; vertical-align: middle; }
+.warning { color: #a00; }
+details { margin: 0 0 1.5em; }
 """
 
 # Sorts a table by the clicked header; each cell carries its sort key in data-v, NaN/blank sort last.
@@ -64,60 +74,6 @@ document.querySelectorAll('table.sortable th[data-type]').forEach(function (th) 
 """
 
 
-def _esc(value):
-    return html.escape(str(value), quote=True)
-
-
-def _read_json(path):
-    """The parsed JSON file, or None when it is missing or unreadable (the report must still render)."""
-    try:
-        with open(path, encoding='utf-8') as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-def _to_number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _read_metrics(path):
-    """metrics.csv -> (columns, rows); each row is a dict of the raw strings. ([], []) when absent."""
-    try:
-        with open(path, newline='', encoding='utf-8') as handle:
-            reader = csv.DictReader(handle)
-            rows = [row for row in reader if row.get('name')]
-            return list(reader.fieldnames or []), rows
-    except (OSError, ValueError, csv.Error):  # a missing or garbled file: show the split without it
-        return [], []
-
-
-def _fmt(value):
-    """Numbers up to 1 (scores) with 4 decimals, larger ones with 6 significant digits; None as blank."""
-    if value is None:
-        return ''
-    if isinstance(value, float):
-        return f'{value:.4f}' if math.isnan(value) or abs(value) <= 1 else f'{value:.6g}'
-    return str(value)
-
-
-def _num_cell(value):
-    """A table cell for a number given as float or CSV string; its sort key goes in data-v."""
-    number = _to_number(value)
-    if math.isnan(number):
-        return f'<td data-v="">{_esc("" if value is None else value)}</td>'
-    return f'<td data-v="{number!r}">{_fmt(number)}</td>'
-
-
-def _sort_key(row, column):
-    """Ascending by `column`, rows without a number last (worst-first for scores)."""
-    number = _to_number(row.get(column))
-    return (math.isnan(number), number)
-
-
 def _image_path(run_dir, folder, name):
     """Path of NAME's PNG in `folder` relative to run_dir, or None; tolerates names that keep an extension."""
     for filename in (name + '.png', os.path.splitext(name)[0] + '.png'):
@@ -130,9 +86,18 @@ def _thumbnail(relative_path, alt):
     """A lazy-loaded thumbnail linking to the full image, or an empty cell."""
     if relative_path is None:
         return '<td></td>'
-    url = _esc(urllib.parse.quote(relative_path))
+    url = esc(urllib.parse.quote(relative_path))
     return (f'<td><a href="{url}"><img src="{url}" loading="lazy" width="{THUMB_WIDTH}" '
-            f'alt="{_esc(alt)}"></a></td>')
+            f'alt="{esc(alt)}"></a></td>')
+
+
+def _mask_area(run_dir, folder, name):
+    """Share of the pixels of NAME's mask in `folder` marked lesion; NaN when there is no readable mask."""
+    path = _image_path(run_dir, folder, name)
+    try:
+        return float(read_mask(os.path.join(run_dir, path)).mean()) if path else math.nan
+    except ImageReadError:
+        return math.nan
 
 
 def _splits(parent):
@@ -143,37 +108,44 @@ def _splits(parent):
     return [s for s in KNOWN_SPLITS if s in present] + [s for s in present if s not in KNOWN_SPLITS]
 
 
-def _header(columns, sorted_by=None):
-    """<thead>; columns are (title, type) with type 'num', 'text' or None (not sortable)."""
-    cells = []
-    for title, kind in columns:
-        attributes = f' data-type="{kind}"' if kind else ''
-        attributes += ' data-dir="asc"' if title == sorted_by else ''
-        attributes += ' class="name"' if kind == 'text' else ''
-        cells.append(f'<th{attributes}>{_esc(title)}</th>')
-    return '<thead><tr>' + ''.join(cells) + '</tr></thead>'
+def _is_normal(split, summary):
+    """True for a split of normal, unlabelled images (testB): its summary has detection figures, not scores."""
+    if summary:
+        return 'fp_rate' in summary and 'DI' not in summary
+    return split == 'testB'
+
+
+def _legend():
+    def swatch(colour):
+        return f'<span class="swatch" style="border-color: rgb{tuple(colour)}"></span>'
+    return (f'<p id="legend"><b>Reading the images.</b> {swatch(PRED_COLOUR)} green outline: the prediction '
+            f'(the mask test.py or crf.py wrote) &nbsp; {swatch(GT_COLOUR)} red outline: the ground truth '
+            "(the label; testB's normal images have none). translation: the image as the generator makes "
+            'it look normal; CAM: where the classifier sees lesion (bright: more). Click a thumbnail for the '
+            'full image.</p>')
 
 
 def _summary_section(summaries):
-    """The table of every summary: one row per test split, before/after rows per CRF split."""
+    """The table of every summary: mean and pooled rows per test split, before/after rows per CRF split."""
     extras = [(key, title) for key, title in EXTRA_SUMMARY_KEYS if any(key in s for _, _, s in summaries)]
-    columns = [('stage', None), ('split', None), ('values', None)] + [(k, None) for k in SCORES]
-    columns += [('n', None), ('thresholded JA', None)] + [(title, None) for _, title in extras]
+    titles = ['stage', 'split', 'values', *SCORES, 'n', 'thresholded JA'] + [title for _, title in extras]
     rows = []
     for stage, split, summary in summaries:
         variants = [('mean' if stage == 'test' else 'after CRF (mean)', summary)]
         if isinstance(summary.get('pooled'), dict):
             variants.append(('pooled' if stage == 'test' else 'after CRF (pooled)', summary['pooled']))
         if stage == 'crf' and isinstance(summary.get('before'), dict):
-            variants.insert(0, ('before CRF (mean)', summary['before']))
+            variants.insert(0, ('before CRF (mean)' if 'DI' in summary['before'] else 'before CRF',
+                                summary['before']))
         for label, values in variants:
-            cells = [stage, split, label] + [_fmt(values.get(k)) for k in SCORES]
-            cells += [_fmt(summary.get('n_images')), _fmt(values.get('thresholded_JA'))]
-            # Detection and speed belong to the split, not to one way of averaging: show them once.
-            cells += [_fmt(summary.get(key)) if values is summary else '' for key, _ in extras]
-            rows.append('<tr>' + ''.join(f'<td>{_esc(c)}</td>' for c in cells) + '</tr>')
-    return ('<h2 id="summary">Summary</h2><table>' + _header(columns) + '<tbody>' + ''.join(rows)
-            + '</tbody></table>')
+            cells = [stage, split, label] + [fmt(values.get(k)) for k in SCORES]
+            cells += [fmt(summary.get('n_images')), fmt(values.get('thresholded_JA'))]
+            # Detection and speed belong to the split, not to one way of averaging: shown once, but for
+            # the figures before the CRF.
+            cells += [fmt(values.get(key, summary.get(key) if values is summary else None)) for key, _ in extras]
+            rows.append(text_row(cells))
+    return ('<h2 id="summary">Summary</h2><table>' + header([(title, None) for title in titles]) + '<tbody>'
+            + ''.join(rows) + '</tbody></table>' + explain(titles, EMPTY_CELLS))
 
 
 def _command_text(command):
@@ -183,72 +155,98 @@ def _command_text(command):
     return str(command)
 
 
-def _selection_section(summaries):
-    """Every choice made on val (pretty-printed, once per distinct choice) and each command line."""
-    splits_by_selection = {}
-    for stage, split, summary in summaries:
-        selection = json.dumps(summary.get('selection', {}), indent=2, sort_keys=True, default=str)
-        splits_by_selection.setdefault(selection, []).append(f'{stage} / {split}')
-    parts = ['<h2 id="selection">Choices made on val</h2>']
-    for selection, labels in splits_by_selection.items():
-        parts.append(f'<h3>{_esc(", ".join(labels))}</h3><pre>{_esc(selection)}</pre>')
-    parts.append('<h2 id="commands">Command lines</h2>')
+def _commands_section(summaries):
+    """Each distinct command line once, with the splits it wrote."""
+    splits_by_command = {}
     for stage, split, summary in summaries:
         if summary.get('command'):
-            parts.append(f'<p>{_esc(stage)} / {_esc(split)}:</p>'
-                         f'<pre>{_esc(_command_text(summary["command"]))}</pre>')
-    return ''.join(parts)
+            splits_by_command.setdefault(_command_text(summary['command']), []).append(f'{stage} / {split}')
+    parts = [f'<p>{esc(", ".join(labels))}:</p><pre>{esc(command)}</pre>'
+             for command, labels in splits_by_command.items()]
+    return '<h2 id="commands">Command lines</h2>' + ''.join(parts) if parts else ''
 
 
-def _split_section(run_dir, split):
-    """Per-image table of test/<split>: thumbnails and every score column, worst DI first."""
+def _image_table(run_dir, rows, thumbnails, columns, sort_by, direction):
+    """A sortable per-image table. rows: [(name, {column: value})], already in order; thumbnails:
+    [(folder relative to run_dir, title)]; columns: the value columns, in order."""
+    head = header([('name', 'text')] + [(title, None) for _, title in thumbnails] + [(c, 'num') for c in columns],
+                  sorted_by=sort_by, direction=direction)
+    body = []
+    for name, values in rows:
+        cells = [name_cell(name)]
+        cells += [_thumbnail(_image_path(run_dir, folder, name), f'{title} {name}') for folder, title in thumbnails]
+        cells += [num_cell(values.get(c)) for c in columns]
+        body.append('<tr>' + ''.join(cells) + '</tr>')
+    return f'<table class="sortable images">{head}<tbody>' + ''.join(body) + '</tbody></table>'
+
+
+def _ordered(rows, column, largest_first=False):
+    """Rows sorted by `column`, rows without a number last."""
+    def key(row):
+        number = to_number(row[1].get(column))
+        return (math.isnan(number), -number if largest_first else number)
+    return sorted(rows, key=key)
+
+
+def _image_names(run_dir, folders):
+    """Names of the PNGs in the first of `folders` that exists (for a split without metrics.csv)."""
+    for folder in [os.path.join(run_dir, f) for f in folders]:
+        if os.path.isdir(folder):
+            return sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith('.png'))
+    return []
+
+
+def _split_section(run_dir, split, normal):
+    """Per-image table of test/<split>: thumbnails and every score column, worst first; a split of normal
+    images (testB) has no labels and gets each mask's lesion area instead, largest first."""
     base = f'test/{split}'
-    columns, rows = _read_metrics(os.path.join(run_dir, base, 'metrics.csv'))
-    folders = [(f'{base}/{folder}', title) for folder, title in THUMBNAILS
-               if os.path.isdir(os.path.join(run_dir, base, folder))]
-    if not rows and folders:  # testB may have images but no metrics.csv
-        names = {os.path.splitext(f)[0] for f in os.listdir(os.path.join(run_dir, folders[0][0]))
-                 if f.endswith('.png')}
-        rows = [{'name': name} for name in sorted(names)]
+    thumbnails = [(f'{base}/{folder}', title) for folder, title in THUMBNAILS
+                  if os.path.isdir(os.path.join(run_dir, base, folder))]
+    if normal:
+        names = _image_names(run_dir, [f'{base}/masks'] + [folder for folder, _ in thumbnails])
+        rows = [(name, {'lesion area': _mask_area(run_dir, f'{base}/masks', name)}) for name in names]
+        columns, sort_by, largest_first = ['lesion area'], 'lesion area', True
+        intro = (f'{split} holds normal images (no lesion, no label): a good mask is empty, so a good lesion area '
+                 'is 0 and no green outline shows. Largest area first; click a column header to sort.')
+    else:
+        found, metrics = read_metrics(os.path.join(run_dir, base, 'metrics.csv'))
+        rows = [(row['name'], row) for row in metrics]
+        columns = [c for c in found if c not in ('name',) + COUNTS]
+        sort_by, largest_first = 'DI', False
+        intro = 'Each image against its label; worst DI first. Click a column header to sort.'
     if not rows:
         return ''
-    values = [c for c in columns if c not in ('name',) + COUNTS]
-    if 'DI' in values:
-        rows = sorted(rows, key=lambda row: _sort_key(row, 'DI'))
-    header = _header([('name', 'text')] + [(title, None) for _, title in folders]
-                     + [(c, 'num') for c in values], sorted_by='DI')
-    body = []
-    for row in rows:
-        name = row['name']
-        cells = [f'<td class="name" data-v="{_esc(name)}">{_esc(name)}</td>']
-        cells += [_thumbnail(_image_path(run_dir, folder, name), f'{title} {name}') for folder, title in folders]
-        cells += [_num_cell(row.get(c)) for c in values]
-        body.append('<tr>' + ''.join(cells) + '</tr>')
-    return (f'<h2 id="test-{_esc(split)}">{_esc(split)}: per image ({len(rows)})</h2>'
-            '<p>Click a column header to sort; the table starts with the worst DI.</p>'
-            f'<table class="sortable">{header}<tbody>' + ''.join(body) + '</tbody></table>')
+    table = _image_table(run_dir, _ordered(rows, sort_by, largest_first), thumbnails, columns, sort_by,
+                         'desc' if largest_first else 'asc')
+    return (f'<h2 id="test-{esc(split)}">{esc(split)}: per image ({len(rows)})</h2><p>{esc(intro)}</p>'
+            + explain(columns) + table)
 
 
-def _crf_section(run_dir, split):
-    """Per-image CRF before/after of <split>: test overlay next to CRF overlay, DI before and after."""
-    _, after_rows = _read_metrics(os.path.join(run_dir, 'crf', split, 'metrics.csv'))
-    if not after_rows:
+def _crf_section(run_dir, split, normal):
+    """Per-image CRF before/after of <split>: test overlay next to CRF overlay, DI before and after (lesion
+    area before and after for normal images)."""
+    if normal:
+        names = _image_names(run_dir, [f'crf/{split}/masks'])
+        titles = ('area before', 'area after', 'change')
+        pairs = [(name, _mask_area(run_dir, f'test/{split}/masks', name),
+                  _mask_area(run_dir, f'crf/{split}/masks', name)) for name in names]
+        intro = (f"{split}'s images are normal: the CRF should leave their masks empty (area 0). Largest area "
+                 'after the CRF first.')
+    else:
+        _, after_rows = read_metrics(os.path.join(run_dir, 'crf', split, 'metrics.csv'))
+        _, before_rows = read_metrics(os.path.join(run_dir, 'test', split, 'metrics.csv'))
+        before_di = {row['name']: to_number(row.get('DI')) for row in before_rows}
+        titles = ('DI before', 'DI after', 'change')
+        pairs = [(row['name'], before_di.get(row['name'], math.nan), to_number(row.get('DI'))) for row in after_rows]
+        intro = 'Worst DI after the CRF first.'
+    if not pairs:
         return ''
-    _, before_rows = _read_metrics(os.path.join(run_dir, 'test', split, 'metrics.csv'))
-    before_di = {row['name']: _to_number(row.get('DI')) for row in before_rows}
-    header = _header([('name', 'text'), ('test overlay', None), ('CRF overlay', None), ('DI before', 'num'),
-                      ('DI after', 'num'), ('change', 'num')], sorted_by='DI after')
-    body = []
-    for row in sorted(after_rows, key=lambda row: _sort_key(row, 'DI')):
-        name = row['name']
-        before, after = before_di.get(name, math.nan), _to_number(row.get('DI'))
-        cells = [f'<td class="name" data-v="{_esc(name)}">{_esc(name)}</td>',
-                 _thumbnail(_image_path(run_dir, f'test/{split}/overlays', name), f'test {name}'),
-                 _thumbnail(_image_path(run_dir, f'crf/{split}/overlays', name), f'CRF {name}'),
-                 _num_cell(before), _num_cell(after), _num_cell(after - before)]
-        body.append('<tr>' + ''.join(cells) + '</tr>')
-    return (f'<h2 id="crf-{_esc(split)}">{_esc(split)}: CRF before / after ({len(after_rows)})</h2>'
-            f'<table class="sortable">{header}<tbody>' + ''.join(body) + '</tbody></table>')
+    rows = [(name, dict(zip(titles, (before, after, after - before)))) for name, before, after in pairs]
+    thumbnails = [(f'test/{split}/overlays', 'test overlay'), (f'crf/{split}/overlays', 'CRF overlay')]
+    table = _image_table(run_dir, _ordered(rows, titles[1], largest_first=normal), thumbnails, titles, titles[1],
+                         'desc' if normal else 'asc')
+    return (f'<h2 id="crf-{esc(split)}">{esc(split)}: CRF before / after ({len(rows)})</h2><p>{esc(intro)}</p>'
+            + explain(titles) + table)
 
 
 def write_run_report(run_dir):
@@ -261,24 +259,27 @@ def write_run_report(run_dir):
     name = os.path.basename(run_dir)
     folder = os.path.dirname(run_dir)
     dataset = f'{os.path.basename(os.path.dirname(folder))} / {os.path.basename(folder)}'
-    summaries = []
+    by_split = {}
     for stage in ('test', 'crf'):
         for split in _splits(os.path.join(run_dir, stage)):
-            summary = _read_json(os.path.join(run_dir, stage, split, 'summary.json'))
-            if isinstance(summary, dict):
-                summaries.append((stage, split, summary))
-    sections = [_split_section(run_dir, s) for s in _splits(os.path.join(run_dir, 'test'))]
-    sections += [_crf_section(run_dir, s) for s in _splits(os.path.join(run_dir, 'crf'))]
-    body = []
-    if summaries:
-        body += [_summary_section(summaries), _selection_section(summaries)]
-    body += [s for s in sections if s]
+            by_split[stage, split] = read_json(os.path.join(run_dir, stage, split, 'summary.json'))
+    summaries = [(stage, split, s) for (stage, split), s in by_split.items() if isinstance(s, dict)]
+
+    def normal(split):
+        return _is_normal(split, by_split.get(('test', split)) or by_split.get(('crf', split)))
+    sections = [_split_section(run_dir, s, normal(s)) for s in _splits(os.path.join(run_dir, 'test'))]
+    sections += [_crf_section(run_dir, s, normal(s)) for s in _splits(os.path.join(run_dir, 'crf'))]
+    body = [_summary_section(summaries)] if summaries else []
+    body += [choices_section(run_dir, summaries)] + sections + [_commands_section(summaries)]
+    body = [part for part in body if part]
     if not body:
         body.append('<p>No results yet: run test.py (and crf.py) for this run.</p>')
+    elif sections:
+        body.insert(0, _legend())
     title = f'CLTNet-Seg report: {name} ({dataset})'
     page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<title>{_esc(title)}</title><style>{STYLE}</style></head><body>'
-            f'<h1>{_esc(title)}</h1><p>Page generated {_esc(time.strftime("%Y-%m-%d %H:%M:%S"))} '
+            f'<title>{esc(title)}</title><style>{STYLE}</style></head><body>'
+            f'<h1>{esc(title)}</h1><p>Page generated {esc(time.strftime("%Y-%m-%d %H:%M:%S"))} '
             'from the files in this folder.</p>' + ''.join(body)
             + f'<script>{SCRIPT}</script></body></html>\n')
     path = os.path.join(run_dir, 'index.html')

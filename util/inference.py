@@ -3,10 +3,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data.labeled_dataset import LabeledDataset, collate_labeled
 from util.postprocess import foreground_mask
+from util.progress import progress_bar
 
 
 def predict_split(model, pairs, opt, desc, keep_visuals=False):
@@ -20,7 +20,7 @@ def predict_split(model, pairs, opt, desc, keep_visuals=False):
                         num_workers=opt.num_workers, collate_fn=collate_labeled,
                         pin_memory=opt.device.startswith('cuda'))
     results = []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc=desc):
         items = predict_batch(model, batch['image'], [raw.numpy() for raw in batch['raw']], keep_visuals=keep_visuals)
         for item, name, path, mask in zip(items, batch['name'], batch['path'], batch['mask']):
             item.update(name=name, path=path, gt=mask.numpy() if mask.numel() else None)

@@ -3,7 +3,7 @@
     [pipeline]  seed, rounds (stage-2 U-Nets, each on the pseudo-masks of the one before), select_few
                 (a few-shot folder held out of training and added to val for every choice; '' = val
                 alone), from_stage1 (a stage-1 weights file to start from instead of training one)
-    [common]    flags given to every script (train.py, test.py, crf.py, pseudo.py)
+    [common]    flags given to every script (train.py, test.py, crf.py, pseudo.py); each uses those it has
     [stage1] [stage2] [test] [crf] [pseudo]   flags of that step alone
 
 Everything is checked before anything runs: an unknown section or key, a flag the step's script does
@@ -69,15 +69,16 @@ def read_recipe(path):
     if recipe['pipeline']['rounds'] < 1:
         raise RecipeError(f'{path}: [pipeline] rounds must be at least 1, got {recipe["pipeline"]["rounds"]}')
     flags = {section: _flag_names(options) for section, options in STEP_OPTIONS.items()}
-    common_flags = set.intersection(*flags.values())
+    # The scripts share one argument list: a common flag reaches every step, and those without it drop it.
+    any_flags = set.union(*flags.values())
     for section in ('common', *STEP_OPTIONS):
-        allowed = common_flags if section == 'common' else flags[section]
+        allowed = any_flags if section == 'common' else flags[section]
         for key, value in recipe[section].items():
             if key in PIPELINE_FLAGS:
                 raise RecipeError(f'{path}: [{section}] {key} is set by the pipeline itself; remove it '
                                   f'(pipeline.py --help says which flags it sets)')
             if key not in allowed:
-                where = 'every script' if section == 'common' else f'the {section} step'
+                where = 'any script' if section == 'common' else f'the {section} step'
                 raise RecipeError(f'{path}: [{section}] {key}: not a flag of {where}; check the spelling '
                                   f'against python {"train" if section.startswith("stage") else section}.py --help')
             if isinstance(value, (dict, list)):

@@ -8,13 +8,17 @@ import csv
 import logging
 import os
 import re
+import sys
 import threading
+import urllib.parse
 import warnings
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from util.atomic import atomic_write
+from util.sample_grid import image_grid, labelled_grid
 
 _CONNECT_TIMEOUT_S = 1.0
 _READ_TIMEOUT_S = 3.0
@@ -28,20 +32,10 @@ class _Unreachable(Exception):
     those itself and prints a message, this one reaches our worker untouched."""
 
 
-def image_grid(visuals):
-    """First sample of each visual (Bx{1,3}xHxW tensors in [-1,1]), side by side in dict order,
-    2 px white padding, shorter tiles padded at the bottom -> uint8 array HxWx3."""
-    pad = 2
-    tiles = []
-    for tensor in visuals.values():
-        img = tensor[0].detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().byte()
-        if img.shape[0] == 1:
-            img = img.expand(3, -1, -1)
-        tiles.append(np.pad(img.permute(1, 2, 0).numpy(), ((pad, pad), (pad, pad), (0, 0)),
-                            constant_values=255))
-    height = max(tile.shape[0] for tile in tiles)
-    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles]
-    return np.concatenate(tiles, axis=1)
+def _say(line):
+    """Print ``line`` on stdout on a line of its own, above train.py's progress bar (redrawn after it)."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 
 class Visualizer:
@@ -70,6 +64,7 @@ class Visualizer:
         self._stopping = False
         self._online = None  # unknown until the first request; then True/False
         self._hinted = False
+        self._announced = False
         self._client = None
         self._thread = None
         if not enabled:
@@ -120,13 +115,14 @@ class Visualizer:
 
     # ---- images ---------------------------------------------------------------------------------
     def save_samples(self, step, visuals):
-        """Write the grid of `visuals` (see image_grid) as samples/step_{step:07d}.png; returns the path."""
+        """Write the grid of `visuals` with each column named (see labelled_grid) as
+        samples/step_{step:07d}.png; returns the path."""
         if not self.enabled:
             return None
         folder = os.path.join(self.run_dir, 'samples')
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f'step_{step:07d}.png')
-        grid = Image.fromarray(image_grid(visuals))
+        grid = Image.fromarray(labelled_grid(visuals))
         atomic_write(path, lambda handle: grid.save(handle, format='PNG'), mode='wb')
         return path
 
@@ -173,7 +169,7 @@ class Visualizer:
                 self._connect()
                 if kind is not None:
                     self._deliver(kind, message)
-                self._online = True
+                self._went_online()
             except _Unreachable as exc:
                 self._went_offline(exc)
                 with self._cond:
@@ -212,13 +208,24 @@ class Visualizer:
             # caption would push the grid out of view.
             self._client.image(grid, win=self.image_window, opts={'title': caption, 'height': grid.shape[1] + 24})
 
+    @property
+    def env_url(self):
+        """The address of this run's plots in a browser."""
+        return f'{self.url}/env/{urllib.parse.quote(self._env)}'
+
+    def _went_online(self):
+        self._online = True
+        if not self._announced:
+            self._announced = True
+            _say(f'visdom: live loss plots and samples at {self.env_url}')
+
     def _went_offline(self, reason):
         self._online = False
         if not self._hinted:
             self._hinted = True
-            print(f'visdom server not reachable at {self.url} ({reason}); start it with: '
-                  f'bash start_visdom.sh (or python -m visdom.server -p {self._port} --hostname 127.0.0.1 '
-                  '-bind_local); training continues', flush=True)
+            _say(f'visdom server not reachable at {self.url} ({reason}); start it with: '
+                 f'bash start_visdom.sh (or python -m visdom.server -p {self._port} --hostname 127.0.0.1 '
+                 '-bind_local); training continues')
 
     def close(self):
         """Close the loss log; send what is pending to visdom, waiting at most a couple of seconds."""
