@@ -316,3 +316,23 @@ def test_console_tables_have_lines_of_their_own_and_the_report_is_named(tmp_path
     report = tmp_path / 'results' / 'ds' / 'f1' / 'run' / 'index.html'
     assert shown[-2:] == [f'report updated with the CRF results: {report}', '']
     assert report.is_file()
+
+
+def test_val_after_the_crf_covers_the_few_shot_images_test_py_chose_on(tmp_path):
+    """With a held-out few-shot folder in test.py's decision, val's figures after the CRF are over val plus
+    those images, as test.py's figures before are (one set of images on both sides of the comparison)."""
+    root, test_root = _make_run(tmp_path, n_images=2)
+    rng = np.random.default_rng(7)
+    few = root / 'data' / 'ds' / 'f1' / 'few_sample' / 'held'
+    for index in range(2):
+        raw, gt, prob = _scene(rng)
+        _png(few / 'A' / f'few_{index}.png', raw)
+        _png(few / 'B' / f'few_{index}_segmentation.png', gt.astype(np.uint8) * 255)
+        _png(test_root / 'val' / 'prob' / f'few_{index}.png', np.round(prob * 65535).astype(np.uint16))
+    (test_root / 'selection.json').write_text(json.dumps({'selection': {'threshold': 0.3, 'select_few': 'held'},
+                                                          'command': 'test.py'}))
+    summary = crf.main(_argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'val'))['val']
+    assert summary['n_images'] == 4
+    with open(_crf_dir(root) / 'val' / 'metrics.csv', newline='') as handle:
+        names = sorted(row['name'] for row in csv.DictReader(handle))
+    assert names == ['few_0', 'few_1', 'val_0', 'val_1']
