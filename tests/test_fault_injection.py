@@ -791,7 +791,7 @@ def private_tmpfs(tmp_path_factory):
 # for: a checkpoint (through torch's zip writer) or a PNG, the advice of its line)
 FULL_DISK_CASES = {'train': ('64k', [], 'checkpoints/iter_0000001.pt', 'continue with --resume True'),
                    'test': ('16k', ['checkpoints'], 'test/val/overlays/val_0000.png', 'run test.py again'),
-                   'crf': ('8k', ['test'], 'crf/testA/overlays/testA_0000.png', 'run crf.py again')}
+                   'crf': ('8k', ['test'], 'crf/testA/masks/testA_0000.png', 'run crf.py again')}
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -928,7 +928,7 @@ BAD_NUMBERS = [
     ('train', ['--resume', 'True', '--overwrite', 'True'],
      '--resume True continues the run, --overwrite True deletes it and starts again: pass one'),
     ('test', ['--batch_size', '0'], '--batch_size must be at least 1, got 0'),
-    ('test', ['--ch', '0'], '--ch must be at least 1, got 0'),
+    ('test', ['--img_size', '8'], '--img_size must be at least 16, got 8'),
     ('crf', ['--num_workers', '-2'], '--num_workers must be at least 0, got -2'),
     ('pseudo', ['--crf_workers', '-1'], '--crf_workers must be at least 0, got -1'),
 ]
