@@ -2,7 +2,7 @@
 
     python tools/benchmark.py --dataroot ../shared/datasets --datasets ISIC,BraTS --args "--preset cpu"
     python tools/benchmark.py --dataroot ../shared/datasets --minutes 45 --args "--preset cpu"
-    python tools/benchmark.py --dataroot ../shared/datasets --reuse --result_dir /work/runs \\
+    python tools/benchmark.py --dataroot ../shared/datasets --reuse --result_dir ../runs \\
         --names cltnet=cpu1200                     # collect runs trained separately
     python tools/benchmark.py --speed --preset paper   # speed and memory instead (flags: see the end)
 
