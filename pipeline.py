@@ -64,7 +64,7 @@ class Pipeline:
         self.data_dir = os.path.join(args.dataroot, args.dataset, args.folder)
         self.record = PipelineRecord(os.path.join(self.folder, 'pipeline.json'))
         self.redo = False  # once a step runs, every later step runs too
-        self.data_digest = None
+        self.data_digest = None  # of the dataset folder, once it exists (run)
 
     def run_name(self, suffix):
         return f'{self.args.name}_{suffix}'
@@ -80,8 +80,6 @@ class Pipeline:
 
     def execute(self, step):
         """Run ``step`` unless it is up to date; record it in pipeline.json."""
-        if self.data_digest is None:
-            self.data_digest = digest(self.data_dir)
         plan = {'argv': step.argv, 'inputs': {path: digest(path) for path in step.inputs}}
         plan['inputs']['dataset'] = self.data_digest
         if not self.redo and self.record.is_current(step.name, plan):
@@ -113,10 +111,15 @@ class Pipeline:
             outputs={path: digest(path) for path in step.outputs})
         self.record.save()
 
+    def select_few(self):
+        """The words that name the recipe's held-out few-shot folder, or none."""
+        return ['--select_few', self.settings['select_few']] if self.settings['select_few'] else []
+
     def test_crf(self, suffix, weights=None, splits='val'):
-        """The test.py and crf.py steps of run ``suffix`` (choices on the selection set)."""
+        """The test.py and crf.py steps of run ``suffix`` (choices on the selection set; stage-2 runs
+        record their held-out folder themselves)."""
         folder = self.run_folder(suffix)
-        few = ['--select_few', self.settings['select_few']] if self.settings['select_few'] and suffix == 'stage1' else []
+        few = self.select_few() if suffix == 'stage1' else []
         source = ['--weights', weights] if weights else []
         checkpoints = weights or os.path.join(folder, 'checkpoints')
         self.execute(Step(f'{suffix}_test', ['test.py', *self.common(suffix, 'test'), '--splits', splits,
@@ -162,7 +165,7 @@ class Pipeline:
     def rounds(self):
         """Train, test and refine every stage-2 round; returns their run suffixes."""
         previous, suffixes = 'stage1', []
-        few = ['--select_few', self.settings['select_few']] if self.settings['select_few'] else []
+        few = self.select_few()
         for index in range(1, self.settings['rounds'] + 1):
             suffix = f'r{index}'
             folder = self.run_folder(suffix)
@@ -219,6 +222,7 @@ class Pipeline:
         make_demo_if_missing(self.args.dataroot, self.args.dataset, self.args.folder)
         if not os.path.isdir(self.data_dir):
             raise SystemExit(f'error: {self.data_dir} not found; check --dataroot, --dataset and --folder')
+        self.data_digest = digest(self.data_dir)
         os.makedirs(self.folder, exist_ok=True)
         with RunLock(self.folder, 'pipeline.py'):
             self.run_steps()
