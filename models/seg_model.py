@@ -79,7 +79,9 @@ class SegModel(BaseModel):
     loss_names = ['bce', 'dice']
     loss_groups = {'segmentation (pseudo-masks)': ['bce', 'dice']}
     visual_names = ['real_A', 'target_A', 'pred_A', 'real_B', 'pred_B']
-    map_modes = ('seg',)
+    # 'seg-flips': the U-Net's probability averaged over the image and its three flips (the flips
+    # training augments with), each flipped back; val chooses between it and the plain map.
+    map_modes = ('seg', 'seg-flips')
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
 
     def __init__(self, opt):
@@ -111,9 +113,15 @@ class SegModel(BaseModel):
 
     @torch.inference_mode()
     def infer(self, images):
-        """images: B x C x H x W in [-1, 1] -> {'maps': {'seg': lesion probability B x H x W}, 'score':
-        its maximum per image (B,), the image-level lesion score}."""
+        """images: B x C x H x W in [-1, 1] -> {'maps': {'seg': lesion probability B x H x W, 'seg-flips':
+        its mean over the four flips}, 'score': the plain map's maximum per image (B,), the image-level
+        lesion score}."""
+        images = self.to_device(images)
+        flips = [(), (-1,), (-2,), (-2, -1)]
         with self.autocast():
-            logits = self.seg(self.to_device(images))
-        prob = torch.sigmoid(logits.float())[:, 0]
-        return {'maps': {'seg': prob}, 'score': prob.flatten(1).max(1)[0]}
+            logits = self.seg(torch.cat([images.flip(dims) if dims else images for dims in flips]))
+        probs = torch.sigmoid(logits.float())[:, 0].chunk(len(flips))
+        prob = probs[0]
+        # Each flipped image's map flipped back (image dims -1, -2 are the map's too).
+        averaged = sum(p.flip(dims) if dims else p for p, dims in zip(probs, flips)) / len(flips)
+        return {'maps': {'seg': prob, 'seg-flips': averaged}, 'score': prob.flatten(1).max(1)[0]}

@@ -22,8 +22,9 @@ class TestOptions(BaseOptions):
                        help="checkpoints scored on val: 'all', 'latest', or a step number")
         g.add_argument('--map_mode', default='auto',
                        help="lesion map, one of the model's modes (cltnet: attention, attention-inverted, "
-                            "difference, fused, cam; cam: cam; otsu: dark, bright; seg: seg; cascade: cltnet's and seg), "
-                            "or auto (chosen on val)")
+                            "difference, fused, cam; cam: cam; otsu: dark, bright; seg: seg, seg-flips (the U-Net "
+                            "averaged over the image's four flips); cascade: cltnet's and seg's), or auto (chosen "
+                            "on val)")
         g.add_argument('--select_few', default='',
                        help='also choose on the labelled images of few_sample/FOLDER (e.g. stage2_50): more '
                             'images to choose on than val alone, for a model that never learned their labels '

@@ -128,3 +128,20 @@ def test_mask_of_another_size_is_refused(tmp_path):
     dataset = PseudoMaskDataset([MaskedImage(str(tmp_path / 'img.png'), str(tmp_path / 'mask.png'))], 32)
     with pytest.raises(ValueError, match='mask.png is 20x20'):
         dataset[0]
+
+
+def test_seg_flips_is_the_flip_average_and_flip_equivariant(tmp_path):
+    torch.manual_seed(0)
+    model = SegModel(_seg_opt(tmp_path))
+    model.train(False)
+    images = torch.rand(2, 3, 32, 24) * 2 - 1
+    out = model.infer(images)
+    plain = {dims: model.infer(images.flip(dims) if dims else images)['maps']['seg']
+             for dims in [(), (-1,), (-2,), (-2, -1)]}
+    expected = sum(prob.flip(dims) if dims else prob for dims, prob in plain.items()) / 4
+    assert torch.allclose(out['maps']['seg-flips'], expected, atol=1e-6)
+    assert torch.allclose(out['maps']['seg'], plain[()], atol=1e-6)
+    assert not torch.allclose(out['maps']['seg-flips'], out['maps']['seg'], atol=1e-3)
+    flipped = model.infer(images.flip(-1))['maps']['seg-flips']
+    assert torch.allclose(flipped, out['maps']['seg-flips'].flip(-1), atol=1e-6)
+    assert torch.equal(out['score'], plain[()].flatten(1).max(1)[0])
