@@ -1,5 +1,5 @@
-"""What tools/prepare_brats.py and tools/prepare_isic.py share: flags, the staged output folder, the
-split by source id, the layout check and the closing summary.
+"""What tools/prepare_brats.py, prepare_isic.py and prepare_weak.py share: flags, the staged output folder,
+image/mask pairs, the split by source id, the layout check and the closing summary.
 
 Both tools build ``DATAROOT/<dataset>/<folder>/`` (docs/DESIGN.md layout) in a hidden sibling folder and
 rename it into place only after the whole layout has been written and checked, so an interrupted or
@@ -13,12 +13,14 @@ import sys
 import uuid
 
 import numpy as np
+from PIL import Image
 
-from data.image_io import ImageReadError, write_json_atomic, write_png_atomic
+from data.image_io import PIL_READ_ERRORS, ImageReadError, list_images, write_json_atomic, write_png_atomic
 from data.layout import LABEL_SUFFIX, check_split, check_training_layout
 
 DEFAULT_SEED = 20240601  # the seed the shipped datasets were built with (shared/datasets/SOURCES.md)
 EVAL_SPLITS = ('val', 'testA', 'testB')
+MASK_SUFFIX = '_segmentation'  # ISIC 2016 spells it '_Segmentation'; matched case-insensitively
 
 
 class PrepareError(Exception):
@@ -41,11 +43,13 @@ def positive_int(text):
 
 
 def add_output_args(parser, default_folder):
-    """Add the flags both tools share: --out, --folder, --size, --seed, --overwrite."""
+    """Add the flags the tools share: --out, --folder (``default_folder`` None: decided later), --size,
+    --seed, --overwrite."""
     parser.add_argument('--out', required=True, metavar='DATAROOT',
                         help='dataroot to write into (what train.py takes as --dataroot)')
+    shown = default_folder or "train.py's default for the dataset, e.g. mylesions_1"
     parser.add_argument('--folder', default=default_folder,
-                        help='name of the dataset folder to create (train.py --folder; default %(default)s)')
+                        help=f'name of the dataset folder to create (train.py --folder; default {shown})')
     parser.add_argument('--size', type=positive_int, default=256,
                         help='side of the square output images and masks in pixels (default %(default)s)')
     parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
@@ -81,6 +85,71 @@ def sample(items, n, rng):
     if n >= len(items):
         return list(items)
     return [items[i] for i in sorted(rng.choice(len(items), n, replace=False))]
+
+
+def file_stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def find_pairs(images_dir, masks_dir, skipped_suffixes=()):
+    """[(id, image path, mask path)] sorted by id, each image ``<id>.<ext>`` of ``images_dir`` (but those
+    whose name ends with one of ``skipped_suffixes``) with its mask ``<id>_segmentation.<ext>``
+    (any case) of ``masks_dir``; PrepareError when there are no images or no masks, else listing every
+    image without its mask, duplicate id, unreadable header and size mismatch."""
+    skipped = (MASK_SUFFIX, *skipped_suffixes)
+    images = [p for p in list_images(images_dir) if not file_stem(p).lower().endswith(skipped)]
+    if not images:
+        raise PrepareError(f'{images_dir}: no images found; expected <id>.png or .jpg files')
+    masks = {}
+    for path in list_images(masks_dir):
+        stem = file_stem(path)
+        if stem.lower().endswith(MASK_SUFFIX):
+            masks.setdefault(stem[:-len(MASK_SUFFIX)], path)
+    if not masks:
+        raise PrepareError(f'{masks_dir}: no masks found; expected <id>_segmentation.png or <id>_Segmentation.png')
+    pairs, seen, problems = [], {}, []
+    for path in images:
+        image_id = file_stem(path)
+        if image_id in seen:
+            problems.append(f'{path}: image id {image_id} found twice (also {seen[image_id]}); keep one')
+            continue
+        seen[image_id] = path
+        if image_id not in masks:
+            problems.append(f'{path}: image without mask; expected '
+                            f'{os.path.join(masks_dir, image_id + MASK_SUFFIX)}.png (or _Segmentation.png)')
+            continue
+        problem = _header_problem(path, masks[image_id])
+        if problem:
+            problems.append(problem)
+        else:
+            pairs.append((image_id, path, masks[image_id]))
+    if problems:
+        raise PrepareError(problems)
+    return pairs
+
+
+def _header_problem(image_path, mask_path):
+    """A problem line when either file's header cannot be read or the two sizes differ, else None.
+    Headers only: cheap enough to look at every pair before the first one is decoded."""
+    sizes = []
+    for path in (image_path, mask_path):
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+                img.verify()
+        except PIL_READ_ERRORS as err:
+            return f'{path}: not a readable image ({type(err).__name__}: {err}); replace or remove this file'
+    (image_w, image_h), (mask_w, mask_h) = sizes
+    if (mask_w, mask_h) != (image_w, image_h):
+        return f'{mask_path}: mask is {mask_w}x{mask_h} but its image {image_path} is {image_w}x{image_h} (WxH)'
+    return None
+
+
+def resize_pair(image, mask, size):
+    """The whole image (Lanczos) and mask (nearest neighbour) resized to ``size`` x ``size``."""
+    image = np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+    mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+    return image, mask
 
 
 def mask_png(mask):
@@ -134,7 +203,8 @@ def staged_folder(dataroot, dataset, folder, overwrite):
         yield temp
         check_training_layout(dataroot, dataset, temp_name)
         for split in EVAL_SPLITS:
-            check_split(temp, split)
+            if split == 'val' or os.path.isdir(os.path.join(temp, split)):  # testA/testB are optional
+                check_split(temp, split)
         if os.path.exists(final):
             old = os.path.join(dataset_dir, f'.{folder}.old-{uuid.uuid4().hex[:8]}')
             os.rename(final, old)
@@ -160,7 +230,7 @@ def write_splits(folder_dir, roles, files, settings, extra=None):
 def summary_line(dataset, files, out_dir, note=''):
     """One line: the number of files in each output folder, an optional note, and where they went."""
     shown = {name.lstrip('0123456789_'): len(names) for name, names in files.items()}
-    counts = ', '.join(f'{shown[name]} {name}' for name in ('A_weak', 'B_weak', *EVAL_SPLITS))
+    counts = ', '.join(f'{shown.get(name, 0)} {name}' for name in ('A_weak', 'B_weak', *EVAL_SPLITS))
     return f'{dataset}: {counts}{note} -> {out_dir}'
 
 

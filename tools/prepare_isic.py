@@ -30,14 +30,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.image_io import (PIL_READ_ERRORS, ImageReadError, list_images, read_image, read_mask,  # noqa: E402
-                           write_png_atomic)
-from tools.prepare_common import (PrepareError, add_output_args, positive_int, require_dir,  # noqa: E402
-                                  name_weak_folders, require_filled, run_cli, staged_folder,
-                                  summary_line, write_labelled, write_splits)
+from data.image_io import ImageReadError, read_image, read_mask, write_png_atomic  # noqa: E402
+from tools.prepare_common import (PrepareError, add_output_args, find_pairs, positive_int,  # noqa: E402
+                                  require_dir, name_weak_folders, require_filled, resize_pair, run_cli,
+                                  staged_folder, summary_line, write_labelled, write_splits)
 
-MASK_SUFFIX = '_segmentation'  # ISIC 2016 spells it '_Segmentation'; matched case-insensitively
-SKIPPED_SUFFIXES = (MASK_SUFFIX, '_superpixels')  # ISIC 2017 ships superpixel PNGs beside the images
+SKIPPED_SUFFIXES = ('_superpixels',)  # ISIC 2017 ships superpixel PNGs beside the images
 WORK_SIDE = 256     # patch rules are stated at this short-side scale
 LESION_MARGIN = 16  # px kept between a patch and the lesion
 BORDER = 4          # px kept from the image border
@@ -45,68 +43,6 @@ GROW = 6            # px by which dark and off-colour regions are grown
 PATCH_SIDES = range(160, 71, -8)
 DARK, VERY_DARK, OFF_COLOUR = 0.7, 0.6, 0.12  # fractions of the median skin luminance / chroma distance
 MEAN_RANGE = (0.85, 1.25)
-
-
-def _stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def find_pairs(images_dir, masks_dir):
-    """[(id, image path, mask path)] sorted by id; PrepareError when there are no images or no masks,
-    else listing every image without its mask, duplicate id, unreadable header and size mismatch."""
-    images = [p for p in list_images(images_dir) if not _stem(p).lower().endswith(SKIPPED_SUFFIXES)]
-    if not images:
-        raise PrepareError(f'{images_dir}: no images found; expected ISIC_<id>.jpg or .png files')
-    masks = {}
-    for path in list_images(masks_dir):
-        stem = _stem(path)
-        if stem.lower().endswith(MASK_SUFFIX):
-            masks.setdefault(stem[:-len(MASK_SUFFIX)], path)
-    if not masks:
-        raise PrepareError(f'{masks_dir}: no masks found; expected <id>_segmentation.png or <id>_Segmentation.png')
-    pairs, seen, problems = [], {}, []
-    for path in images:
-        image_id = _stem(path)
-        if image_id in seen:
-            problems.append(f'{path}: image id {image_id} found twice (also {seen[image_id]}); keep one')
-            continue
-        seen[image_id] = path
-        if image_id not in masks:
-            problems.append(f'{path}: image without mask; expected '
-                            f'{os.path.join(masks_dir, image_id + MASK_SUFFIX)}.png (or _Segmentation.png)')
-            continue
-        problem = _header_problem(path, masks[image_id])
-        if problem:
-            problems.append(problem)
-        else:
-            pairs.append((image_id, path, masks[image_id]))
-    if problems:
-        raise PrepareError(problems)
-    return pairs
-
-
-def _header_problem(image_path, mask_path):
-    """A problem line when either file's header cannot be read or the two sizes differ, else None.
-    Headers only: cheap enough to look at every pair before the first one is decoded."""
-    sizes = []
-    for path in (image_path, mask_path):
-        try:
-            with Image.open(path) as img:
-                sizes.append(img.size)
-                img.verify()
-        except PIL_READ_ERRORS as err:
-            return f'{path}: not a readable image ({type(err).__name__}: {err}); replace or remove this file'
-    (image_w, image_h), (mask_w, mask_h) = sizes
-    if (mask_w, mask_h) != (image_w, image_h):
-        return f'{mask_path}: mask is {mask_w}x{mask_h} but its image {image_path} is {image_w}x{image_h} (WxH)'
-    return None
-
-
-def resize_pair(image, mask, size):
-    """The whole image (Lanczos) and mask (nearest neighbour) resized to ``size`` x ``size``."""
-    image = np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
-    mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
-    return image, mask
 
 
 def _window_sums(values, side):
@@ -213,7 +149,7 @@ def run(args):
     """Build the layout for parsed ``args``; returns the summary line."""
     require_dir(args.images, '--images')
     require_dir(args.masks, '--masks')
-    pairs = find_pairs(args.images, args.masks)
+    pairs = find_pairs(args.images, args.masks, SKIPPED_SUFFIXES)
     order = [pairs[i] for i in np.random.RandomState(args.seed).permutation(len(pairs))]
     with staged_folder(args.out, 'ISIC', args.folder, args.overwrite) as temp:
         files, roles, patches, skipped = _fill(args, order, temp)

@@ -1,0 +1,171 @@
+"""Build the layout train.py and pipeline.py read (docs/DESIGN.md) from your own weakly labelled folders.
+
+    python tools/prepare_weak.py --lesion my/lesion --normal my/normal \\
+        --labelled_images my/labelled --labelled_masks my/masks --out mydata --dataset MyLesions
+
+Weak labels are folder-level: every image of --lesion shows a lesion, no image of --normal does. A few
+labelled images (--labelled_images, each <id>.png/.jpg with its mask <id>_segmentation.png in
+--labelled_masks, non-zero = lesion) are needed to choose with: --n_val of them (shuffled with --seed)
+become val, the rest testA, scored once at the end. --n_testB normal images (shuffled with --seed) become
+testB instead of training images. Images are resized to --size x --size (the aspect ratio is not kept,
+as in the shipped datasets) and written as PNG.
+
+A labelled or testB image must never be trained on: a file whose bytes also appear among the training
+images (--lesion, or the normal images kept for training) is refused, naming both files. Files of the
+same patient in two roles cannot be seen from the bytes: split your folders by patient first.
+
+The folder is built beside its final place and renamed into it only when complete and checked, so an
+interrupted run leaves nothing train.py would read; ``splits.json`` records which file went where.
+"""
+import argparse
+import hashlib
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.image_io import ImageReadError, list_images, read_image, read_mask, write_png_atomic  # noqa: E402
+from options.base_options import default_folder  # noqa: E402
+from tools.prepare_common import (PrepareError, add_output_args, file_stem, find_pairs,  # noqa: E402
+                                  name_weak_folders, positive_int, require_dir, resize_pair, run_cli,
+                                  staged_folder, summary_line, write_labelled, write_splits)
+
+
+def _digest(path):
+    with open(path, 'rb') as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def _images(folder, flag):
+    paths = list_images(folder)
+    if not paths:
+        raise PrepareError(f'{folder}: no images found (given with {flag}); expected .png/.jpg/.bmp/.tif files')
+    return paths
+
+
+def _shared_files(trained, held_out):
+    """Problem lines for every held-out file whose bytes equal a training file's."""
+    by_digest = {_digest(path): path for path in trained}
+    return [f'{path}: the same file as the training image {by_digest[key]}; a held-out image must not be '
+            f'trained on: remove one of them'
+            for path, key in ((p, _digest(p)) for p in held_out) if key in by_digest]
+
+
+def plan(args):
+    """{output folder: [(name, image path, mask path or None)]} for parsed ``args``."""
+    for flag in ('lesion', 'normal', 'labelled_images', 'labelled_masks'):
+        require_dir(getattr(args, flag), f'--{flag}')
+    lesion, normal = _images(args.lesion, '--lesion'), _images(args.normal, '--normal')
+    pairs = find_pairs(args.labelled_images, args.labelled_masks)
+    rng = np.random.RandomState(args.seed)
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    normal = [normal[i] for i in rng.permutation(len(normal))]
+    if len(pairs) < args.n_val:
+        raise PrepareError(f'{args.labelled_images}: {len(pairs)} labelled images, but --n_val is {args.n_val}; '
+                           f'add labelled images or lower --n_val')
+    if len(normal) <= args.n_testB:
+        raise PrepareError(f'{args.normal}: {len(normal)} normal images leave none to train on with --n_testB '
+                           f'{args.n_testB}; lower --n_testB')
+    test_b, train_b = normal[:args.n_testB], normal[args.n_testB:]
+    problems = _shared_files(lesion + train_b, [image for _, image, _ in pairs] + test_b)
+    if problems:
+        raise PrepareError(problems)
+    jobs = {'A_weak': [(f'{file_stem(p)}.png', p, None) for p in lesion],
+            'B_weak': [(f'{file_stem(p)}.png', p, None) for p in train_b],
+            'val': [(image_id, image, mask) for image_id, image, mask in pairs[:args.n_val]],
+            'testA': [(image_id, image, mask) for image_id, image, mask in pairs[args.n_val:]],
+            'testB': [(f'{file_stem(p)}.png', p, None) for p in test_b]}
+    return {folder: sorted(items) for folder, items in jobs.items() if items}
+
+
+def _check_names(jobs):
+    """Two files of one folder with the same stem (a.png, a.jpg) would overwrite each other."""
+    problems = []
+    for folder, items in jobs.items():
+        seen = {}
+        for name, path, _ in items:
+            if name in seen:
+                problems.append(f'{path}: same name as {seen[name]} once written as {name} in {folder}; rename one')
+            seen[name] = path
+    if problems:
+        raise PrepareError(problems)
+
+
+def _write(jobs, folder, size):
+    """Write every planned file under ``folder``; returns {output folder: [file names]}."""
+    files, unreadable = {name: [] for name in jobs}, []
+    with tqdm(total=sum(map(len, jobs.values())), desc='images', unit='img') as bar:
+        for split, items in jobs.items():
+            for name, image_path, mask_path in items:
+                bar.update()
+                try:
+                    image = read_image(image_path)
+                    mask = read_mask(mask_path) if mask_path else np.zeros(image.shape[:2], np.uint8)
+                except ImageReadError as err:
+                    unreadable.append(str(err))  # go on, to list every unreadable file at once
+                    continue
+                image, mask = resize_pair(image, mask, size)
+                if mask_path:
+                    write_labelled(os.path.join(folder, split), name, image, mask > 0)
+                    files[split].append(f'{name}.png')
+                else:
+                    write_png_atomic(os.path.join(folder, split, name), image)
+                    files[split].append(name)
+    if unreadable:
+        raise PrepareError(unreadable)
+    return files
+
+
+def run(args):
+    """Build the layout for parsed ``args``; returns the summary line."""
+    folder = args.folder or default_folder(args.dataset)
+    jobs = plan(args)
+    _check_names(jobs)
+    with staged_folder(args.out, args.dataset, folder, args.overwrite) as temp:
+        files = name_weak_folders(temp, _write(jobs, temp, args.size))
+        by_role = {'train': ('A_weak', 'B_weak'), 'val': ('val',), 'test': ('testA', 'testB')}
+        roles = {role: sorted(name for key, names in files.items() if key.lstrip('0123456789_') in keys
+                              for name in names) for role, keys in by_role.items()}
+        settings = {'size': args.size, 'seed': args.seed, 'n_val': args.n_val, 'n_testB': args.n_testB}
+        write_splits(temp, roles, files, settings)
+    return summary_line(args.dataset, files, os.path.join(args.out, args.dataset, folder))
+
+
+def build_parser():
+    """The argparse parser of this tool; every flag explained in --help."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--lesion', required=True, help='folder of images that show a lesion (image-level label)')
+    parser.add_argument('--normal', required=True, help='folder of images without a lesion')
+    parser.add_argument('--labelled_images', required=True,
+                        help='folder of a few lesion images <id>.png/.jpg with pixel masks, never trained on')
+    parser.add_argument('--labelled_masks', required=True,
+                        help='folder of their masks <id>_segmentation.png (non-zero = lesion, same size as the image)')
+    parser.add_argument('--dataset', required=True, help='dataset name: the folder under --out (pipeline.py --dataset)')
+    add_output_args(parser, None)
+    parser.add_argument('--n_val', type=positive_int, default=50,
+                        help='labelled images for val, which every choice is made on (20-50 or more); the rest '
+                             'become testA, scored once (default %(default)s)')
+    parser.add_argument('--n_testB', type=_count, default=0,
+                        help='normal images held out of training as testB, to count false lesions on '
+                             '(default %(default)s: none)')
+    return parser
+
+
+def _count(text):
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text}')
+    return value
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    run_cli(run, build_parser(), argv)
+
+
+if __name__ == '__main__':
+    main()
