@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/launcher_common.sh
-# "DATASET 2": the stage-2 run (and weights/DATASET_stage2.pt) instead of stage 1.
+# "DATASET 2": the stage-2 run instead of stage 1.
 [[ "$STAGE" == 2 ]] && NAME="$STAGE2_NAME"
 exec "$PYTHON" crf.py --dataset "$DATASET" --dataroot "$DATAROOT" --name "$NAME" "${EXTRA[@]}"

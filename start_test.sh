@@ -3,19 +3,24 @@
 #   bash start_test.sh                   the demo run of start_train.sh
 #   DATAROOT=../shared/datasets bash start_test.sh ISIC    (or BraTS); with no local run of that
 #                                        name, the released weights/ISIC.pt are used
-#   DATAROOT=../shared/datasets bash start_test.sh ISIC 2  the stage-2 run (or weights/ISIC_stage2.pt)
+#   DATAROOT=../shared/datasets bash start_test.sh ISIC 2  the stage-2 run of start_train.sh ISIC 2
 # Extra arguments go to test.py (python test.py --help).
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/launcher_common.sh
-# "DATASET 2": the stage-2 run (and weights/DATASET_stage2.pt) instead of stage 1.
+# "DATASET 2": the stage-2 run instead of stage 1 (no released fallback: weights/DATASET.pt holds both stages).
 [[ "$STAGE" == 2 ]] && NAME="$STAGE2_NAME"
 test_args=(--dataset "$DATASET" --dataroot "$DATAROOT" --name "$NAME")
 RUN="results/$DATASET/$("$PYTHON" -c "from options.base_options import default_folder; print(default_folder('$DATASET'))")/$NAME"
 WEIGHTS="weights/$DATASET.pt"
-[[ "$STAGE" == 2 ]] && WEIGHTS="weights/${DATASET}_stage2.pt"
-if ! ls "$RUN"/checkpoints/iter_*.pt >/dev/null 2>&1 && [[ -f "$WEIGHTS" ]]; then
-    echo "no checkpoints in $RUN: using the released $WEIGHTS"
-    test_args+=(--weights "$WEIGHTS")
+if ! ls "$RUN"/checkpoints/iter_*.pt >/dev/null 2>&1; then
+    if [[ "$STAGE" == 2 ]]; then
+        echo "error: no checkpoints in $RUN: train it (bash start_train.sh $DATASET 2), or test the released" \
+             "two-stage file, which holds a stage-2 U-Net (bash start_test.sh $DATASET)" >&2
+        exit 1
+    elif [[ -f "$WEIGHTS" ]]; then
+        echo "no checkpoints in $RUN: using the released $WEIGHTS"
+        test_args+=(--weights "$WEIGHTS")
+    fi
 fi
 exec "$PYTHON" test.py "${test_args[@]}" "${EXTRA[@]}"

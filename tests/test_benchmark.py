@@ -1,6 +1,7 @@
 """End-to-end tests of tools/benchmark.py on the tiny dataset, every script run in its own process: RESULTS.md
 and results.json written from the run folders' summaries and records, reuse of existing runs, the
-training-time record, the budget and --help."""
+training-time record, the budget and --help; a finished pipeline.py run (its record and release run, as small
+files) read, never run, and the README headline section."""
 import argparse
 import json
 import os
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_DATASET, TINY_FOLDER, TINY_TEST_FLAGS, usage_error
+from fake_run import write_json
 from tools import benchmark
 from util import records
 from util.checkpoints import list_checkpoints
@@ -84,6 +86,41 @@ def _table(docs):
     rows = [[c.strip() for c in line.strip('|').split('|')] for line in section.splitlines()
             if line.startswith('| ') and not line.startswith('| method')]
     return text, {cells[0]: cells[2:] for cells in rows}, {cells[0]: cells[1] for cells in rows}
+
+
+# A finished pipeline "p" as pipeline.py leaves it (fake_pipeline): stage 1 from a file, two rounds, the second
+# chosen. Its release summaries hold values no tiny run gives, so a row can only have them from there.
+PIPELINE_SCORES = {'test': dict(JA=0.611, DI=0.722, AC=0.933, SE=0.644, SP=0.955),
+                   'crf': dict(JA=0.666, DI=0.777, AC=0.944, SE=0.688, SP=0.966)}
+PIPELINE_FP = {'test': 0.5, 'crf': 0.25}
+ROUND_SECONDS = {'r1_train': 300.0, 'r2_train': 600.0}
+
+
+def fake_pipeline(results, name='p'):
+    """<name>/pipeline.json, the chosen round's checkpoint (the tiny cltnet run's, stored as a stage-2 run's) and
+    the release run's summaries and records of a finished pipeline under ``results``; returns the record."""
+    steps = {step: {'argv': [f'{step}.py'], 'status': 'done', 'seconds': ROUND_SECONDS.get(step, 1000.0)}
+             for step in ('stage1_test', 'stage1_crf', 'stage1_pseudo', 'r1_train', 'r1_test', 'r1_crf', 'r1_pseudo',
+                          'r2_train', 'r2_test', 'r2_crf', 'cascade', 'release_test', 'release_crf', 'release_export')}
+    steps['stage1_test']['argv'] = ['test.py', '--splits', 'val', '--weights', 'weights/tiny_stage1.pt']
+    steps['release_export']['argv'] = ['tools/export_weights.py', '--out', 'weights/tiny.pt']
+    record = {'steps': steps, 'choose': {'rule': 'best val DI after the CRF', 'chosen': f'{name}_r2',
+                                         'ranking': [{'run': f'{name}_r1', 'val_DI_after_crf': 0.5},
+                                                     {'run': f'{name}_r2', 'val_DI_after_crf': 0.6}]}}
+    write_json(os.path.join(_run_dir(results, name), 'pipeline.json'), record)
+    state = torch.load(list_checkpoints(_run_dir(results, 'cltnet'))[-1][1], weights_only=True)
+    state['step'], state['train_seconds'] = 12, 1.0
+    state['options'].update(stage=2, pseudo=f'{name}_r1', iteration=12)
+    os.makedirs(os.path.join(_run_dir(results, f'{name}_r2'), 'checkpoints'))
+    torch.save(state, os.path.join(_run_dir(results, f'{name}_r2'), 'checkpoints', 'iter_0000012.pt'))
+    release = _run_dir(results, f'{name}_release')
+    write_json(records.test_record_path(release), {'selection': {'step': 9, 'map_mode': 'seg', 'chosen_on': 'val'}})
+    write_json(records.crf_record_path(release), {'selection': {'crf': {'alpha': 1.0}, 'chosen_on': 'val'}})
+    for stage in ('test', 'crf'):
+        write_json(os.path.join(release, stage, 'testA', 'summary.json'),
+                   {**PIPELINE_SCORES[stage], 'images_per_second': 12.5, **({'auc': 0.875} if stage == 'test' else {})})
+        write_json(os.path.join(release, stage, 'testB', 'summary.json'), {'fp_rate': PIPELINE_FP[stage]})
+    return record
 
 
 def _copy_runs(bench, tmp_path):
@@ -254,8 +291,130 @@ def test_names_per_dataset_win_over_names_per_method(tmp_path, capsys):
     assert (brats.name, brats.pseudo_source) == ('u', 's1b')
     for bad in ('ISIC/unknown=x', '/cltnet=x', 'ISIC/cltnet='):
         assert f"error: --names: expected [DATASET/]METHOD=VALUE pairs with METHOD in cltnet, cam, otsu, " \
-            f"cltnet_stage2, cltnet_stage2_few, got '{bad}'" in usage_error(capsys, benchmark.parse, ['--names', bad])
+            f"cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, got '{bad}'" in usage_error(
+                capsys, benchmark.parse, ['--names', bad])
     # Training budgets are per method only: a dataset prefix is refused.
     message = usage_error(capsys, benchmark.parse, ['--iteration', 'ISIC/cltnet=5'])
     assert "error: --iteration: expected METHOD=VALUE pairs with METHOD in cltnet, cam, otsu, cltnet_stage2, " \
-        "cltnet_stage2_few, got 'ISIC/cltnet=5'" in message
+        "cltnet_stage2_few, cltnet_pipeline, got 'ISIC/cltnet=5'" in message
+    # A pipeline's run is its release run, beside its record; the command to build it names the dataset's recipe.
+    opt = benchmark.parse(['--result_dir', str(tmp_path), '--names', 'BraTS/cltnet_pipeline=brats'])
+    pipeline = benchmark.Run(opt, 'BraTS', 'cltnet_pipeline')
+    assert pipeline.dir == os.path.join(str(tmp_path), 'BraTS', 'brats_1', 'brats_release')
+    assert pipeline.record == os.path.join(str(tmp_path), 'BraTS', 'brats_1', 'brats', 'pipeline.json')
+    assert pipeline.command == (f'python pipeline.py --dataroot ./dataset --dataset BraTS --recipe recipes/BraTS.toml '
+                                f'--name brats --result_dir {tmp_path}')
+    assert benchmark.Run(opt, 'ISIC', 'cltnet_pipeline').name == 'cltnet_pipeline'
+
+
+README_BEFORE = '# Project\n\nIntro, kept as it is.\n\n'
+README_AFTER = '\n\n## Next section\n\nAlso kept.\n'
+
+
+def test_pipeline_rows_come_from_its_release_run_and_nothing_of_it_runs(bench, tmp_path, monkeypatch):
+    results = _copy_runs(bench, tmp_path)
+    fake_pipeline(results)
+    readme = tmp_path / 'README.md'
+    readme.write_text(README_BEFORE + '<!-- results start -->\nold numbers\n<!-- results end -->' + README_AFTER)
+    calls = spy_on_scripts(monkeypatch)
+    argv = ('--reuse', '--result_dir', results, '--out_dir', tmp_path / 'docs', '--methods',
+            'cltnet,otsu,cltnet_pipeline', '--names', 'cltnet_pipeline=p', '--readme', readme)
+    out = bench(*argv)
+    assert calls == []  # the stage-1 runs reused, the pipeline only read
+    assert list(out[TINY_DATASET]) == ['cltnet', 'cltnet+crf', 'otsu', 'cltnet_pipeline', 'cltnet_pipeline+crf']
+    assert out[TINY_DATASET]['cltnet_pipeline'] == PIPELINE_SCORES['test']
+    assert out[TINY_DATASET]['cltnet_pipeline+crf'] == PIPELINE_SCORES['crf']
+    text, table, runs = _table(tmp_path / 'docs')
+    assert runs['cltnet_pipeline'] == runs['cltnet_pipeline+crf'] == 'p'
+    setting = '32 px, ch 4, batch 1, pseudo-masks of p_r1; round p_r2 of 2, by best val DI after the CRF'
+    for row, stage in (('cltnet_pipeline', 'test'), ('cltnet_pipeline+crf', 'crf')):
+        cells = table[row]
+        assert [float(c) for c in cells[:5]] == list(PIPELINE_SCORES[stage].values())
+        assert float(cells[5]) == PIPELINE_FP[stage] and cells[6] == ('0.875' if stage == 'test' else '—')
+        # Only the rounds' training steps count (900 s), stage 1 came from a file; the chosen round's
+        # checkpoint gives the steps and setting, the release test record the chosen step.
+        assert cells[7:11] == ['15.0 min (stage 2 only: stage 1 from weights/tiny_stage1.pt)', '12 (chosen: 9)',
+                               setting, 'seg']
+        assert cells[11] == '12.5'
+    assert re.search(r'best CLTNet row cltnet(_pipeline)?(\+crf)? [\d.]+ vs best baseline row otsu', text)
+
+    # The README: only the section between the markers is rewritten, from the same rows; a second run
+    # writes the same section again.
+    written = readme.read_text()
+    assert written.startswith(README_BEFORE + '<!-- results start -->\n## How well it works\n')
+    assert written.endswith('<!-- results end -->' + README_AFTER) and 'old numbers' not in written
+    stage1 = out[TINY_DATASET]['cltnet+crf']['DI']
+    otsu = out[TINY_DATASET]['otsu']['DI']
+    assert f'| {TINY_DATASET} | `weights/tiny.pt`: 0.722 -> 0.777 | 0.25 | {stage1:.3f} | {otsu:.3f} | — |' \
+        in written
+    assert '`python tools/benchmark.py --dataroot ' in written and '[docs/RESULTS.md](docs/RESULTS.md)' in written
+    bench(*argv)
+    assert readme.read_text() == written
+
+
+def test_pipeline_training_counts_a_stage_1_it_trained(bench, tmp_path):
+    results = _copy_runs(bench, tmp_path)
+    record = fake_pipeline(results)
+    record['steps']['stage1'] = {'argv': ['train.py'], 'status': 'done', 'seconds': 210.0}
+    write_json(os.path.join(_run_dir(results, 'p'), 'pipeline.json'), record)
+    opt = benchmark.parse(['--result_dir', results, '--names', 'cltnet_pipeline=p'])
+    training = benchmark.training_record(benchmark.Run(opt, TINY_DATASET, 'cltnet_pipeline'))
+    assert training['seconds'] == 1110.0 and training['note'] is None
+    assert (training['step'], training['planned']) == (12, 12)
+
+
+def test_a_pipeline_not_run_or_not_finished_stops_before_anything_runs(bench, tiny_dataroot, tmp_path, monkeypatch):
+    calls = spy_on_scripts(monkeypatch)
+    argv = ['--dataroot', tiny_dataroot, '--datasets', TINY_DATASET, '--methods', 'otsu,cltnet_pipeline',
+            '--names', 'cltnet_pipeline=p', '--result_dir', str(tmp_path / 'fresh')]
+    command = (f'python pipeline.py --dataroot {tiny_dataroot} --dataset {TINY_DATASET} --recipe RECIPE.toml '
+               f'--name p --result_dir {tmp_path / "fresh"}')
+
+    def error():
+        with pytest.raises(SystemExit) as info:
+            benchmark.main(argv)
+        return info.value.code
+    missing = os.path.join(_run_dir(tmp_path / 'fresh', 'p'), 'pipeline.json')
+    assert error() == f'error: {missing} not found: run the pipeline first: {command}'
+    assert calls == []  # otsu, listed first, was not tested either
+
+    results = _copy_runs(bench, tmp_path)
+    record = fake_pipeline(results)
+    argv[-1], command = results, command.replace(str(tmp_path / 'fresh'), results)
+    summary = os.path.join(_run_dir(results, 'p_release'), 'crf', 'testB', 'summary.json')
+    os.remove(summary)
+    assert error() == f'error: {summary} not found: run the pipeline first: {command}'
+    write_json(summary, {'fp_rate': PIPELINE_FP['crf']})
+    # A pipeline run again (a step redone) is read only once it has finished.
+    path = os.path.join(_run_dir(results, 'p'), 'pipeline.json')
+    record['steps']['r2_train']['status'] = 'started'
+    write_json(path, record)
+    assert error() == f'error: {path}: step r2_train has not finished: run the pipeline to its end: {command}'
+    assert calls == []
+
+
+
+def test_verdict_weighs_the_pipeline_rows_and_names_the_released_file():
+    def rows(released_di):
+        return [{'method': method, 'scores': {'DI': di}} for method, di in (
+            ('cltnet+crf', 0.8), ('otsu', 0.7), ('cltnet_pipeline', 0.65), ('cltnet_pipeline+crf', released_di))]
+    head = 'DI: best CLTNet row {} vs best baseline row otsu 0.700: CLTNet is ahead.'
+    assert benchmark.verdict(rows(0.9)) == head.format('cltnet_pipeline+crf 0.900')
+    assert benchmark.verdict(rows(0.75)) == head.format('cltnet+crf 0.800') + \
+        ' The released file (cltnet_pipeline+crf 0.750) is ahead.'
+    assert benchmark.verdict(rows(0.6)) == head.format('cltnet+crf 0.800') + \
+        ' The released file (cltnet_pipeline 0.650) is NOT ahead.'
+
+
+def test_readme_section_gives_the_papers_figure_and_a_dash_for_each_missing_row(tmp_path, capsys):
+    readme = tmp_path / 'README.md'
+    readme.write_text('# Project\n')
+    opt = benchmark.parse(['--readme', str(readme), '--out_dir', str(tmp_path / 'docs')])
+    section = benchmark.headline({'ISIC': [], 'BraTS': []}, opt)
+    assert section.startswith('<!-- results start -->\n## How well it works\n')
+    assert section.endswith('<!-- results end -->')
+    assert '| ISIC | — | — | — | — | 0.889 |' in section
+    assert '| BraTS | — | — | — | — | 0.873 |' in section
+    missing = tmp_path / 'none.md'
+    assert f'error: --readme: {missing} not found (the section goes into an existing file)' in usage_error(
+        capsys, benchmark.parse, ['--readme', str(missing)])

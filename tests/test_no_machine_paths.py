@@ -11,9 +11,6 @@ from conftest import REPO_ROOT
 
 MACHINE_PATH = re.compile(r'(?<![\w.:/])/(work|root|home|tmp|mnt|Users)/')
 DOCUMENTS = ['README.md', 'weights/README.md', 'docs/*.md', 'docs/*.json', 'recipes/*.toml']
-# The older two-stage files' U-Nets, which no current release holds, still record their run folders; they
-# are to be deleted with start_test.sh's stage-2 fallback, not rewritten.
-OLDER_FILES = ('ISIC_stage2.pt', 'BraTS_stage2.pt')
 
 
 def _strings(value):
@@ -38,8 +35,8 @@ def test_documents_name_no_machine_path(pattern):
         assert not found, (path, found[:3])
 
 
-@pytest.mark.parametrize('name', sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, 'weights', '*.pt'))
-                                        if os.path.basename(p) not in OLDER_FILES))
+@pytest.mark.parametrize('name', sorted(os.path.basename(p)
+                                        for p in glob.glob(os.path.join(REPO_ROOT, 'weights', '*.pt'))))
 def test_weights_files_store_no_machine_path(name):
     state = torch.load(os.path.join(REPO_ROOT, 'weights', name), map_location='cpu', weights_only=True)
     found = [text for text in _strings(state) if MACHINE_PATH.search(text)]

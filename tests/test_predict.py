@@ -73,7 +73,7 @@ def _error(capsys, *argv):
 def test_images_of_every_format_get_masks_at_their_size_and_the_input_is_untouched(photos, tmp_path):
     before = file_hashes(photos)
     out = tmp_path / 'out'
-    rows = _run('ISIC_stage2.pt', photos, out, '--save_prob', '--save_overlay')
+    rows = _run('ISIC.pt', photos, out, '--save_prob', '--save_overlay')
     assert file_hashes(photos) == before
     assert sorted(os.path.basename(r['file']) for r in rows) == ['alpha.png', 'deep.tif', 'grey.jpg', 'wide.png']
     for name, size in (('wide', (200, 300)), ('grey', (60, 90)), ('alpha', (64, 64)), ('deep', (70, 50))):
@@ -89,7 +89,7 @@ def test_images_of_every_format_get_masks_at_their_size_and_the_input_is_untouch
         assert row['status'] == 'ok' and row['kind'] == 'image' and int(row['lesion_px']) == mask.sum()
         assert float(row['lesion_fraction']) == pytest.approx(mask.mean(), rel=1e-5)
         assert int(row['lesion']) == mask.any() and 0 <= float(row['lesion_score']) <= 1
-    nested = _run('ISIC_stage2.pt', photos, tmp_path / 'all', '--recursive')
+    nested = _run('ISIC.pt', photos, tmp_path / 'all', '--recursive')
     assert len(nested) == 5 and (tmp_path / 'all' / 'more' / 'inner_mask.png').is_file()
 
 
@@ -119,7 +119,7 @@ def test_masks_are_the_stored_rule_and_crf_and_scores_come_from_the_labels(photo
 def test_stage1_file_and_a_stored_gate(photos, tmp_path):
     rows = _run('ISIC_stage1.pt', photos / 'alpha.png', tmp_path / 'stage1')
     assert rows[0]['status'] == 'ok' and (tmp_path / 'stage1' / 'alpha_mask.png').is_file()
-    state = torch.load(os.path.join(WEIGHTS, 'ISIC_stage2.pt'), weights_only=True)
+    state = torch.load(os.path.join(WEIGHTS, 'ISIC.pt'), weights_only=True)
     state['selection']['gate'] = {'threshold': 1.01}  # no image scores above 1: every mask empty, CRF or not
     gated = tmp_path / 'gated.pt'
     torch.save(state, gated)
@@ -131,23 +131,23 @@ def test_unreadable_files_stop_the_run_or_are_skipped_and_listed(photos, tmp_pat
     truncated = photos / 'cut.jpg'
     Image.fromarray(_photo(200, 300)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:2000])  # its header reads, its pixels do not decode
-    message = _error(capsys, '--weights', os.path.join(WEIGHTS, 'ISIC_stage2.pt'), '--input', photos,
+    message = _error(capsys, '--weights', os.path.join(WEIGHTS, 'ISIC.pt'), '--input', photos,
                      '--output', tmp_path / 'out')
     assert message.startswith(f'error: cannot read image {truncated}: not a readable image (OSError: ')
     assert message.endswith('(replace or remove this file, then run again) (--skip_bad_images True goes on without '
                             'such files)')
     (photos / 'notes.png').write_text('not an image')  # this one fails at its header, before any work
-    message = _error(capsys, '--weights', os.path.join(WEIGHTS, 'ISIC_stage2.pt'), '--input', photos,
+    message = _error(capsys, '--weights', os.path.join(WEIGHTS, 'ISIC.pt'), '--input', photos,
                      '--output', tmp_path / 'out')
     assert message.startswith(f'error: {photos / "notes.png"}: expected a readable image, got ')
-    rows = _run('ISIC_stage2.pt', photos, tmp_path / 'out', '--skip_bad_images')
+    rows = _run('ISIC.pt', photos, tmp_path / 'out', '--skip_bad_images')
     skipped = {os.path.basename(r['file']) for r in rows if r['status'].startswith('skipped: ')}
     assert skipped == {'notes.png', 'cut.jpg'} and sum(r['status'] == 'ok' for r in rows) == 4
     assert {os.path.basename(r['file']) for r in _csv(tmp_path / 'out') if r['status'] != 'ok'} == skipped
 
 
 def test_problems_are_one_line_errors_naming_the_file_and_the_fix(photos, tmp_path, capsys):
-    weights = os.path.join(WEIGHTS, 'ISIC_stage2.pt')
+    weights = os.path.join(WEIGHTS, 'ISIC.pt')
     out = tmp_path / 'out'
 
     def error(*extra, source=photos, weights=weights):
@@ -179,10 +179,10 @@ def test_problems_are_one_line_errors_naming_the_file_and_the_fix(photos, tmp_pa
     assert error('--labels', tmp_path / 'empty') == (
         f'error: no label for {photos / "alpha.png"} in {tmp_path / "empty"}: expected alpha_segmentation.png there; '
         f'add it, or leave out --labels')
-    _run('ISIC_stage2.pt', photos / 'grey.jpg', out)
+    _run('ISIC.pt', photos / 'grey.jpg', out)
     assert error(source=photos / 'grey.jpg') == (f'error: {out / "grey_mask.png"} exists (and 1 more); pass '
                                                  f'--overwrite True to replace it, or another --output')
-    assert _run('ISIC_stage2.pt', photos / 'grey.jpg', out, '--overwrite')[0]['status'] == 'ok'
+    assert _run('ISIC.pt', photos / 'grey.jpg', out, '--overwrite')[0]['status'] == 'ok'
 
 
 def test_help_explains_every_flag_and_the_launcher_passes_arguments_on(capsys):

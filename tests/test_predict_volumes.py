@@ -163,7 +163,7 @@ def test_volume_problems_are_one_line_errors(tmp_path, capsys):
                                f'(e.g. fslreorient2std), then pass that {hint}')
     assert error(volume, '--labels', wrong_label) == (f'error: label {wrong_label} is (40, 36, 4) but {volume} is '
                                                       f'(40, 36, 8); a label must have its input\'s size')
-    isic = os.path.join(REPO_ROOT, 'weights', 'ISIC_stage2.pt')
+    isic = os.path.join(REPO_ROOT, 'weights', 'ISIC.pt')
     assert error(volume, weights=isic) == (f'error: {isic} was trained on ISIC, not BraTS; pass the BraTS weights '
                                            f'(weights/BraTS.pt), or --allow_other_dataset True to apply it anyway')
     message = error(cut)

@@ -1,9 +1,11 @@
 """Run every method on every dataset (train.py -> test.py -> crf.py) and write docs/RESULTS.md.
 
-    python tools/benchmark.py --dataroot ../shared/datasets --datasets ISIC,BraTS --args "--preset cpu"
-    python tools/benchmark.py --dataroot ../shared/datasets --minutes 45 --args "--preset cpu"
+    python tools/benchmark.py --dataroot ../shared/datasets --methods cltnet,cam,otsu --args "--preset cpu"
+    python tools/benchmark.py --dataroot ../shared/datasets --methods cltnet,cam,otsu --minutes 45 \\
+        --args "--preset cpu"
     python tools/benchmark.py --dataroot ../shared/datasets --reuse --result_dir ../runs \\
-        --names cltnet=cpu1200                     # collect runs trained separately
+        --methods cltnet,cam,otsu,cltnet_pipeline --names cltnet=stage1,cltnet_pipeline=isic \\
+        --datasets ISIC --readme README.md   # runs trained separately, pipeline.py's release included
     python tools/benchmark.py --speed --preset paper   # speed and memory instead (flags: see the end)
 
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
@@ -13,17 +15,26 @@ run's existing checkpoints are kept and test.py / crf.py rerun only when their o
 than what they read. Every number of RESULTS.md and results.json is read from the run folders
 (summary.json, checkpoints) and every choice from the stages' records (test/selection.json,
 util/records.py); the file is only ever written by this command.
+
+The method cltnet_pipeline is the released two-stage file as pipeline.py builds it; this tool never
+trains or tests it, it reads the pipeline's record <name>/pipeline.json and its release run
+<name>_release/ (test.py and crf.py with --weights on the two-stage file; testA scored there once).
+Run pipeline.py first: without them the benchmark stops before anything runs, naming the command.
+With ``--readme README.md`` a short headline table from the same rows goes between the README's
+``<!-- results start -->`` and ``<!-- results end -->`` markers.
 """
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from data.image_io import write_json_atomic, write_text_atomic  # noqa: E402
 from models import find_model_class  # noqa: E402
@@ -33,14 +44,18 @@ from tools import speed_benchmark  # noqa: E402
 from util.checkpoints import list_checkpoints  # noqa: E402
 from util.machine import machine  # noqa: E402
 from util.metrics import SCORE_NAMES  # noqa: E402
+from util.pipeline_report import replace_section  # noqa: E402
 from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
 from util.run_script import run_script  # noqa: E402
 
-METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few')
+PIPELINE = 'cltnet_pipeline'
+METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
 # Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
 # method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
 TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
+# The steps of a pipeline (pipeline.json) that train: stage 1 (absent when it came from a file), each round.
+PIPELINE_TRAINING = re.compile(r'stage1|r\d+_train')
 # The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
 # its own splits and post-processing). "CAM" and "CAM+CRF": the paper gives JA alone.
 PAPER = {'BraTS': {'CLTNet': dict(JA=79.0, DI=87.3, AC=99.2, SE=88.6, SP=99.6),
@@ -67,13 +82,16 @@ def build_parser():
                              '(ISIC: isic_1, BraTS: brats_1, other: <name>_1)')
     parser.add_argument('--methods', default=','.join(METHODS),
                         help='comma-separated methods: cltnet, cam, otsu (models/<method>_model.py), '
-                             'cltnet_stage2 (a U-Net trained on the cltnet run\'s pseudo-masks, pseudo.py) and '
-                             'cltnet_stage2_few (the same plus the --few_sample labelled images); the stage-2 '
-                             'methods need cltnet in the list before them')
+                             'cltnet_stage2 (a U-Net trained on the cltnet run\'s pseudo-masks, pseudo.py), '
+                             'cltnet_stage2_few (the same plus the --few_sample labelled images) and '
+                             'cltnet_pipeline (the release of a finished pipeline.py run of that --names name, '
+                             'read, never trained or tested here); the stage-2 methods need cltnet in the list '
+                             'before them')
     parser.add_argument('--few_sample', default='stage2_50',
                         help='few-shot folder (few_sample/<NAME>) of the cltnet_stage2_few method')
-    parser.add_argument('--crf', default='cltnet,cam,cltnet_stage2,cltnet_stage2_few',
-                        help='comma-separated methods whose maps also go through crf.py (their "+crf" rows)')
+    parser.add_argument('--crf', default='cltnet,cam,cltnet_stage2,cltnet_stage2_few,cltnet_pipeline',
+                        help='comma-separated methods whose maps also go through crf.py (their "+crf" rows; '
+                             'cltnet_pipeline: the pipeline\'s own crf.py outputs)')
     parser.add_argument('--result_dir', default='results', help='root of the run folders (as train.py)')
     parser.add_argument('--names', default='',
                         help='run name per method as METHOD=NAME pairs, e.g. "cltnet=cpu1200", or per dataset '
@@ -97,6 +115,10 @@ def build_parser():
                              'e.g. "--preset cpu --num_threads 2 --num_workers 1"')
     parser.add_argument('--train_args', default='', help='extra flags for train.py only, e.g. "--save_freq 250"')
     parser.add_argument('--out_dir', default='docs', help='where RESULTS.md and results.json are written')
+    parser.add_argument('--readme', default=None, metavar='PATH',
+                        help='also write a short headline table (released file, stage 1, Otsu, paper) between '
+                             'the <!-- results start --> and <!-- results end --> markers of this existing file '
+                             '(appended when it has none), e.g. README.md; default: none')
     return parser
 
 
@@ -127,6 +149,8 @@ def parse(argv):
         if method in STAGE2:
             if 'cltnet' not in opt.methods[:opt.methods.index(method)]:
                 parser.error(f'--methods: {method} trains on the pseudo-masks of the cltnet run; list cltnet before it')
+        elif method == PIPELINE:
+            pass  # built by pipeline.py: nothing of it runs here
         elif method in METHODS:
             find_model_class(method)
         else:
@@ -142,6 +166,8 @@ def parse(argv):
         parser.error(f'--minutes must be positive, got {opt.minutes}')
     if opt.probe_steps < 1:
         parser.error(f'--probe_steps must be at least 1, got {opt.probe_steps}')
+    if opt.readme is not None and not os.path.isfile(opt.readme):
+        parser.error(f'--readme: {opt.readme} not found (the section goes into an existing file)')
     return opt
 
 
@@ -150,16 +176,32 @@ def run_name(names, dataset, method):
     return names.get(f'{dataset}/{method}', names.get(method, method))
 
 
+def pipeline_command(opt, dataset, name):
+    """The pipeline.py command that builds pipeline ``name`` where this tool looks for it (with the
+    dataset's recipe when the repository has one)."""
+    recipe = os.path.join('recipes', f'{dataset}.toml')
+    if not os.path.isfile(os.path.join(ROOT, recipe)):
+        recipe = 'RECIPE.toml'
+    return 'python ' + shlex.join(['pipeline.py', '--dataroot', opt.dataroot, '--dataset', dataset,
+                                   '--recipe', recipe, '--name', name, '--result_dir', opt.result_dir])
+
+
 class Run:
-    """One (dataset, method): its run folder and the argument lists of the three scripts."""
+    """One (dataset, method): its run folder and the argument lists of the three scripts. A pipeline
+    (cltnet_pipeline) is read only: its folder is the release run <name>_release/, its record
+    <name>/pipeline.json."""
 
     def __init__(self, opt, dataset, method):
         self.dataset, self.method = dataset, method
         self.folder = default_folder(dataset)
         self.name = run_name(opt.names, dataset, method)
-        self.dir = os.path.join(opt.result_dir, dataset, self.folder, self.name)
-        model = 'seg' if method in STAGE2 else method
-        self.trained = getattr(find_model_class(model), 'needs_checkpoint', True)
+        self.root = os.path.join(opt.result_dir, dataset, self.folder)
+        self.pipeline = method == PIPELINE
+        self.dir = os.path.join(self.root, self.name + '_release' if self.pipeline else self.name)
+        self.record = os.path.join(self.root, self.name, 'pipeline.json') if self.pipeline else None
+        self.command = pipeline_command(opt, dataset, self.name) if self.pipeline else None
+        model = 'cascade' if self.pipeline else 'seg' if method in STAGE2 else method
+        self.trained = not self.pipeline and getattr(find_model_class(model), 'needs_checkpoint', True)
         self.argv = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
                      '--result_dir', opt.result_dir, '--name', self.name, '--model', model,
                      *shlex.split(opt.args)]
@@ -292,16 +334,62 @@ def _read_json(path):
         return json.load(handle)
 
 
+def read_pipeline(run, opt):
+    """The record (pipeline.json) of the pipeline ``run`` reads, once the pipeline has finished and its
+    release run holds what the rows read; otherwise exit with one line naming the pipeline.py command."""
+    stages = ('test', 'crf') if run.method in opt.crf else ('test',)
+    needed = [run.record] + [path for stage in stages for path in _stage_outputs(run, stage)]
+    missing = next((path for path in needed if not os.path.isfile(path)), None)
+    if missing:
+        raise SystemExit(f'error: {missing} not found: run the pipeline first: {run.command}')
+    record = _read_json(run.record)
+    unfinished = next((name for name, step in record['steps'].items() if step.get('status') != 'done'), None)
+    if unfinished or 'choose' not in record:
+        what = f'step {unfinished} has not finished' if unfinished else 'no round chosen yet'
+        raise SystemExit(f'error: {run.record}: {what}: run the pipeline to its end: {run.command}')
+    return record
+
+
+def _flag(argv, flag):
+    """The word after ``flag`` in ``argv``, or None."""
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+
 def training_record(run):
     """{'seconds', 'step', 'planned', 'setting'} of a trained run, from its newest checkpoint
-    (``train_seconds`` when train.py stored it) or this tool's own timing file; None if training-free."""
+    (``train_seconds`` when train.py stored it) or this tool's own timing file; None if training-free.
+    A pipeline's: pipeline_training."""
+    if run.pipeline:
+        return pipeline_training(run)
     if not run.trained:
         return None
-    found = list_checkpoints(run.dir)
-    state = read_state(found[-1][1])
+    return _checkpoint_training(run.dir)
+
+
+def pipeline_training(run):
+    """{'seconds', 'note', 'step', 'planned', 'setting'} of a pipeline: the seconds of its training steps
+    (stage 1 when it trained it, every round's train.py), noting a stage 1 that came from a file; the
+    steps and setting of the round it chose (pipeline.json 'choose'), from that round's checkpoints."""
+    record = _read_json(run.record)
+    steps, choice = record['steps'], record['choose']
+    chosen = os.path.join(run.root, choice['chosen'])
+    if not list_checkpoints(chosen):
+        raise SystemExit(f'error: no checkpoints in {chosen}, the round pipeline {run.name} chose: run the '
+                         f'pipeline again: {run.command}')
+    training = _checkpoint_training(chosen)
+    training['seconds'] = sum(step['seconds'] for name, step in steps.items() if PIPELINE_TRAINING.fullmatch(name))
+    training['note'] = None if 'stage1' in steps else \
+        f"stage 2 only: stage 1 from {_flag(steps['stage1_test']['argv'], '--weights')}"
+    training['setting'] += f"; round {choice['chosen']} of {len(choice['ranking'])}, by {choice['rule']}"
+    return training
+
+
+def _checkpoint_training(run_dir):
+    """{'seconds', 'step', 'planned', 'setting'} from the newest checkpoint of ``run_dir``."""
+    state = read_state(list_checkpoints(run_dir)[-1][1])
     options = state.get('options', {})
     seconds = state.get('train_seconds')
-    timing = os.path.join(run.dir, TIMING_FILE)
+    timing = os.path.join(run_dir, TIMING_FILE)
     if seconds is None and os.path.isfile(timing):
         seconds = _read_json(timing)['train_seconds']
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
@@ -313,20 +401,23 @@ def training_record(run):
 
 
 def collect(run, opt):
-    """Table rows ({'method', 'run', 'scores', 'fp_rate', 'auc', 'training', 'chosen_step', 'images_per_second'})
-    of one run: the method itself and, when refined, its +crf row."""
+    """Table rows ({'method', 'run', 'scores', 'fp_rate', 'auc', 'training', 'chosen_step', 'images_per_second',
+    'file'}) of one run: the method itself and, when refined, its +crf row. A pipeline's come from its
+    release run; 'file' is the weights file it released (None for other methods)."""
+    record = read_pipeline(run, opt) if run.pipeline else None
+    released = _flag(record['steps'].get('release_export', {}).get('argv', []), '--out') if record else None
     test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
     chosen = require_record(test_record_path(run.dir), f'run test.py for {run.label()} first')['selection']
     training = training_record(run)
     rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
              'auc': test_a.get('auc'), 'training': training, 'chosen_step': chosen.get('step'),
-             'map_mode': chosen['map_mode'], 'images_per_second': test_a['images_per_second']}]
+             'map_mode': chosen['map_mode'], 'images_per_second': test_a['images_per_second'], 'file': released}]
     if run.method in opt.crf:
         crf_a, crf_b = (_read_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
         rows.append({'method': run.method + '+crf', 'run': run.name, 'scores': {k: crf_a[k] for k in SCORE_NAMES},
                      'fp_rate': crf_b['fp_rate'], 'auc': None, 'training': training,
                      'chosen_step': rows[0]['chosen_step'], 'map_mode': rows[0]['map_mode'],
-                     'images_per_second': crf_a['images_per_second']})
+                     'images_per_second': crf_a['images_per_second'], 'file': released})
     return rows
 
 
@@ -348,41 +439,74 @@ def _training_cells(row):
     steps = f"{training['step']}"
     if training['planned'] and training['step'] != training['planned']:
         steps += f" of {training['planned']} (incomplete)"
-    return [_duration(training['seconds']), f"{steps} (chosen: {row['chosen_step']})", training['setting']]
+    seconds = _duration(training['seconds']) + (f" ({training['note']})" if training.get('note') else '')
+    return [seconds, f"{steps} (chosen: {row['chosen_step']})", training['setting']]
 
 
 def verdict(rows):
-    """One generated line: is the best weakly supervised CLTNet row ahead of every baseline row on DI?"""
-    # Weak labels only on both sides: the few-shot rows also learn from labelled masks.
+    """One generated line: is the best weakly supervised CLTNet row (stage 1, stage 2 or the pipeline's
+    release) ahead of every baseline row on DI, and, when a pipeline is in the table and another row is
+    best, is the released file?"""
+    # Weak labels only on both sides: the few-shot rows also learn from labelled masks (a pipeline that
+    # chooses on held-out few-shot images does not train on them).
     weak = [r for r in rows if '_few' not in r['method']]
     ours = [r for r in weak if r['method'].startswith('cltnet')]
     others = [r for r in weak if not r['method'].startswith('cltnet')]
     if not ours or not others:
         return ''
-    best, rival = (max(group, key=lambda r: r['scores']['DI']) for group in (ours, others))
-    ahead = best['scores']['DI'] > rival['scores']['DI']
-    return (f"DI: best CLTNet row {best['method']} {best['scores']['DI']:.3f} vs best baseline row "
-            f"{rival['method']} {rival['scores']['DI']:.3f}: CLTNet is {'ahead' if ahead else 'NOT ahead'}.")
+
+    def best_of(group):
+        return max(group, key=lambda r: r['scores']['DI'])
+
+    def ahead(row):
+        return 'ahead' if row['scores']['DI'] > rival['scores']['DI'] else 'NOT ahead'
+    best, rival = best_of(ours), best_of(others)
+    line = (f"DI: best CLTNet row {best['method']} {best['scores']['DI']:.3f} vs best baseline row "
+            f"{rival['method']} {rival['scores']['DI']:.3f}: CLTNet is {ahead(best)}.")
+    released = [r for r in ours if r['method'].startswith(PIPELINE)]
+    if released and best not in released:
+        top = best_of(released)
+        line += f" The released file ({top['method']} {top['scores']['DI']:.3f}) is {ahead(top)}."
+    return line
+
+
+def _command(opt):
+    return 'python tools/benchmark.py ' + shlex.join(opt.argv)
 
 
 def render(tables, opt, started, finished):
     """RESULTS.md text from {dataset: rows}."""
-    command = 'python tools/benchmark.py ' + shlex.join(opt.argv)
     lines = ['# Results', '',
              'Written by `tools/benchmark.py`; do not edit by hand. Every number below is read from the run '
-             'folders (`test/<split>/summary.json`, `crf/<split>/summary.json`, checkpoints), every choice '
-             'from test.py\'s record (`test/selection.json`).', '',
-             f'- command: `{command}`', f'- machine: {machine()}',
+             'folders (`test/<split>/summary.json`, `crf/<split>/summary.json`, checkpoints, a pipeline\'s '
+             '`pipeline.json`), every choice from test.py\'s record (`test/selection.json`).', '',
+             f'- command: `{_command(opt)}`', f'- machine: {machine()}',
              f'- written: {time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished))} '
              f'(this command took {_duration(finished - started)})',
-             f'- runs: `{opt.result_dir}/<dataset>/<folder>/<name>/`', '',
+             f'- runs: `{opt.result_dir}/<dataset>/<folder>/<name>/` (a pipeline\'s: its record '
+             '`<name>/pipeline.json`, its release run `<name>_release/`)', '',
+             'The rows: **cltnet** is a stage-1 run (train.py, then test.py); **cltnet_stage2** a U-Net trained on '
+             'the pseudo-masks of the cltnet run (pseudo.py, then train.py --stage 2), **cltnet_stage2_few** the '
+             'same with the --few_sample labelled images in its training; this command trains and tests these '
+             '(or reuses them with --reuse). **cltnet_pipeline** is the released two-stage file as `pipeline.py` '
+             'builds it from a recipe (`recipes/<dataset>.toml`): this command only reads it. Its scores are its '
+             'release run\'s (test.py and crf.py with --weights on the two-stage file; testA scored there once), '
+             'its training time the sum of its training steps in `pipeline.json` (stage 1 when the pipeline '
+             'trained it, then every round\'s train.py; "stage 2 only: stage 1 from FILE" when the recipe started '
+             'from a released stage-1 file, whose training is not counted), its iterations and setting those of '
+             'the round the pipeline chose, its chosen step the release test record\'s. The baselines: **cam**, '
+             'the class activation map of an image classifier trained on the same weak labels '
+             '(models/cam_model.py), and **otsu**, a training-free Otsu threshold of the image intensity '
+             '(models/otsu_model.py). "+crf": the same masks refined by crf.py.', '',
              'JA, DI, AC, SE, SP: testA, mean over images, in [0, 1]; masks made by the rule chosen on val '
              '(checkpoint, map, threshold, post-processing; CRF parameters for "+crf"), or on val plus the '
-             'held-out few-shot images where the setting says so (train.py --select_few). testB FP rate: fraction '
+             'held-out few-shot images where the setting says so (--select_few). testB FP rate: fraction '
              'of the normal testB images given any lesion pixel. AUC: image-level lesion score, testA vs testB '
              '(— where the method has no score). Training time and images/s were measured where and when each '
-             'run ran (reused runs: by that run); images/s is test.py\'s inference on testA, or crf.py\'s for '
-             '"+crf" rows.', '']
+             'run ran (reused runs and pipelines: by that run); images/s is test.py\'s inference on testA, or '
+             'crf.py\'s for "+crf" rows. The DI line under each table compares the best CLTNet row (stage 1, '
+             'stage 2 or the pipeline; not the few-shot rows, which learn from labelled masks) with the best '
+             'baseline row.', '']
     header = ('| method | run | JA | DI | AC | SE | SP | testB FP rate | AUC | training time | iterations | setting '
               '| map | images/s |')
     for dataset, rows in tables.items():
@@ -405,6 +529,36 @@ def render(tables, opt, started, finished):
     return '\n'.join(lines) + '\n'
 
 
+def headline(tables, opt):
+    """The README section (between <!-- results start --> and <!-- results end -->) from the same rows
+    as RESULTS.md: per dataset the released file's testA DI before and after the CRF, its testB share of
+    normal images given any lesion pixel, stage 1 alone, Otsu and the paper's figure."""
+    results = os.path.join(opt.out_dir, 'RESULTS.md')
+    link = os.path.relpath(os.path.abspath(results), os.path.dirname(os.path.abspath(opt.readme)))
+    lines = ['<!-- results start -->', '## How well it works', '',
+             '| dataset | released file (pipeline): testA DI before -> after CRF | testB images with any lesion '
+             'pixel, after CRF | stage 1 alone (cltnet+crf): DI | Otsu: DI | paper: DI |',
+             '|---|---|---|---|---|---|']
+    for dataset, rows in tables.items():
+        by_method = {row['method']: row for row in rows}
+
+        def di(method):
+            return _num(by_method[method]['scores']['DI']) if method in by_method else '—'
+        released, refined = by_method.get(PIPELINE), by_method.get(PIPELINE + '+crf')
+        file = f"`{released['file']}`: " if released and released['file'] else ''
+        paper = PAPER.get(dataset, {}).get('CLTNet', {}).get('DI')
+        cells = [dataset, f'{file}{di(PIPELINE)} -> {di(PIPELINE + "+crf")}' if released else '—',
+                 _num(refined['fp_rate'], 2) if refined else '—', di('cltnet+crf'), di('otsu'),
+                 _num(None if paper is None else paper / 100)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', 'DI: Dice, mean over the testA images, in [0, 1]; every choice made on val (or val plus held-out '
+              'few-shot images), never on testA (the released file\'s testA scored once, by the pipeline). The '
+              'paper\'s figure is its own setup (GPU, full training budget, its splits), for orientation only.', '',
+              f'Written by `{_command(opt)}` from the runs\' own records and summaries; every row, its training '
+              f'time and setting, and the CAM baseline: [{link}]({link}).', '<!-- results end -->']
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     """Run (or reuse) every (dataset, method), then write RESULTS.md and results.json; returns the
     results.json object. With --speed: tools/speed_benchmark.py's main and its report."""
@@ -416,6 +570,11 @@ def main(argv=None):
     runs = [Run(opt, dataset, method) for dataset in opt.datasets for method in opt.methods]
     by_key = {(run.dataset, run.method): run for run in runs}
     for run in runs:
+        if run.pipeline:
+            read_pipeline(run, opt)  # before anything trains: a pipeline not (yet) run stops here
+    for run in runs:
+        if run.pipeline:
+            continue  # pipeline.py trained and tested it
         # Pseudo-masks are needed only to train; a reused stage-2 run keeps what it was trained on.
         if run.pseudo_source and not (opt.reuse and list_checkpoints(run.dir)):
             make_pseudo_masks(run, by_key[(run.dataset, 'cltnet')], opt)
@@ -431,6 +590,9 @@ def main(argv=None):
         if verdict(rows):
             print(verdict(rows))
     print(f'wrote {markdown} and {os.path.join(opt.out_dir, "results.json")} from {len(runs)} runs')
+    if opt.readme:
+        replace_section(opt.readme, 'results', headline(tables, opt))
+        print(f'wrote the results section of {opt.readme}')
     return results
 
 
