@@ -6,6 +6,10 @@ Reads  <run>/test/<split>/prob/NAME.png (16-bit, calibrated: p >= 0.5 is test.py
 writes <run>/crf/<split>/masks/, overlays/, metrics.csv, summary.json, <run>/crf/val_grid.json and its
        own decision in <run>/crf/selection.json (the record pseudo.py and export_weights.py read).
 
+The parameters are chosen on the images test.py chose on: val, its held-out few-shot images and its
+held-out normal images (scored against an empty label). An image test.py's image-level gate emptied
+keeps its empty mask: the CRF never grows a lesion there.
+
     python crf.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
 """
 import json
@@ -19,7 +23,7 @@ exit_quietly_on_ctrl_c(__name__)  # before the slow imports below
 import numpy as np
 
 from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split, few_shot_pairs
+from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
 from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search_params
@@ -54,9 +58,10 @@ def _read_json(path):
         return json.load(f)
 
 
-def split_items(opt, test_root, split, few=''):
-    """[(name, image_path, label_path or None, prob_path)] for every image of ``split``, then of the
-    labelled folder few_sample/<few> when given (val: the held-out images test.py chose on too).
+def split_items(opt, test_root, split, rule=None):
+    """[(name, image_path, label_path or None, prob_path, gated)] for every image of ``split``; for val, then
+    those of the few-shot folder and the normal images (no label) held out of training that test.py's
+    decision ``rule`` chose on too. ``gated``: test.py's gate emptied its mask.
 
     Raises LayoutError for dataset problems, SystemExit when test.py left a map out.
     """
@@ -64,13 +69,18 @@ def split_items(opt, test_root, split, few=''):
     files = check_split(data_dir, split, skip_bad=opt.skip_bad_images)
     if files.skipped:
         print(f'{split}: skipped {len(files.skipped)} file(s):', *files.skipped, sep='\n  ')
-    pairs = list(files) + (few_shot_pairs(data_dir, few) if few else [])
+    pairs = list(files)
+    if rule:
+        few = rule.get('select_few', '')
+        pairs += few_shot_pairs(data_dir, few) if few else []
+        pairs += [(image, None) for image in held_out_normals(data_dir, rule.get('hold_out_normals', 0))]
     prob_dir = os.path.join(test_root, split, 'prob')
+    gated = set(_read_json(os.path.join(test_root, split, 'summary.json')).get('gated', []))
     items = []
     for image, label in pairs:
         name = os.path.splitext(os.path.basename(image))[0]
-        items.append((name, image, label, os.path.join(prob_dir, name + '.png')))
-    missing = [prob for *_, prob in items if not os.path.isfile(prob)]
+        items.append((name, image, label, os.path.join(prob_dir, name + '.png'), name in gated))
+    missing = [prob for _, _, _, prob, _ in items if not os.path.isfile(prob)]
     if missing:
         raise SystemExit(f'error: {missing[0]} not found ({len(missing)} of {len(items)} {split} maps '
                          f'missing): {_test_hint(opt)}')
@@ -95,8 +105,7 @@ def choose_params(opt, test_root, crf_root, rule):
                                 'val_DI_before': None, 'val_DI_after': None}
     _require_probs(opt, test_root, 'val')
     val_summary = _read_json(os.path.join(test_root, 'val', 'summary.json'))
-    few = rule.get('select_few', '')  # test.py chose on these too (--select_few)
-    items = [(image, prob, label) for _, image, label, prob in split_items(opt, test_root, 'val', few)]
+    items = [(image, prob, label, gated) for _, image, label, prob, gated in split_items(opt, test_root, 'val', rule)]
     combos = [opt.crf_params] if opt.crf_params else param_grid(rule.get('postprocess', 'none'))
     best, means, threshold_DI = search_params(items, combos, opt.num_workers)
     val_before = val_summary.get('DI', threshold_DI)
@@ -104,9 +113,16 @@ def choose_params(opt, test_root, crf_root, rule):
         write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
             'chosen': best, 'val_DI_before': val_before,
             'grid': [{**c.as_dict(), 'DI': float(m)} for c, m in zip(combos, means)]})
-    chosen_on = 'given' if opt.crf_params else f'val + few_sample/{few}' if few else 'val'
-    return combos[best], {'crf': combos[best].as_dict(), 'chosen_on': chosen_on,
-                          'val_DI_before': val_before, 'val_DI_after': float(means[best])}
+    few = rule.get('select_few', '')
+    chosen_on = 'given' if opt.crf_params else rule.get('chosen_on') or (f'val + few_sample/{few}' if few else 'val')
+    selection = {'crf': combos[best].as_dict(), 'chosen_on': chosen_on, 'val_DI_before': val_before,
+                 'val_DI_after': float(means[best])}
+    if rule.get('hold_out_normals'):
+        selection['normals'] = (f"{rule['hold_out_normals']} normal images held out of B_weak, scored against an "
+                                f"empty label, are part of val's figures" + (' and choice' if not opt.crf_params else ''))
+    if rule.get('gate'):
+        selection['gated_images'] = "kept empty: the CRF does not refine an image test.py's gate emptied"
+    return combos[best], selection
 
 
 def _test_mask(test_root, split, name):
@@ -131,26 +147,31 @@ def _before(test_root, split, items):
     if all(k in summary for k in SCORE_NAMES):
         return {k: summary[k] for k in SCORE_NAMES}
     scores = SegmentationScores()
-    for name, _, label, _ in items:
-        scores.add(name, _test_mask(test_root, split, name), read_mask(label))
+    for name, _, label, _, _ in items:
+        mask = _test_mask(test_root, split, name)
+        scores.add(name, mask, read_mask(label) if label else np.zeros_like(mask))
     return scores.mean()
 
 
-def refine_split(opt, test_root, crf_root, split, params, selection, few=''):
-    """Refine one split with ``params``, write its outputs and return its summary dict.
+def refine_split(opt, test_root, crf_root, split, params, selection, rule):
+    """Refine one split with ``params``, write its outputs and return its summary dict; an image test.py's
+    gate emptied keeps its empty mask.
 
-    testB has no labels: its normal images are scored against empty masks in metrics.csv, and the
-    summary gives ``fp_rate`` and ``mean_area`` instead of the five means. val also takes the few-shot
-    folder ``few`` that test.py chose on, so its figures before and after cover the same images.
+    testB and the held-out normal images have no labels: they are scored against empty masks in
+    metrics.csv, and testB's summary gives ``fp_rate`` and ``mean_area`` instead of the five means. val
+    also takes the images test.py's decision ``rule`` chose on, so its figures before and after cover
+    the same images.
     """
-    items = split_items(opt, test_root, split, few if split == 'val' else '')
+    items = split_items(opt, test_root, split, rule if split == 'val' else None)
+    open_items = [item for item in items if not item[4]]
     start = time.perf_counter()
-    masks = refine_many([(image, prob) for _, image, _, prob in items], params, opt.num_workers,
-                        desc=f'CRF {split}')
+    refined = iter(refine_many([(image, prob) for _, image, _, prob, _ in open_items], params, opt.num_workers,
+                               desc=f'CRF {split}'))
+    masks = [np.zeros(read_prob(prob).shape, bool) if gated else next(refined) for _, _, _, prob, gated in items]
     seconds = time.perf_counter() - start
     out_dir = os.path.join(crf_root, split)
     scores = SegmentationScores()
-    for (name, image, label, _), mask in zip(items, masks):
+    for (name, image, label, _, _), mask in zip(items, masks):
         gt = read_mask(label) if label else None
         write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
         write_png_atomic(os.path.join(out_dir, 'overlays', name + '.png'), draw_overlay(read_image(image), mask, gt))
@@ -202,8 +223,7 @@ def refine_run(opt, run):
         print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
               + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
                  if selection['val_DI_after'] is not None else ''))
-        few = test_record['selection'].get('select_few', '')
-        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection, few)
+        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection, test_record['selection'])
                      for split in opt.splits}
     except LayoutError as err:
         hint = '\n(use --skip_bad_images True to go on without the listed files)' if err.skippable else ''

@@ -18,13 +18,14 @@ Steps, each its own script run as its own process, in run folders beside <result
     release_crf     crf.py on val, testA, testB
     release_export  tools/export_weights.py -> --out, holding the recipe, commit and every step's record
 
-Every choice is made on the selection set (val, or val + the recipe's held-out few-shot folder); testA
-is only scored, at the end. <name>/pipeline.json records each step's command, input digests, output
+Every choice is made on the selection set (val, or val + the recipe's held-out few-shot folder; the
+image-level gate and the CRF of stage-2 runs also on the recipe's normal images held out of training);
+testA is only scored, at the end. <name>/pipeline.json records each step's command, input digests, output
 digests, time and machine: the same command again skips the steps that are up to date, continues an
 interrupted training with --resume, and redoes a step whose flags or inputs changed and every step
 after it. The pipeline sets --dataroot, --dataset, --folder, --name, --result_dir, --seed, --stage,
---pseudo, --weights, --splits, --select_few, --resume, --reselect and --which_iter itself; every other
-flag comes from the recipe (util/recipe.py).
+--pseudo, --weights, --splits, --select_few, --hold_out_normals, --resume, --reselect and --which_iter
+itself; every other flag comes from the recipe (util/recipe.py).
 """
 import argparse
 import os
@@ -115,6 +116,11 @@ class Pipeline:
         """The words that name the recipe's held-out few-shot folder, or none."""
         return ['--select_few', self.settings['select_few']] if self.settings['select_few'] else []
 
+    def hold_out_normals(self):
+        """The words that hold the recipe's normal images out of a stage-2 training, or none."""
+        count = self.settings['hold_out_normals']
+        return ['--hold_out_normals', str(count)] if count else []
+
     def test_crf(self, suffix, weights=None, splits='val'):
         """The test.py and crf.py steps of run ``suffix`` (choices on the selection set; stage-2 runs
         record their held-out folder themselves)."""
@@ -165,14 +171,14 @@ class Pipeline:
     def rounds(self):
         """Train, test and refine every stage-2 round; returns their run suffixes."""
         previous, suffixes = 'stage1', []
-        few = self.select_few()
+        held_out = self.select_few() + self.hold_out_normals()
         for index in range(1, self.settings['rounds'] + 1):
             suffix = f'r{index}'
             folder = self.run_folder(suffix)
             if index > 1:
                 self.pseudo(previous)
             self.execute(Step(f'{suffix}_train', ['train.py', *self.common(suffix, 'stage2'), '--stage', '2',
-                                                  '--pseudo', self.run_name(previous), *few],
+                                                  '--pseudo', self.run_name(previous), *held_out],
                               inputs=[os.path.join(self.run_folder(previous), 'pseudo')],
                               outputs=[os.path.join(folder, 'checkpoints')], clears=[folder], trains=True))
             self.test_crf(suffix)

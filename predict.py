@@ -189,8 +189,8 @@ def main(argv=None):
     todo = [item for item in inputs if item.path not in skipped]
     # The pool forks before the model exists, so its workers do not hold the model's memory.
     with crf_pool(opt.crf_workers if crf else 0) or contextlib.nullcontext() as pool:
-        # A gate was chosen on the whole model's image-level score; without one, only the stage giving the map runs.
-        model = build_model(opt, state, opt.weights, serve_map=None if rule.get('gate') else rule['map_mode'])
+        # Only the stage giving the map runs: its image-level score is the one test.py chose the gate on.
+        model = build_model(opt, state, opt.weights, serve_map=rule['map_mode'])
         if rule['map_mode'] not in available_map_modes(model.map_modes):
             raise SystemExit(f"error: {opt.weights} stores map {rule['map_mode']!r}, which its model does not give "
                              f"({', '.join(available_map_modes(model.map_modes))}); export it again")

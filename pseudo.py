@@ -33,7 +33,7 @@ from data.synthetic import make_demo_if_missing
 from models.weights_file import load_model, read_state
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
-from util.crf_utils import CRFParams, refine_many
+from util.crf_utils import CRFParams, read_prob, refine_many
 from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.inference import predict_split
@@ -41,7 +41,7 @@ from util.metrics import SegmentationScores
 from util.preflight import check_output_dir
 from util.records import crf_record_path, file_sha256, read_record, test_record_path
 from util.run_lock import RunLock
-from util.selection import apply_rule
+from util.selection import apply_rule, gate_rejects
 
 CHUNK = 64  # images whose full-size maps are held in memory at once
 
@@ -82,17 +82,19 @@ def recorded_choices(opt, folder):
 
 def write_probabilities(model, rule, paths, pseudo_dir, opt):
     """Calibrated stage-1 maps of the A images (p >= 0.5 is the rule's decision) as 16-bit PNGs;
-    returns their paths."""
-    prob_paths = []
+    returns their paths and the set of those whose image the rule's image-level gate emptied."""
+    prob_paths, gated = [], set()
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start:start + CHUNK]
         items = predict_split(model, [(p, None) for p in chunk], opt, f'stage-1 maps {start + len(chunk)}/{len(paths)}')
         for item in items:
-            _, calibrated = apply_rule(rule, item['maps'][rule['map_mode']])
+            _, calibrated = apply_rule(rule, item['maps'][rule['map_mode']], item['score'])
             path = os.path.join(pseudo_dir, 'A', 'prob', item['name'] + '.png')
             write_png_atomic(path, np.round(calibrated * 65535).astype(np.uint16))
             prob_paths.append(path)
-    return prob_paths
+            if gate_rejects(rule, item['score']):
+                gated.add(path)
+    return prob_paths, gated
 
 
 def few_shot_check(folder_dir, paths_A, masks):
@@ -130,13 +132,17 @@ def write_pseudo_masks(opt, folder):
     except LayoutError as error:
         raise SystemExit(f'error: {error}\n(use --skip_bad_images True to go on without the listed files)')
     rule, params = recorded_choices(opt, folder)
-    model = load_model(opt, rule['checkpoint'])
+    # The chosen map's stage alone: its image-level score is the one the gate was chosen on.
+    model = load_model(opt, rule['checkpoint'], serve_map=rule['map_mode'])
     pseudo_dir = os.path.join(folder, PSEUDO_FOLDER)
     print(f"rule of {opt.name}: map {rule['map_mode']} {rule['binarize']} {rule['threshold']} {rule['postprocess']}; "
           f'CRF {params.as_dict()}')
 
-    prob_paths = write_probabilities(model, rule, files.paths_A, pseudo_dir, opt)
-    masks = refine_many(list(zip(files.paths_A, prob_paths)), params, opt.crf_workers, desc='CRF pseudo-masks')
+    prob_paths, gated = write_probabilities(model, rule, files.paths_A, pseudo_dir, opt)
+    # A gated image keeps its empty mask, as after crf.py: the CRF would grow one from the map.
+    todo = [(path, prob) for path, prob in zip(files.paths_A, prob_paths) if prob not in gated]
+    refined = iter(refine_many(todo, params, opt.crf_workers, desc='CRF pseudo-masks'))
+    masks = [np.zeros(read_prob(prob).shape, bool) if prob in gated else next(refined) for prob in prob_paths]
     areas, dropped = [], 0
     for path, mask in zip(files.paths_A, masks):
         mask_path, confidence_path = mask_paths(pseudo_dir, 'A', path)
@@ -151,6 +157,7 @@ def write_pseudo_masks(opt, folder):
         write_png_atomic(mask_paths(pseudo_dir, 'B', path)[0], np.zeros((height, width), np.uint8))
 
     summary = {'n_A': len(files.paths_A), 'n_B': len(files.paths_B), 'n_A_empty_ignored': dropped,
+               'n_A_gated': len(gated),
                'mean_area_A': float(np.mean(areas)), 'selection': rule, 'crf': params.as_dict(),
                'boundary_band': opt.boundary_band, 'few_sample_check': few_shot_check(data_dir, files.paths_A, masks),
                'command': opt.command_line}

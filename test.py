@@ -4,7 +4,8 @@
     python test.py --dataroot ROOT --dataset ISIC --weights weights/ISIC.pt --name released
     python test.py --dataroot ROOT --dataset ISIC --model otsu --name otsu   # training-free: no checkpoint
 
-Checkpoint, map mode, threshold and post-processing are chosen on ``val`` (best mean Dice) and
+Checkpoint, map mode, threshold and post-processing are chosen on ``val`` (best mean Dice), then, for a
+run that held normal images out of training, the image-level gate on val plus those images; all are
 applied unchanged to testA / testB; test labels are read only to score. Outputs go to
 <result_dir>/<dataset>/<folder>/<name>/test/<split>/ and the run's index.html.
 """
@@ -20,14 +21,15 @@ import numpy as np
 import torch
 
 from data.image_io import write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split, few_shot_pairs
+from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals
 from data.synthetic import make_demo_if_missing
 from models import find_model_class
-from models.weights_file import check_dataset, load_model, read_state
+from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state
 from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
 from util.full_disk import exit_on_full_disk
+from util.gate import choose_gate
 from util.hardware import apply_hardware_options
 from util.html import write_run_report
 from util.inference import available_map_modes, predict_split
@@ -36,7 +38,7 @@ from util.overlay import draw_overlay
 from util.preflight import check_output_dir
 from util.records import read_record, test_record_path, write_record
 from util.run_lock import RunLock
-from util.selection import apply_rule, select, select_fixed_rule
+from util.selection import apply_rule, gate_rejects, select, select_fixed_rule
 
 
 def sources(opt, folder):
@@ -63,14 +65,19 @@ def sources(opt, folder):
     return found
 
 
-def few_to_choose_on(opt, candidates, data_dir):
+def trained_options(candidates):
+    """The training options stored with the files to choose among (a two-stage file: the U-Net's), {} for
+    a model without a file."""
+    path = candidates[-1][1]
+    return read_state(path).get('options', {}) if path else {}
+
+
+def few_to_choose_on(opt, options, data_dir):
     """The few-shot folder whose labelled images val selection adds: --select_few, else the one the run
-    held out of training (train.py --select_few), else ''."""
+    held out of training (train.py --select_few, in its ``options``), else ''."""
     if opt.select_few and not os.path.isdir(os.path.join(data_dir, 'few_sample', opt.select_few)):
         raise SystemExit(f'error: --select_few {opt.select_few}: {data_dir}/few_sample/{opt.select_few} not found; '
                          f'pass a folder of few_sample/ or leave --select_few empty to choose on val alone')
-    path = candidates[-1][1]
-    options = read_state(path).get('options', {}) if path else {}
     if not opt.select_few:
         return options.get('select_few') or ''
     if opt.select_few == options.get('few_sample'):
@@ -92,10 +99,51 @@ def selection_pairs(data_dir, opt, few):
     return val + few_shot_pairs(data_dir, few), few
 
 
+def normals_to_choose_on(options, data_dir):
+    """The normal images the run held out of training (train.py --hold_out_normals, in its ``options``), to
+    choose the gate and the CRF on; [] when none."""
+    try:
+        return held_out_normals(data_dir, options.get('hold_out_normals', 0))
+    except LayoutError:
+        print(f'note: {data_dir} has no <M>_B_weak folder to take the normal images held out of training from: '
+              f'choosing without them')
+        return []
+
+
+def selection_items(model, pairs, normals, opt, desc, keep_visuals=False):
+    """predict_split items of the selection set: ``pairs`` (labelled) and the held-out ``normals``, each of
+    those with an empty label and ``normal`` True."""
+    items = predict_split(model, pairs + [(path, None) for path in normals], opt, desc, keep_visuals=keep_visuals)
+    for item in items[len(pairs):]:
+        item.update(gt=np.zeros(next(iter(item['maps'].values())).shape, bool), normal=True)
+    return items
+
+
+def with_gate(opt, selection, pairs, normals):
+    """``selection`` with the image-level gate chosen on ``pairs`` and the held-out ``normals`` (util/gate.py),
+    or none and why. The score is that of the stage giving the chosen map: it must not have trained on them."""
+    mode = selection['map_mode']
+    state = serving_state(read_state(selection['checkpoint']), mode)
+    selection = dict(selection, hold_out_normals=len(normals),
+                     chosen_on=f"{selection['chosen_on']} + {len(normals)} normal images held out of B_weak")
+    held = (state.get('options') or {}).get('hold_out_normals', 0)
+    if held != len(normals):
+        return dict(selection, gate=None, gate_choice={
+            'reason': f'the image-level score of map {mode} comes from a network that trained on those normal '
+                      f'images (it held out {held}), so they cannot judge a gate on it'})
+    items = selection_items(build_model(opt, state, selection['checkpoint']), pairs, normals, opt, 'gate')
+    if any(item['score'] is None for item in items):
+        return dict(selection, gate=None, gate_choice={'reason': 'the model gives no image-level score'})
+    gate, figures = choose_gate(selection, items)
+    return dict(selection, gate=gate, gate_choice=figures)
+
+
 def choose(opt, folder, data_dir, candidates):
-    """The rule chosen on val (plus the run's held-out few-shot images), or the one stored with
-    --weights when there is no val; recorded in test/selection.json either way."""
-    val, few = selection_pairs(data_dir, opt, few_to_choose_on(opt, candidates, data_dir))
+    """The rule chosen on val (plus the run's held-out few-shot images; the gate also on its held-out
+    normal images), or the one stored with --weights when there is no val; recorded in
+    test/selection.json either way."""
+    options = trained_options(candidates)
+    val, few = selection_pairs(data_dir, opt, few_to_choose_on(opt, options, data_dir))
     record_path = test_record_path(folder)
     if val is None:
         stored = read_state(opt.weights).get('selection') if opt.weights else None
@@ -109,6 +157,9 @@ def choose(opt, folder, data_dir, candidates):
     key = {'version': 2, 'sources': [[s, p] + ([os.path.getsize(p), os.path.getmtime(p)] if p else [])
                                      for s, p in candidates],
            'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
+    normals = normals_to_choose_on(options, data_dir)
+    if normals:
+        key['normals'] = [os.path.basename(path) for path in normals]
     earlier = read_record(record_path)
     if earlier.get('key') == key and not opt.reselect:
         print(f'val selection already recorded in {record_path} for these checkpoints (--reselect to choose again)')
@@ -128,6 +179,8 @@ def choose(opt, folder, data_dir, candidates):
         selection = dict(select(items_by_source, modes), chosen_on='val')
     if few:
         selection.update(select_few=few, chosen_on=f'val + few_sample/{few}')
+    if normals:
+        selection = with_gate(opt, selection, val, normals)
     if earlier and without_ranking(earlier.get('selection', {})) != without_ranking(selection):
         print(f'note: {record_path} held another decision ({describe(earlier["selection"])}); '
               f'it now records this one ({describe(selection)})')
@@ -141,9 +194,10 @@ def without_ranking(selection):
 
 
 def describe(selection):
-    """One-line summary of a selection: step, map, binarisation, post-processing."""
+    """One-line summary of a selection: step, map, binarisation, post-processing, gate."""
+    gate = f" gate {selection['gate']['threshold']:.4g}" if selection.get('gate') else ''
     return (f"step {selection.get('step')} map {selection.get('map_mode')} {selection.get('binarize')} "
-            f"{selection.get('threshold')} {selection.get('postprocess')}")
+            f"{selection.get('threshold')} {selection.get('postprocess')}{gate}")
 
 
 def split_pairs(data_dir, split, opt):
@@ -160,12 +214,15 @@ def split_pairs(data_dir, split, opt):
 
 
 def write_split(items, rule, out_dir, opt, elapsed):
-    """Masks, calibrated maps, overlays, visuals, metrics.csv and summary.json of one split."""
+    """Masks, calibrated maps, overlays, visuals, metrics.csv and summary.json of one split (with a gate:
+    the names of the images it emptied, which crf.py keeps empty)."""
     scores = SegmentationScores()
-    areas = []
+    areas, gated = [], []
     for item in items:
-        mask, calibrated = apply_rule(rule, item['maps'][rule['map_mode']])
+        mask, calibrated = apply_rule(rule, item['maps'][rule['map_mode']], item['score'])
         name = item['name']
+        if gate_rejects(rule, item['score']):
+            gated.append(name)
         write_png_atomic(os.path.join(out_dir, 'prob', name + '.png'),
                          np.round(calibrated * 65535).astype(np.uint16))
         write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
@@ -182,6 +239,8 @@ def write_split(items, rule, out_dir, opt, elapsed):
         write_metrics_csv(os.path.join(out_dir, 'metrics.csv'), scores.rows())
     else:
         summary.update(fp_rate=float(np.mean([a > 0 for a in areas])), mean_area=float(np.mean(areas)))
+    if rule.get('gate'):
+        summary['gated'] = gated
     summary.update(selection=rule, command=opt.command_line)
     return summary
 
@@ -205,17 +264,21 @@ def evaluate(opt):
     folder = run_dir(opt)
     candidates = sources(opt, folder)
     rule = choose(opt, folder, data_dir, candidates)
-    model = load_model(opt, rule['checkpoint'])
+    # The chosen map's stage alone: its image-level score is the one the gate was chosen on.
+    model = load_model(opt, rule['checkpoint'], serve_map=rule['map_mode'])
     val_DI = f"(val DI {rule['val_DI']:.4f})" if 'val_DI' in rule else ''
     print(f"chosen on {rule['chosen_on']}: {describe(rule)} {val_DI}")
+    if 'gate_choice' in rule:
+        print('image-level gate:', ', '.join(f'{k} {v}' for k, v in rule['gate_choice'].items()))
     summaries, scores = {}, {}
     for split in ['val'] + [s for s in opt.splits if s != 'val']:
         pairs = (selection_pairs(data_dir, opt, rule.get('select_few', ''))[0] if split == 'val'
                  else split_pairs(data_dir, split, opt))
         if pairs is None:
             continue
+        normals = held_out_normals(data_dir, rule.get('hold_out_normals', 0)) if split == 'val' else []
         started = time.time()
-        items = predict_split(model, pairs, opt, split, keep_visuals=True)
+        items = selection_items(model, pairs, normals, opt, split, keep_visuals=True)
         summary = write_split(items, rule, os.path.join(folder, 'test', split), opt, time.time() - started)
         summaries[split] = summary
         if all(item['score'] is not None for item in items):

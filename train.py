@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.image_io import write_text_atomic
-from data.layout import LayoutError, check_training_layout, few_shot_pairs
+from data.layout import LayoutError, check_training_layout, few_shot_pairs, held_out_normals
 from data.pseudo_dataset import PSEUDO_FOLDER, PseudoMaskDataset, few_shot_items, pseudo_items
 from data.step_sampler import SeededItems, StepSampler
 from data.synthetic import make_demo_if_missing
@@ -84,16 +84,30 @@ def training_datasets(opt, files):
                              f'training images; pass a few-shot folder with fewer images, or none')
         print(f'--select_few {opt.select_few}: {len(files.paths_A) - len(paths_A)} of {len(files.paths_A)} lesion '
               f'images held out of training for test.py to choose on')
+    paths_B = trained_normals(opt, files.paths_B, folder_dir)
     few = few_shot_items(folder_dir, opt.few_sample, opt.few_weight) if opt.few_sample else []
     # A true mask supersedes the pseudo-mask of the same image: training on both would teach two
     # different outlines of one lesion.
     labelled = {os.path.basename(item.image) for item in few}
     items_A = pseudo_items(pseudo_dir, [path for path in paths_A if os.path.basename(path) not in labelled], 'A')
     items_A += few
-    items_B = pseudo_items(pseudo_dir, files.paths_B, 'B')
+    items_B = pseudo_items(pseudo_dir, paths_B, 'B')
     return tuple(PseudoMaskDataset(items, opt.img_size, opt.img_ch, opt.min_confidence, jitter=opt.jitter,
                                    rot90=opt.rot90)
                  for items in (items_A, items_B))
+
+
+def trained_normals(opt, paths_B, folder_dir):
+    """The normal images stage 2 trains on: all but the --hold_out_normals ones test.py chooses its gate on."""
+    if not opt.hold_out_normals:
+        return paths_B
+    if opt.hold_out_normals >= len(paths_B):
+        raise SystemExit(f'error: --hold_out_normals {opt.hold_out_normals} leaves none of the {len(paths_B)} normal '
+                         f'training images to train on; pass fewer')
+    held_out = {os.path.basename(path) for path in held_out_normals(folder_dir, opt.hold_out_normals)}
+    print(f'--hold_out_normals {opt.hold_out_normals}: the last {len(held_out)} of {len(paths_B)} normal images '
+          f'held out of training for test.py and crf.py to choose on')
+    return [path for path in paths_B if os.path.basename(path) not in held_out]
 
 
 def step_input(batch_A, batch_B):

@@ -147,6 +147,15 @@ def few_shot_pairs(folder_dir, name):
     return pairs
 
 
+def held_out_normals(folder_dir, count):
+    """The last ``count`` images, by sorted file name, of the <M>_B_weak folder of ``folder_dir``: the normal
+    images train.py --hold_out_normals leaves out of stage-2 training, for test.py and crf.py to choose the
+    image-level gate on. [] for ``count`` 0; LayoutError when there is no single B_weak folder."""
+    if not count:
+        return []
+    return list_images(find_weak_folders(folder_dir)[1])[-count:]
+
+
 def header_size(path):
     """(size, None) for a readable image header, else (None, Problem). ``verify`` checks the file cheaply."""
     try:

@@ -31,15 +31,16 @@ class CascadeModel(BaseModel):
 
     @staticmethod
     def stage_state(state, map_mode):
-        """The weights-file ``state`` of the one stage whose maps include ``map_mode`` (its networks and
-        architecture alone), so serving that map does not run the other stage; the image-level score is
-        then that stage's own."""
+        """The weights-file ``state`` of the one stage whose maps include ``map_mode`` (its networks,
+        architecture and training options alone), so serving that map does not run the other stage; the
+        image-level score is then that stage's own, and its options say which images it trained on."""
         architecture = dict(state['architecture'])
         seg_ch = architecture.pop('seg_ch')
         if map_mode in SegModel.map_modes:
             architecture = dict(model='seg', img_size=architecture['img_size'], img_ch=architecture['img_ch'], ch=seg_ch)
             return dict(state, architecture=architecture, nets={'seg': state['nets']['seg']})
-        return dict(state, architecture=dict(architecture, model='cltnet'), nets={'G_AB': state['nets']['G_AB']})
+        return dict(state, architecture=dict(architecture, model='cltnet'), nets={'G_AB': state['nets']['G_AB']},
+                    options=(state.get('stage1') or {}).get('options') or {})
 
     def infer(self, images):
         """Both stages' maps; the image-level score is the generator's CAM classifier."""

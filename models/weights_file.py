@@ -33,13 +33,18 @@ def model_options(opt, state):
     return argparse.Namespace(**{**vars(opt), **state['architecture']})
 
 
+def serving_state(state, map_mode):
+    """``state`` cut to the one stage of a two-stage file that gives ``map_mode`` (``stage_state`` of its
+    model class: that stage's networks, architecture and training options), else ``state`` itself."""
+    stage_state = getattr(find_model_class(state['architecture']['model']), 'stage_state', None)
+    return stage_state(state, map_mode) if map_mode and stage_state else state
+
+
 def build_model(opt, state, source, serve_map=None):
     """The test-time model with the architecture stored in ``state``, loaded from it; its options
     (``model.opt``) are ``opt`` with that architecture. With ``serve_map``, a two-stage file builds only
-    the stage that gives that map (``stage_state`` of its model class)."""
-    stage_state = getattr(find_model_class(state['architecture']['model']), 'stage_state', None)
-    if serve_map and stage_state:
-        state = stage_state(state, serve_map)
+    the stage that gives that map, whose image-level score is then that stage's own."""
+    state = serving_state(state, serve_map)
     model = create_model(model_options(opt, state))
     try:
         model.load_state_dict(state, source=source)
@@ -49,14 +54,14 @@ def build_model(opt, state, source, serve_map=None):
     return model
 
 
-def load_model(opt, path):
-    """The model to serve from checkpoint or weights file ``path``; None (a model that needs no
-    checkpoint, e.g. otsu) builds it from the options."""
+def load_model(opt, path, serve_map=None):
+    """The model to serve from checkpoint or weights file ``path`` (only the stage giving ``serve_map``,
+    see ``build_model``); None (a model that needs no checkpoint, e.g. otsu) builds it from the options."""
     if path is None:
         model = create_model(opt)
         model.train(False)
         return model
-    return build_model(opt, read_state(path), path)
+    return build_model(opt, read_state(path), path, serve_map)
 
 
 def check_dataset(state, dataset, source, allow_other):

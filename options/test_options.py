@@ -7,7 +7,9 @@ from .base_options import BaseOptions, add_inference_batch_size, str2bool
 
 class TestOptions(BaseOptions):
     description = ('Extract lesion maps with a trained CLTNet, choose checkpoint, map mode, threshold and '
-                   'post-processing on val, apply them to the test splits and score JA/DI/AC/SE/SP.')
+                   'post-processing on val (and, for a stage-2 run trained with --hold_out_normals, an '
+                   'image-level gate on val plus those normal images), apply them to the test splits and '
+                   'score JA/DI/AC/SE/SP.')
 
     def add_arguments(self, parser):
         g = parser.add_argument_group('what to test')

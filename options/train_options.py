@@ -92,6 +92,11 @@ class TrainOptions(BaseOptions):
                        help='stage 2: hold the labelled images of few_sample/<NAME> out of training and add them '
                             'to val, so test.py and crf.py choose checkpoint, rule and CRF on more images and '
                             'subjects than val alone (recorded in the checkpoints); empty: val alone')
+        g.add_argument('--hold_out_normals', type=int, default=0,
+                       help='stage 2: leave the last N normal images (by sorted file name) of <M>_B_weak out of '
+                            'training, so test.py can choose an image-level gate (an empty mask for an image '
+                            'whose lesion score is below a threshold) and crf.py its parameters on normal '
+                            'images the network never saw (recorded in the checkpoints); 0: none')
         g.add_argument('--few_weight', type=float, default=1.0,
                        help='stage 2: loss weight of each few-shot labelled pixel (pseudo-mask pixels weigh 1)')
         g = parser.add_argument_group("loss weights of stage 1 (the original code's, per dataset)")
@@ -150,6 +155,10 @@ class TrainOptions(BaseOptions):
         if opt.select_few and opt.select_few == opt.few_sample:
             parser.error(f'--select_few {opt.select_few}: those images cannot be both trained on (--few_sample) '
                          'and held out to choose on')
+        if opt.hold_out_normals < 0:
+            parser.error(f'--hold_out_normals is a number of normal images, got {opt.hold_out_normals}')
+        if opt.hold_out_normals and opt.stage != 2:
+            parser.error('--hold_out_normals holds normal images out of stage-2 training; it needs --stage 2')
         if not 0 <= opt.min_confidence <= 1:
             parser.error(f'--min_confidence must be in [0, 1], got {opt.min_confidence}')
         if opt.resume and opt.overwrite:

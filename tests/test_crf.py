@@ -164,7 +164,7 @@ def test_grid_has_the_readmes_size_and_crf_runs_per_image(tmp_path, monkeypatch)
     monkeypatch.setattr(crf_utils.dcrf, 'DenseCRF2D', lambda *args: runs.append(args) or real_crf(*args))
     val = root / 'data' / 'ds' / 'f1' / 'val'
     search_params([(str(val / 'images' / 'val_0.png'), str(test_root / 'val' / 'prob' / 'val_0.png'),
-                    str(val / 'labels' / 'val_0_segmentation.png'))], grid)
+                    str(val / 'labels' / 'val_0_segmentation.png'), False)], grid)
     assert (len(grid), len(runs)) == (288, 72)
 
 
@@ -183,19 +183,19 @@ def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path
     root, test_root = _make_run(tmp_path)
     images = sorted((root / 'data' / 'ds' / 'f1' / 'val' / 'images').iterdir())
     items = [(str(p), str(test_root / 'val' / 'prob' / p.name),
-              str(p.parent.parent / 'labels' / f'{p.stem}_segmentation.png')) for p in images]
+              str(p.parent.parent / 'labels' / f'{p.stem}_segmentation.png'), False) for p in images]
     grid = param_grid('largest')
     # Both ends and the middle of the grid: every colour weight, both post-processings, shared CRF runs.
     combos = grid[:4] + grid[len(grid) // 2:len(grid) // 2 + 4] + grid[-4:]
     assert len({(c.colour, c.postprocess) for c in combos}) >= 4
     best, means, before = search_params(items, combos, num_workers=1)
     singles = [[_dice(dense_crf(np.asarray(Image.open(i).convert('RGB')), read_prob(p), c),
-                      np.asarray(Image.open(lab)) > 0) for i, p, lab in items] for c in combos]
+                      np.asarray(Image.open(lab)) > 0) for i, p, lab, _ in items] for c in combos]
     np.testing.assert_allclose(means, np.mean(singles, axis=1))
     assert best == int(np.argmax(means)) and 0 <= before <= 1
     pooled = search_params(items, combos, num_workers=2)
     assert pooled[0] == best and np.array_equal(pooled[1], means)
-    pairs = [(i, p) for i, p, _ in items] * 2
+    pairs = [(i, p) for i, p, _, _ in items] * 2
     one = refine_many(pairs, CRFParams(), num_workers=1)
     two = refine_many(pairs, CRFParams(), num_workers=2)
     assert len(one) == len(two) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(one, two))
@@ -336,3 +336,21 @@ def test_val_after_the_crf_covers_the_few_shot_images_test_py_chose_on(tmp_path)
     with open(_crf_dir(root) / 'val' / 'metrics.csv', newline='') as handle:
         names = sorted(row['name'] for row in csv.DictReader(handle))
     assert names == ['few_0', 'few_1', 'val_0', 'val_1']
+
+
+def test_an_image_the_gate_emptied_stays_empty_and_scores_so_in_the_search(tmp_path):
+    """test.py's gate emptied testB_0, a normal image with a lesion-like patch: its map is held below 0.5
+    there (as util/selection.apply_rule leaves it), from which the CRF would grow the lesion back."""
+    root, test_root = _make_run(tmp_path, splits=('testB',), false_alarms=1)
+    prob_path = test_root / 'testB' / 'prob' / 'testB_0.png'
+    _png(prob_path, np.round(np.minimum(read_prob(str(prob_path)), 0.49) * 65535).astype(np.uint16))
+    _png(test_root / 'testB' / 'masks' / 'testB_0.png', np.zeros((SIZE, SIZE), np.uint8))
+    image = str(root / 'data' / 'ds' / 'f1' / 'testB' / 'testB_0.png')
+    params = CRFParams(alpha=2, n_iter=5)
+    # Scored against an empty label (a normal image): the CRF's lesion scores 0, the gate's empty mask 1.
+    assert [search_params([(image, str(prob_path), None, gated)], [params])[1][0] for gated in (False, True)] == [0, 1]
+    argv = _argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'testB')
+    assert crf.main(argv)['testB']['fp_rate'] == pytest.approx(1 / 3)
+    (test_root / 'testB' / 'summary.json').write_text(json.dumps({'gated': ['testB_0']}))
+    assert crf.main(argv)['testB']['fp_rate'] == 0
+    assert not read_mask(str(_crf_dir(root) / 'testB' / 'masks' / 'testB_0.png')).any()

@@ -25,7 +25,7 @@ def tiny_recipe(path, **pipeline_keys):
     """recipes/demo.toml shrunk to the tiny phantoms (a user's own dataset runs with such a copy)."""
     with open(os.path.join(REPO_ROOT, 'recipes', 'demo.toml'), 'rb') as handle:
         recipe = tomllib.load(handle)
-    recipe['pipeline'].update(rounds=1, **pipeline_keys)
+    recipe['pipeline'].update({'rounds': 1, **pipeline_keys})
     recipe['common'].update(img_size=32, n_res=1, amp='off', device='cpu')
     recipe['stage1'].update(ch=4, iteration=40, save_freq=10, print_freq=10, batch_size=1)
     recipe['stage2'].update(ch=4, iteration=12, save_freq=6, print_freq=6)
@@ -146,6 +146,8 @@ def test_released_file_serves_test_and_crf_on_test_splits_only(uninterrupted, ti
     ('[test]\nname = "x"\n', '[test] name is set by the pipeline itself'),
     ('[extra]\na = 1\n', 'unknown section [extra]'),
     ('[pipeline]\nrounds = 0\n', '[pipeline] rounds must be at least 1, got 0'),
+    ('[stage2]\nhold_out_normals = 5\n', '[stage2] hold_out_normals is set by the pipeline itself'),
+    ('[pipeline]\nhold_out_normals = -1\n', '[pipeline] hold_out_normals is a number of normal images, got -1'),
     ('[pipeline\n', 'not valid TOML'),
 ])
 def test_bad_recipe_is_refused_before_anything_runs(tmp_path, text, message):
@@ -158,6 +160,17 @@ def test_bad_recipe_is_refused_before_anything_runs(tmp_path, text, message):
         pipeline.main(['--dataset', 'demo', '--recipe', str(path), '--result_dir', str(tmp_path / 'results')])
     assert str(exit_info.value.code) == f'error: {info.value}'
     assert not (tmp_path / 'results').exists()
+
+
+def test_held_out_normals_reach_every_stage2_training_only(tmp_path, monkeypatch):
+    recipe = tiny_recipe(tmp_path / 'recipe.toml', rounds=2, hold_out_normals=3)
+    steps = []
+    monkeypatch.setattr(pipeline.Pipeline, 'execute', lambda self, step: steps.append(step))
+    runner = pipeline.Pipeline(pipeline.parse_args(['--dataset', 'demo', '--recipe', recipe]), read_recipe(recipe))
+    runner.rounds()
+    held = {step.name for step in steps if '--hold_out_normals' in step.argv}
+    assert held == {'r1_train', 'r2_train'} and len(steps) == 7  # each round: train, test, crf; r1 also pseudo
+    assert all(step.argv[step.argv.index('--hold_out_normals') + 1] == '3' for step in steps if step.name in held)
 
 
 def test_committed_recipes_are_valid():

@@ -137,7 +137,8 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
     seconds = state.get('train_seconds')
     trained = f'{seconds / 60:.0f} min' if seconds else 'not recorded'
     crf = selection.get('crf')
-    val_label = f"val + few_sample/{selection['select_few']}" if selection.get('select_few') else 'val'
+    val_label = (f"val + few_sample/{selection['select_few']}" if selection.get('select_few') else 'val') + (
+        f" + {selection['hold_out_normals']} normal images held out of B_weak" if selection.get('hold_out_normals') else '')
     lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_stage1_lines(state),
              *_pseudo_lines(state),
              f"Training command: `python {options['command_line']}`", '',
@@ -145,7 +146,8 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
              f"{options.get('num_threads') or 'default'} torch thread(s).", '',
              f"Chosen on {val_label}: checkpoint step {selection['step']}, map `{selection['map_mode']}`, "
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
-             f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '') + '.', '',
+             f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '')
+             + (f"; image-level gate {selection['gate']['threshold']:.4g}" if selection.get('gate') else '') + '.', '',
              '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *_score_rows(run, val_label), '',
              f'Written by `python tools/export_weights.py --run {run} --out {out} --readme {readme} '
              f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',

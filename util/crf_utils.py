@@ -243,10 +243,14 @@ def _refine_task(task):
 
 
 def _score_task(task):
-    """One val image against every combo: (DI of p >= 0.5, [DI after each combo])."""
-    image_path, prob_path, label_path, combos = task
+    """One val image against every combo: (DI of p >= 0.5, [DI after each combo]). An image without a label
+    (a normal one) is scored against an empty mask; one the gate emptied keeps its empty mask."""
+    image_path, prob_path, label_path, gated, combos = task
     raw, prob = load_pair(image_path, prob_path)
-    gt = read_mask(label_path)
+    gt = read_mask(label_path) if label_path else np.zeros(prob.shape, bool)
+    if gated:
+        empty = _dice(np.zeros_like(gt), gt)
+        return empty, [empty] * len(combos)
     return _dice(prob >= 0.5, gt), [_dice(mask, gt) for mask in _crf_masks(raw, prob, combos)]
 
 
@@ -303,14 +307,15 @@ def refine_arrays(pairs, params, pool=None):
 
 
 def search_params(items, combos, num_workers=1):
-    """Score every combo on labelled images by mean DI; one task per image, so the pool is reused.
+    """Score every combo on the selection set by mean DI; one task per image, so the pool is reused.
 
-    items: sequence of (image_path, prob_path, label_path); combos: list of CRFParams.
+    items: sequence of (image_path, prob_path, label_path or None (a normal image), gated (its mask stays
+    empty)); combos: list of CRFParams.
     Returns (best index (first of equal means), mean DI per combo as a float64 array, mean DI of
     p >= 0.5 before the CRF).
     """
     combos = list(combos)
-    tasks = [(image, prob, label, combos) for image, prob, label in items]
+    tasks = [(image, prob, label, gated, combos) for image, prob, label, gated in items]
     results = _parallel_map(_score_task, tasks, num_workers, f'CRF search ({len(combos)} settings)')
     before = float(np.mean([b for b, _ in results]))
     means = np.mean(np.array([after for _, after in results], dtype=np.float64), axis=0)

@@ -55,7 +55,9 @@ def section(dataset, out, record, release_run, command):
                   + f"; released: {chosen['chosen']}.", '']
     lines += [f"Chosen on {selection.get('chosen_on', 'val')}: map `{selection.get('map_mode')}`, "
               f"{selection.get('binarize')} threshold {selection.get('threshold')}, post-processing "
-              f"`{selection.get('postprocess')}`; CRF {crf.get('crf')}.", '',
+              f"`{selection.get('postprocess')}`"
+              + (f"; image-level gate {selection['gate']['threshold']:.4g}" if selection.get('gate') else '')
+              + f"; CRF {crf.get('crf')}.", '',
               '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *rows, '']
     if normal:
         lines += [normal, '']

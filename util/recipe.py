@@ -2,7 +2,9 @@
 
     [pipeline]  seed, rounds (stage-2 U-Nets, each on the pseudo-masks of the one before), select_few
                 (a few-shot folder held out of training and added to val for every choice; '' = val
-                alone), from_stage1 (a stage-1 weights file to start from instead of training one)
+                alone), from_stage1 (a stage-1 weights file to start from instead of training one),
+                hold_out_normals (normal images left out of every stage-2 training, for the image-level
+                gate and the CRF to be chosen on; 0 = none)
     [common]    flags given to every script (train.py, test.py, crf.py, pseudo.py); each uses those it has
     [stage1] [stage2] [test] [crf] [pseudo]   flags of that step alone
 
@@ -17,13 +19,13 @@ from options.pseudo_options import PseudoOptions
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 
-PIPELINE_KEYS = {'seed': int, 'rounds': int, 'select_few': str, 'from_stage1': str}
-PIPELINE_DEFAULTS = {'seed': 0, 'rounds': 1, 'select_few': '', 'from_stage1': ''}
+PIPELINE_KEYS = {'seed': int, 'rounds': int, 'select_few': str, 'from_stage1': str, 'hold_out_normals': int}
+PIPELINE_DEFAULTS = {'seed': 0, 'rounds': 1, 'select_few': '', 'from_stage1': '', 'hold_out_normals': 0}
 STEP_OPTIONS = {'stage1': TrainOptions, 'stage2': TrainOptions, 'test': TestOptions, 'crf': CRFOptions,
                 'pseudo': PseudoOptions}
 # Flags that tie the steps together: the pipeline sets them, so a recipe must not.
 PIPELINE_FLAGS = ('dataroot', 'dataset', 'folder', 'name', 'result_dir', 'seed', 'stage', 'pseudo', 'weights',
-                  'splits', 'select_few', 'resume', 'reselect', 'which_iter')
+                  'splits', 'select_few', 'hold_out_normals', 'resume', 'reselect', 'which_iter')
 
 
 class RecipeError(ValueError):
@@ -68,6 +70,9 @@ def read_recipe(path):
     recipe['pipeline'] = {**PIPELINE_DEFAULTS, **recipe['pipeline']}
     if recipe['pipeline']['rounds'] < 1:
         raise RecipeError(f'{path}: [pipeline] rounds must be at least 1, got {recipe["pipeline"]["rounds"]}')
+    if recipe['pipeline']['hold_out_normals'] < 0:
+        raise RecipeError(f'{path}: [pipeline] hold_out_normals is a number of normal images, got '
+                          f'{recipe["pipeline"]["hold_out_normals"]}')
     flags = {section: _flag_names(options) for section, options in STEP_OPTIONS.items()}
     # The scripts share one argument list: a common flag reaches every step, and those without it drop it.
     any_flags = set.union(*flags.values())

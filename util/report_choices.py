@@ -56,6 +56,15 @@ def _val_di(crf_choice):
     return f'{fmt(before)} before the CRF, {fmt(after)} after'
 
 
+def _gate(rule):
+    """The gate's threshold with the mean DI it gave, or none and why."""
+    choice = rule['gate_choice']
+    if not rule.get('gate'):
+        return 'none' + (f": {choice['reason']}" if 'reason' in choice else ': it did not raise the mean DI')
+    return (f"{fmt(rule['gate']['threshold'])} (DI {fmt(choice['DI_without_gate'])} without, "
+            f"{fmt(choice['DI_with_gate'])} with it)")
+
+
 def _choice_rows(rule, crf_choice):
     """(choice, value, meaning) rows of the decisions present."""
     rows = []
@@ -64,6 +73,9 @@ def _choice_rows(rule, crf_choice):
                  ('checkpoint', _checkpoint(rule), 'the weights whose maps scored best on val'),
                  ('threshold', _binarisation(rule), 'how the map becomes a mask'),
                  ('post-processing', fmt(rule.get('postprocess')), 'the clean-up applied to each mask'),
+                 *([('image-level gate', _gate(rule), 'an empty mask for an image whose lesion score is below '
+                                                      'this, chosen on val plus normal images held out of training')]
+                   if 'gate_choice' in rule else []),
                  ('chosen on', fmt(rule.get('chosen_on')), 'the labelled images test.py chose on (never the '
                                                            'test splits); stored: the choices of --weights'),
                  ('val DI', fmt(rule.get('val_DI')) or NOT_MEASURED,
