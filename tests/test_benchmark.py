@@ -418,3 +418,21 @@ def test_readme_section_gives_the_papers_figure_and_a_dash_for_each_missing_row(
     missing = tmp_path / 'none.md'
     assert f'error: --readme: {missing} not found (the section goes into an existing file)' in usage_error(
         capsys, benchmark.parse, ['--readme', str(missing)])
+
+
+def test_stage1_recipes_give_cltnet_and_cam_the_recipes_stage_1_flags(tmp_path, capsys):
+    recipes = tmp_path / 'recipes'
+    recipes.mkdir()
+    (recipes / 'ISIC.toml').write_text('[common]\nnum_workers = 1\n[stage1]\niteration = 30\nrot90 = true\n'
+                                       '[stage2]\niteration = 7\n')
+    opt = benchmark.parse(['--result_dir', str(tmp_path), '--stage1_recipes', str(recipes),
+                           '--args', '--num_threads 1', '--train_args', '--iteration 40'])
+    cam = benchmark.Run(opt, 'ISIC', 'cam').train_argv
+    assert cam[cam.index('--model') + 2:] == ['--num_workers', '1', '--iteration', '30', '--rot90', 'True',
+                                              '--num_threads', '1', '--display_id', '0', '--iteration', '40']
+    assert '--rot90' in benchmark.Run(opt, 'ISIC', 'cltnet').train_argv
+    for method in ('otsu', 'cltnet_stage2'):
+        assert '--rot90' not in benchmark.Run(opt, 'ISIC', method).train_argv
+    assert '--rot90' not in benchmark.Run(benchmark.parse(['--result_dir', str(tmp_path)]), 'ISIC', 'cam').train_argv
+    with pytest.raises(SystemExit, match=r'error: --stage1_recipes: .*BraTS\.toml not found'):
+        benchmark.Run(opt, 'BraTS', 'cam')

@@ -45,6 +45,7 @@ from util.checkpoints import list_checkpoints  # noqa: E402
 from util.machine import machine  # noqa: E402
 from util.metrics import SCORE_NAMES  # noqa: E402
 from util.pipeline_report import replace_section  # noqa: E402
+from util.recipe import RecipeError, read_recipe, step_flags  # noqa: E402
 from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
 from util.run_script import run_script  # noqa: E402
 
@@ -52,6 +53,7 @@ PIPELINE = 'cltnet_pipeline'
 METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
 # Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
 # method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
+STAGE1_METHODS = ('cltnet', 'cam')  # trained from the weak labels alone, like stage 1
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
 TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
 # The steps of a pipeline (pipeline.json) that train: stage 1 (absent when it came from a file), each round.
@@ -114,6 +116,10 @@ def build_parser():
                         help='extra flags given to train.py, test.py and crf.py alike (one shell string), '
                              'e.g. "--preset cpu --num_threads 2 --num_workers 1"')
     parser.add_argument('--train_args', default='', help='extra flags for train.py only, e.g. "--save_freq 250"')
+    parser.add_argument('--stage1_recipes', default=None, metavar='DIR',
+                        help='train cltnet and cam with the [common] and [stage1] flags of DIR/<dataset>.toml (e.g. '
+                             'recipes), so a baseline gets the released stage 1\'s schedule and augmentation; '
+                             '--args and --train_args come after them and win')
     parser.add_argument('--out_dir', default='docs', help='where RESULTS.md and results.json are written')
     parser.add_argument('--readme', default=None, metavar='PATH',
                         help='also write a short headline table (released file, stage 1, Otsu, paper) between '
@@ -171,6 +177,16 @@ def parse(argv):
     return opt
 
 
+def stage1_recipe_flags(opt, dataset):
+    """The [common] + [stage1] words of --stage1_recipes' recipe for ``dataset`` (none without the flag)."""
+    if not opt.stage1_recipes:
+        return []
+    try:
+        return step_flags(read_recipe(os.path.join(opt.stage1_recipes, f'{dataset}.toml')), 'stage1')
+    except RecipeError as error:
+        raise SystemExit(f'error: --stage1_recipes: {error}') from None
+
+
 def run_name(names, dataset, method):
     """--names' run name of ``method`` on ``dataset``: DATASET/METHOD, else METHOD, else the method name."""
     return names.get(f'{dataset}/{method}', names.get(method, method))
@@ -202,10 +218,11 @@ class Run:
         self.command = pipeline_command(opt, dataset, self.name) if self.pipeline else None
         model = 'cascade' if self.pipeline else 'seg' if method in STAGE2 else method
         self.trained = not self.pipeline and getattr(find_model_class(model), 'needs_checkpoint', True)
-        self.argv = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
-                     '--result_dir', opt.result_dir, '--name', self.name, '--model', model,
-                     *shlex.split(opt.args)]
-        self.train_argv = self.argv + ['--display_id', '0', *shlex.split(opt.train_args)]
+        base = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
+                '--result_dir', opt.result_dir, '--name', self.name, '--model', model]
+        self.argv = base + shlex.split(opt.args)
+        recipe = stage1_recipe_flags(opt, dataset) if method in STAGE1_METHODS else []
+        self.train_argv = base + recipe + shlex.split(opt.args) + ['--display_id', '0', *shlex.split(opt.train_args)]
         self.pseudo_source = None
         if method in STAGE2:
             self.pseudo_source = run_name(opt.names, dataset, 'cltnet')
