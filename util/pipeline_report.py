@@ -17,15 +17,17 @@ def _summary(path):
         return json.load(handle)
 
 
-def score_rows(release_run):
-    """Markdown rows: val (the selection set) and testA before / after the CRF, testB's share of normal
-    images given any lesion pixel."""
+def score_rows(release_run, val_label='val'):
+    """Markdown rows: the selection set (named ``val_label``: val, with the few-shot images and held-out
+    normals it holds) and testA before / after the CRF, testB's share of normal images given any lesion
+    pixel."""
     rows = []
     for split in ('val', 'testA'):
         for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
             summary = _summary(os.path.join(release_run, stage, split, 'summary.json'))
             if summary:
-                rows.append(f'| {split} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORE_NAMES) + ' |')
+                name = val_label if split == 'val' else split
+                rows.append(f'| {name} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORE_NAMES) + ' |')
     normal = [(label, _summary(os.path.join(release_run, stage, 'testB', 'summary.json')))
               for stage, label in (('test', 'before CRF'), ('crf', 'after CRF'))]
     lines = [f'{label}: {summary["fp_rate"]:.2f}' for label, summary in normal if summary]
@@ -41,7 +43,7 @@ def section(dataset, out, record, release_run, command):
     selection = read_record(test_record_path(release_run)).get('selection', {})
     crf = read_record(crf_record_path(release_run)).get('selection', {})
     chosen = record.get('choose', {})
-    rows, normal = score_rows(release_run)
+    rows, normal = score_rows(release_run, selection.get('chosen_on', 'val'))
     lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '',
              f'Built by `python {command}` at commit{"s" if len(commits) > 1 else ""} '
              + ', '.join(f'`{c}`' for c in commits) + f' in {total / 60:.0f} min on '
