@@ -34,12 +34,18 @@ class PrepareError(Exception):
         super().__init__('\n'.join(lines))
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {text}')
-    return value
+def int_at_least(low):
+    """argparse type: an integer >= ``low`` (named in the error)."""
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f'expected an integer >= {low}, got {text}')
+        return value
+    parse.__name__ = f'integer >= {low}'
+    return parse
+
+
+positive_int = int_at_least(1)
 
 
 def add_output_args(parser, default_folder):

@@ -18,7 +18,6 @@ The folder is built beside its final place and renamed into it only when complet
 interrupted run leaves nothing train.py would read; ``splits.json`` records which file went where.
 """
 import argparse
-import hashlib
 import os
 import sys
 
@@ -30,13 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.image_io import ImageReadError, list_images, read_image, read_mask, write_png_atomic  # noqa: E402
 from options.base_options import default_folder  # noqa: E402
 from tools.prepare_common import (PrepareError, add_output_args, file_stem, find_pairs,  # noqa: E402
-                                  name_weak_folders, positive_int, require_dir, resize_pair, run_cli,
-                                  staged_folder, summary_line, write_labelled, write_splits)
-
-
-def _digest(path):
-    with open(path, 'rb') as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
+                                  int_at_least, name_weak_folders, positive_int, require_dir, resize_pair,
+                                  run_cli, staged_folder, summary_line, write_labelled, write_splits)
+from util.records import file_sha256  # noqa: E402
 
 
 def _images(folder, flag):
@@ -48,10 +43,10 @@ def _images(folder, flag):
 
 def _shared_files(trained, held_out):
     """Problem lines for every held-out file whose bytes equal a training file's."""
-    by_digest = {_digest(path): path for path in trained}
-    return [f'{path}: the same file as the training image {by_digest[key]}; a held-out image must not be '
-            f'trained on: remove one of them'
-            for path, key in ((p, _digest(p)) for p in held_out) if key in by_digest]
+    by_digest = {file_sha256(path): path for path in trained}
+    shared = [(path, by_digest.get(file_sha256(path))) for path in held_out]
+    return [f'{path}: the same file as the training image {twin}; a held-out image must not be trained on: '
+            f'remove one of them' for path, twin in shared if twin]
 
 
 def plan(args):
@@ -148,18 +143,10 @@ def build_parser():
     parser.add_argument('--n_val', type=positive_int, default=50,
                         help='labelled images for val, which every choice is made on (20-50 or more); the rest '
                              'become testA, scored once (default %(default)s)')
-    parser.add_argument('--n_testB', type=_count, default=0,
+    parser.add_argument('--n_testB', type=int_at_least(0), default=0,
                         help='normal images held out of training as testB, to count false lesions on '
                              '(default %(default)s: none)')
     return parser
-
-
-def _count(text):
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text}')
-    return value
 
 
 def main(argv=None):
