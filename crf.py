@@ -15,6 +15,7 @@ keeps its empty mask: the CRF never grows a lesion there.
 import json
 import os
 import time
+from typing import NamedTuple, Optional
 
 from util.shutdown import exit_quietly_on_ctrl_c
 
@@ -58,10 +59,19 @@ def _read_json(path):
         return json.load(f)
 
 
+class SplitItem(NamedTuple):
+    """One image crf.py refines: its name, image, label (None: a normal image) and test.py map, and whether
+    test.py's image-level gate emptied its mask."""
+    name: str
+    image: str
+    label: Optional[str]
+    prob: str
+    gated: bool
+
+
 def split_items(opt, test_root, split, rule=None):
-    """[(name, image_path, label_path or None, prob_path, gated)] for every image of ``split``; for val, then
-    those of the few-shot folder and the normal images (no label) held out of training that test.py's
-    decision ``rule`` chose on too. ``gated``: test.py's gate emptied its mask.
+    """[SplitItem] for every image of ``split``; for val, then those of the few-shot folder and the normal
+    images (no label) held out of training that test.py's decision ``rule`` chose on too.
 
     Raises LayoutError for dataset problems, SystemExit when test.py left a map out.
     """
@@ -79,8 +89,8 @@ def split_items(opt, test_root, split, rule=None):
     items = []
     for image, label in pairs:
         name = os.path.splitext(os.path.basename(image))[0]
-        items.append((name, image, label, os.path.join(prob_dir, name + '.png'), name in gated))
-    missing = [prob for _, _, _, prob, _ in items if not os.path.isfile(prob)]
+        items.append(SplitItem(name, image, label, os.path.join(prob_dir, name + '.png'), name in gated))
+    missing = [item.prob for item in items if not os.path.isfile(item.prob)]
     if missing:
         raise SystemExit(f'error: {missing[0]} not found ({len(missing)} of {len(items)} {split} maps '
                          f'missing): {_test_hint(opt)}')
@@ -105,7 +115,8 @@ def choose_params(opt, test_root, crf_root, rule):
                                 'val_DI_before': None, 'val_DI_after': None}
     _require_probs(opt, test_root, 'val')
     val_summary = _read_json(os.path.join(test_root, 'val', 'summary.json'))
-    items = [(image, prob, label, gated) for _, image, label, prob, gated in split_items(opt, test_root, 'val', rule)]
+    val = split_items(opt, test_root, 'val', rule)
+    items = [(item.image, item.prob, item.label, item.gated) for item in val]
     combos = [opt.crf_params] if opt.crf_params else param_grid(rule.get('postprocess', 'none'))
     best, means, threshold_DI = search_params(items, combos, opt.num_workers)
     val_before = val_summary.get('DI', threshold_DI)
@@ -118,8 +129,9 @@ def choose_params(opt, test_root, crf_root, rule):
     selection = {'crf': combos[best].as_dict(), 'chosen_on': chosen_on, 'val_DI_before': val_before,
                  'val_DI_after': float(means[best])}
     if rule.get('hold_out_normals'):
+        part = "val's figures" + ('' if opt.crf_params else ' and choice')
         selection['normals'] = (f"{rule['hold_out_normals']} normal images held out of B_weak, scored against an "
-                                f"empty label, are part of val's figures" + (' and choice' if not opt.crf_params else ''))
+                                f"empty label, are part of {part}")
     if rule.get('gate'):
         selection['gated_images'] = "kept empty: the CRF does not refine an image test.py's gate emptied"
     return combos[best], selection
@@ -142,14 +154,14 @@ def _detection(masks):
 def _before(test_root, split, items):
     """test.py's figures for the split: the five means (labelled) or the detection figures (testB)."""
     if split == 'testB':
-        return _detection([_test_mask(test_root, split, name) for name, *_ in items])
+        return _detection([_test_mask(test_root, split, item.name) for item in items])
     summary = _read_json(os.path.join(test_root, split, 'summary.json'))
     if all(k in summary for k in SCORE_NAMES):
         return {k: summary[k] for k in SCORE_NAMES}
     scores = SegmentationScores()
-    for name, _, label, _, _ in items:
-        mask = _test_mask(test_root, split, name)
-        scores.add(name, mask, read_mask(label) if label else np.zeros_like(mask))
+    for item in items:
+        mask = _test_mask(test_root, split, item.name)
+        scores.add(item.name, mask, read_mask(item.label) if item.label else np.zeros_like(mask))
     return scores.mean()
 
 
@@ -163,19 +175,19 @@ def refine_split(opt, test_root, crf_root, split, params, selection, rule):
     the same images.
     """
     items = split_items(opt, test_root, split, rule if split == 'val' else None)
-    open_items = [item for item in items if not item[4]]
     start = time.perf_counter()
-    refined = iter(refine_many([(image, prob) for _, image, _, prob, _ in open_items], params, opt.num_workers,
-                               desc=f'CRF {split}'))
-    masks = [np.zeros(read_prob(prob).shape, bool) if gated else next(refined) for _, _, _, prob, gated in items]
+    refined = iter(refine_many([(item.image, item.prob) for item in items if not item.gated], params,
+                               opt.num_workers, desc=f'CRF {split}'))
+    masks = [np.zeros(read_prob(item.prob).shape, bool) if item.gated else next(refined) for item in items]
     seconds = time.perf_counter() - start
     out_dir = os.path.join(crf_root, split)
     scores = SegmentationScores()
-    for (name, image, label, _, _), mask in zip(items, masks):
-        gt = read_mask(label) if label else None
-        write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
-        write_png_atomic(os.path.join(out_dir, 'overlays', name + '.png'), draw_overlay(read_image(image), mask, gt))
-        scores.add(name, mask, np.zeros_like(mask) if gt is None else gt)
+    for item, mask in zip(items, masks):
+        gt = read_mask(item.label) if item.label else None
+        write_png_atomic(os.path.join(out_dir, 'masks', item.name + '.png'), mask.astype(np.uint8) * 255)
+        write_png_atomic(os.path.join(out_dir, 'overlays', item.name + '.png'),
+                         draw_overlay(read_image(item.image), mask, gt))
+        scores.add(item.name, mask, np.zeros_like(mask) if gt is None else gt)
     write_metrics_csv(os.path.join(out_dir, 'metrics.csv'), scores.rows())
     if split == 'testB':
         figures = {'n_images': len(items), **_detection(masks)}
