@@ -21,11 +21,9 @@ from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
-from util.pipeline_report import replace_section  # noqa: E402
+from util.pipeline_report import replace_section, score_rows  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
 from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
-
-SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 
 
 def _read_json(path, what):
@@ -77,23 +75,6 @@ def export(run, out, generator=None, pipeline=None):
                        **{key: state[key] for key in ('stage1', 'train_seconds', 'machine', 'pseudo_command', 'pipeline')
                           if key in state}}, out)
     return selection, state
-
-
-def _score_rows(run, val_label):
-    """Markdown rows of JA..SP for val (named ``val_label``) and testA, before (test.py) and after
-    (crf.py) the CRF."""
-    rows = []
-    for split in ('val', 'testA'):
-        for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
-            path = os.path.join(run, stage, split, 'summary.json')
-            if os.path.isfile(path):
-                summary = _read_json(path, '')
-                rows.append(f"| {val_label if split == 'val' else split} | {label} | " + ' | '.join(f'{summary[k]:.4f}' for k in SCORES) + ' |')
-            elif stage == 'crf' and split == 'val' and os.path.isfile(crf_record_path(run)):
-                # crf.py scores val for its parameter search; without a crf/val folder only that DI exists.
-                chosen = _read_json(crf_record_path(run), '')['selection']
-                rows.append(f"| {val_label} | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
-    return rows
 
 
 def pseudo_command(state):
@@ -148,7 +129,7 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
              f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '')
              + (f"; image-level gate {selection['gate']['threshold']:.4g}" if selection.get('gate') else '') + '.', '',
-             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *_score_rows(run, val_label), '',
+             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *score_rows(run, val_label)[0], '',
              f'Written by `python tools/export_weights.py --run {run} --out {out} --readme {readme} '
              f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',
              f'<!-- {dataset} end -->']

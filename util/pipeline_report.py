@@ -18,16 +18,20 @@ def _summary(path):
 
 
 def score_rows(release_run, val_label='val'):
-    """Markdown rows: the selection set (named ``val_label``: val, with the few-shot images and held-out
+    """Markdown rows (a run's, or a pipeline's release run's): the selection set (named ``val_label``: val, with the few-shot images and held-out
     normals it holds) and testA before / after the CRF, testB's share of normal images given any lesion
     pixel."""
     rows = []
     for split in ('val', 'testA'):
+        name = val_label if split == 'val' else split
         for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
             summary = _summary(os.path.join(release_run, stage, split, 'summary.json'))
             if summary:
-                name = val_label if split == 'val' else split
                 rows.append(f'| {name} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORE_NAMES) + ' |')
+            elif stage == 'crf' and split == 'val' and os.path.isfile(crf_record_path(release_run)):
+                # crf.py scores val for its parameter search; without a crf/val folder only that DI exists.
+                chosen = read_record(crf_record_path(release_run))['selection']
+                rows.append(f"| {name} | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
     normal = [(label, _summary(os.path.join(release_run, stage, 'testB', 'summary.json')))
               for stage, label in (('test', 'before CRF'), ('crf', 'after CRF'))]
     lines = [f'{label}: {summary["fp_rate"]:.2f}' for label, summary in normal if summary]
