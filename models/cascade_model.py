@@ -3,12 +3,28 @@
 Test-time only (tools/export_weights.py --generator builds it from a stage-2 run and a stage-1 weights
 file). ``infer`` returns every map of both stages, so test.py's val search chooses between the
 generator's maps (attention, difference, fused, cam) and the U-Net's (seg) like any other map mode.
+
+The stages may work at different sizes (``img_size`` of the generator, ``seg_img_size`` of the U-Net,
+e.g. 128 and 256): the whole cascade then reads images at the larger size and hands the other stage a
+downsized copy, so each stage sees the size it was trained at.
 """
 import argparse
+
+import torch.nn.functional as F
 
 from .base_model import BaseModel
 from .cltnet_model import CLTNetModel
 from .seg_model import SegModel
+
+
+def cascade_architecture(stage1_architecture, seg_ch, seg_img_size):
+    """The architecture of a cascade of that generator and a U-Net of ``seg_ch`` channels at
+    ``seg_img_size``, recorded only when it differs from the generator's (files of one size read as
+    they were written before the stages could differ)."""
+    architecture = dict(stage1_architecture, model='cascade', seg_ch=seg_ch)
+    if seg_img_size != architecture['img_size']:
+        architecture['seg_img_size'] = seg_img_size
+    return architecture
 
 
 class CascadeModel(BaseModel):
@@ -20,14 +36,16 @@ class CascadeModel(BaseModel):
         if opt.is_train:
             raise SystemExit('error: --model cascade is built by tools/export_weights.py --generator, not trained; '
                              'train stage 1 (--model cltnet) and stage 2 (--stage 2) instead')
-        super().__init__(opt)
-        stage1 = CLTNetModel(opt)
-        stage2 = SegModel(argparse.Namespace(**dict(vars(opt), ch=opt.seg_ch)))
+        # Files written before the U-Net could have its own size lack seg_img_size: both stages share one.
+        sizes = (opt.img_size, getattr(opt, 'seg_img_size', None) or opt.img_size)
+        super().__init__(argparse.Namespace(**dict(vars(opt), img_size=max(sizes), seg_img_size=sizes[1])))
+        stage1 = CLTNetModel(argparse.Namespace(**dict(vars(opt), img_size=sizes[0])))
+        stage2 = SegModel(argparse.Namespace(**dict(vars(opt), ch=opt.seg_ch, img_size=sizes[1])))
         self.G_AB, self.seg = stage1.G_AB, stage2.seg
         self.stages = (stage1, stage2)
 
     def architecture(self):
-        return dict(self.stages[0].architecture(), model='cascade', seg_ch=self.opt.seg_ch)
+        return cascade_architecture(self.stages[0].architecture(), self.opt.seg_ch, self.opt.seg_img_size)
 
     @staticmethod
     def stage_state(state, map_mode):
@@ -36,13 +54,23 @@ class CascadeModel(BaseModel):
         image-level score is then that stage's own, and its options say which images it trained on."""
         architecture = dict(state['architecture'])
         seg_ch = architecture.pop('seg_ch')
+        seg_img_size = architecture.pop('seg_img_size', None) or architecture['img_size']
         if map_mode in SegModel.map_modes:
-            architecture = dict(model='seg', img_size=architecture['img_size'], img_ch=architecture['img_ch'], ch=seg_ch)
+            architecture = dict(model='seg', img_size=seg_img_size, img_ch=architecture['img_ch'], ch=seg_ch)
             return dict(state, architecture=architecture, nets={'seg': state['nets']['seg']})
         return dict(state, architecture=dict(architecture, model='cltnet'), nets={'G_AB': state['nets']['G_AB']},
                     options=(state.get('stage1') or {}).get('options') or {})
 
     def infer(self, images):
-        """Both stages' maps; the image-level score is the generator's CAM classifier."""
-        first, second = (stage.infer(images) for stage in self.stages)
+        """Both stages' maps (each at its stage's size); the image-level score is the generator's CAM
+        classifier."""
+        first, second = (stage.infer(self._at_size(images, stage.opt.img_size)) for stage in self.stages)
         return dict(first, maps={**first['maps'], **second['maps']})
+
+    @staticmethod
+    def _at_size(images, size):
+        """``images`` (B x C x H x W) resized to ``size`` x ``size`` the way the datasets resize (bilinear,
+        antialiased), or as they are when already that size."""
+        if images.shape[-1] == size and images.shape[-2] == size:
+            return images
+        return F.interpolate(images, size=(size, size), mode='bilinear', align_corners=False, antialias=True)

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
+from models.cascade_model import cascade_architecture  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
 from util.pipeline_report import replace_section, score_rows  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
@@ -42,7 +43,8 @@ def cascade_state(seg_state, generator):
     stage1 = read_state(generator)
     if stage1['architecture']['model'] != 'cltnet':
         raise SystemExit(f'error: {generator} holds no CLTNet generator; pass a stage-1 file such as weights/ISIC.pt')
-    architecture = dict(stage1['architecture'], model='cascade', seg_ch=seg_state['architecture']['ch'])
+    architecture = cascade_architecture(stage1['architecture'], seg_state['architecture']['ch'],
+                                        seg_state['architecture']['img_size'])
     return dict(seg_state, architecture=architecture, nets={'G_AB': stage1['nets']['G_AB'], **seg_state['nets']},
                 stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
 
