@@ -1,0 +1,107 @@
+"""Tests for tools/choose_recipe.py: the recipe to release chosen from finished pipelines' val records."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools.choose_recipe import main, parse_args
+from util.metrics import CSV_COLUMNS, write_metrics_csv
+
+LESIONS = ['les_a', 'les_b']
+NORMALS = ['norm_0', 'norm_1', 'norm_2', 'norm_3']  # B_weak, sorted: the last two are held out
+
+
+@pytest.fixture
+def dataroot(tmp_path):
+    folder = tmp_path / 'data' / 'Toy' / 'toy_1'
+    for side, names in (('2_A_weak', LESIONS), ('4_B_weak', NORMALS)):
+        (folder / side).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / side / f'{name}.png')
+    return tmp_path / 'data'
+
+
+def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0):
+    """A finished pipeline's records: per-image val rows after the CRF (lesion DI as given; each held-out
+    normal image predicted with the given lesion pixel count)."""
+    folder = results / 'Toy' / 'toy_1'
+    (folder / name).mkdir(parents=True)
+    (folder / name / 'pipeline.json').write_text(json.dumps({'steps': {}}))
+    release = folder / f'{name}_release'
+    (release / 'test').mkdir(parents=True)
+    (release / 'test' / 'selection.json').write_text(json.dumps({'selection': {'hold_out_normals': held}}))
+    (release / 'crf' / 'val').mkdir(parents=True)
+    (release / 'crf' / 'selection.json').write_text(json.dumps({'selection': {}}))
+    rows = [dict.fromkeys(CSV_COLUMNS, 0) | {'name': les, 'DI': dice, 'TP': 1} for les, dice in zip(LESIONS, lesion_dice)]
+    rows += [dict.fromkeys(CSV_COLUMNS, 0) | {'name': norm, 'DI': float(not pixels), 'FP': pixels}
+             for norm, pixels in zip(NORMALS[-held:] if held else [], normal_pixels)]
+    write_metrics_csv(str(release / 'crf' / 'val' / 'metrics.csv'), rows)
+
+
+def _choose(dataroot, results, released, candidates, *extra):
+    return main(['--dataroot', str(dataroot), '--dataset', 'Toy', '--folder', 'toy_1', '--result_dir', str(results),
+                 '--released', released, '--candidates', candidates, *extra])
+
+
+def test_a_candidate_is_released_only_when_it_gains_the_margin_without_more_false_lesions(dataroot, tmp_path, capsys):
+    results = tmp_path / 'runs'
+    _pipeline(results, 'old', [0.80, 0.80], normal_pixels=(0, 5), held=2)
+    _pipeline(results, 'small_gain', [0.80, 0.808], normal_pixels=(0, 5), held=2)      # +0.004 < 0.005
+    _pipeline(results, 'gain_more_fp', [0.85, 0.85], normal_pixels=(3, 5), held=2)     # 1.00 > 0.50
+    _pipeline(results, 'gain', [0.82, 0.82], normal_pixels=(0, 0), held=2)
+    _pipeline(results, 'bigger_gain', [0.83, 0.83], normal_pixels=(0, 9), held=2)
+    out = tmp_path / 'choice.json'
+    assert _choose(dataroot, results, 'old', 'small_gain,gain_more_fp,gain,bigger_gain', '--out', str(out)) == \
+        'bigger_gain'
+    record = json.loads(out.read_text())
+    assert record['chosen'] == 'bigger_gain' and record['released']['lesion_DI'] == pytest.approx(0.80)
+    assert record['released']['normals'] == 2 and record['released']['normals_with_lesion'] == 0.5
+    assert 'needed' in record['reasons']['small_gain'] and '1.00 > 0.50' in record['reasons']['gain_more_fp']
+    assert record['command'].startswith('tools/choose_recipe.py --dataroot')
+    printed = capsys.readouterr().out
+    assert '| bigger_gain | 2 | 0.8300 | 2 | 0.50 |' in printed and 'release: bigger_gain' in printed
+    assert _choose(dataroot, results, 'old', 'small_gain,gain_more_fp') == 'old'
+    assert _choose(dataroot, results, 'old', 'small_gain', '--margin', '0.003') == 'small_gain'
+
+
+def test_fewer_false_lesions_on_normals_may_cost_up_to_the_tolerance(dataroot, tmp_path):
+    results = tmp_path / 'runs'
+    _pipeline(results, 'old', [0.80, 0.80], normal_pixels=(4, 5), held=2)
+    _pipeline(results, 'gated', [0.795, 0.795], normal_pixels=(0, 0), held=2)
+    _pipeline(results, 'gated_worse', [0.78, 0.78], normal_pixels=(0, 0), held=2)
+    _pipeline(results, 'no_normals', [0.792, 0.792])
+    assert _choose(dataroot, results, 'old', 'gated_worse,no_normals,gated') == 'gated'
+    assert _choose(dataroot, results, 'old', 'gated_worse,no_normals') == 'old'
+    assert _choose(dataroot, results, 'old', 'gated', '--tolerance', '0') == 'old'
+    # A released pipeline that held out no normals: only the margin on lesion DI counts.
+    assert _choose(dataroot, results, 'no_normals', 'gated') == 'no_normals'
+    assert _choose(dataroot, results, 'no_normals', 'old') == 'old'
+
+
+def test_pipelines_chosen_on_other_images_or_unfinished_are_refused_in_one_line(dataroot, tmp_path):
+    results = tmp_path / 'runs'
+    _pipeline(results, 'old', [0.80, 0.80])
+    _pipeline(results, 'other', [0.90])
+    with pytest.raises(SystemExit, match='different lesion images .1 vs 2.'):
+        _choose(dataroot, results, 'old', 'other')
+    with pytest.raises(SystemExit, match=r'missing/pipeline.json not found: finish the pipeline first .*--name missing'):
+        _choose(dataroot, results, 'old', 'missing')
+    _pipeline(results, 'held', [0.80, 0.80], normal_pixels=(0, 0), held=2)
+    with pytest.raises(SystemExit, match='nowhere/Toy/toy_1 not found'):
+        _choose(tmp_path / 'nowhere', results, 'held', 'old')
+    (tmp_path / 'bare' / 'Toy' / 'toy_1').mkdir(parents=True)
+    with pytest.raises(SystemExit, match='exactly one subfolder <N>_B_weak'):
+        _choose(tmp_path / 'bare', results, 'held', 'old')
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(['--help'])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ('--dataroot', '--dataset', '--folder', '--result_dir', '--released', '--candidates', '--margin',
+                 '--tolerance', '--out'):
+        assert flag in text
+    with pytest.raises(SystemExit):
+        parse_args(['--dataset', 'Toy', '--folder', 'toy_1', '--released', 'a', '--candidates', 'b', '--margin', '-1'])

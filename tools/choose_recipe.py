@@ -1,0 +1,155 @@
+"""Which recipe to release: the released pipeline's or a candidate's, chosen by one fixed rule on the
+selection set alone (testA is never read).
+
+    python tools/choose_recipe.py --dataroot ../shared/datasets --dataset BraTS --folder brats_1 \
+        --result_dir ../runs --released brats_v2 --candidates brats_256,brats_rot
+
+Each name is a finished pipeline.py run (``<name>/pipeline.json`` and its ``<name>_release/``). From the
+release run's per-image val scores after the CRF (``crf/val/metrics.csv``) it takes the mean DI over the
+selection set's lesion images and the share of the normal images held out of B_weak (``hold_out_normals``)
+given any lesion pixel. A candidate replaces the released recipe when its lesion DI is at least
+``--margin`` above the released one's and its share of normals with a lesion is not higher (not measured
+counts as higher when the released pipeline measured it), or when that share is lower (both measured)
+and its lesion DI at most ``--tolerance`` below; of several such candidates the highest lesion DI wins.
+Pipelines that chose on different lesion images are not compared.
+"""
+import argparse
+import csv
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.image_io import write_json_atomic  # noqa: E402
+from data.layout import LayoutError, held_out_normals  # noqa: E402
+from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
+
+# Half the spread of the released recipes' val DI over three seeds (0.0093 ISIC, 0.0095 BraTS): a smaller
+# gain is within what a reseed alone moves.
+DEFAULT_MARGIN = 0.005
+# What a candidate that gives fewer held-out normals a lesion may lose in lesion DI (the false lesions on
+# normal images are the other half of the quality targets).
+DEFAULT_TOLERANCE = 0.01
+
+
+def pipeline_scores(result_folder, data_dir, name):
+    """Selection-set scores after the CRF of finished pipeline ``name`` under ``result_folder``:
+    {'name', 'lesion_DI', 'lesion_images' (sorted names), 'normals', 'normals_with_lesion' (share, None
+    when it held out none)}."""
+    release = os.path.join(result_folder, f'{name}_release')
+    hint = f'finish the pipeline first (python pipeline.py ... --name {name})'
+    require_record(os.path.join(result_folder, name, 'pipeline.json'), hint)
+    require_record(crf_record_path(release), hint)
+    held = require_record(test_record_path(release), hint)['selection'].get('hold_out_normals') or 0
+    try:
+        normal_paths = held_out_normals(data_dir, held)
+    except LayoutError as error:
+        raise SystemExit(f'error: {error}\n(pass the --dataroot/--dataset/--folder the pipeline {name} ran on)')
+    normal_names = {os.path.splitext(os.path.basename(path))[0] for path in normal_paths}
+    metrics = os.path.join(release, 'crf', 'val', 'metrics.csv')
+    if not os.path.isfile(metrics):
+        raise SystemExit(f'error: {metrics} not found: {hint}')
+    with open(metrics, newline='', encoding='utf-8') as handle:
+        rows = list(csv.DictReader(handle))
+    lesions = [row for row in rows if row['name'] not in normal_names]
+    normals = [row for row in rows if row['name'] in normal_names]
+    if not lesions:
+        raise SystemExit(f'error: {metrics} scores no lesion image: rerun crf.py on that release run')
+    return {'name': name, 'lesion_DI': sum(float(row['DI']) for row in lesions) / len(lesions),
+            'lesion_images': sorted(row['name'] for row in lesions), 'normals': len(normals),
+            'normals_with_lesion': (sum(int(row['TP']) + int(row['FP']) > 0 for row in normals) / len(normals)
+                                    if normals else None)}
+
+
+def verdict(released, candidate, margin, tolerance):
+    """(passes, reason) of ``candidate`` against ``released`` (pipeline_scores dicts) under the rule."""
+    ours, theirs = released['normals_with_lesion'], candidate['normals_with_lesion']
+    not_higher = ours is None or (theirs is not None and theirs <= ours)
+    needed = released['lesion_DI'] + margin
+    if candidate['lesion_DI'] >= needed and not_higher:
+        return True, f"lesion DI {candidate['lesion_DI']:.4f} >= {needed:.4f}, normals with a lesion not higher"
+    floor = released['lesion_DI'] - tolerance
+    if ours is not None and theirs is not None and theirs < ours and candidate['lesion_DI'] >= floor:
+        return True, (f"normals with a lesion {theirs:.2f} < {ours:.2f}, "
+                      f"lesion DI {candidate['lesion_DI']:.4f} >= {floor:.4f}")
+    if not not_higher:
+        return False, f"normals with a lesion {'not measured' if theirs is None else f'{theirs:.2f}'} > {ours:.2f}"
+    return False, f"lesion DI {candidate['lesion_DI']:.4f} < {needed:.4f} needed"
+
+
+def choose(released, candidates, margin=DEFAULT_MARGIN, tolerance=DEFAULT_TOLERANCE):
+    """The name to release and {candidate name: reason}: the passing candidate of highest lesion DI, else
+    the released pipeline. Exit with one line when a candidate chose on other lesion images."""
+    reasons, passing = {}, []
+    for candidate in candidates:
+        if candidate['lesion_images'] != released['lesion_images']:
+            raise SystemExit(f"error: {candidate['name']} and {released['name']} were chosen on different lesion "
+                             f"images ({len(candidate['lesion_images'])} vs {len(released['lesion_images'])}); "
+                             'compare pipelines with the same select_few and data')
+        passes, reasons[candidate['name']] = verdict(released, candidate, margin, tolerance)
+        if passes:
+            passing.append(candidate)
+    best = max(passing, key=lambda candidate: candidate['lesion_DI'], default=released)
+    return best['name'], reasons
+
+
+def table(released, candidates, chosen, reasons):
+    """Markdown table of every pipeline's figures and the rule's verdict."""
+    lines = ['| pipeline | lesion images | lesion DI after CRF | held-out normals | with any lesion pixel | verdict |',
+             '|---|---|---|---|---|---|']
+    for scores in [released] + candidates:
+        share = scores['normals_with_lesion']
+        verdict_text = 'released' if scores is released else reasons[scores['name']]
+        if scores['name'] == chosen:
+            verdict_text += ' -> release'
+        lines.append(f"| {scores['name']} | {len(scores['lesion_images'])} | {scores['lesion_DI']:.4f} | "
+                     f"{scores['normals']} | {'-' if share is None else f'{share:.2f}'} | {verdict_text} |")
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--dataroot', default='./dataset',
+                        help='folder holding <dataset>/<folder>/ (its B_weak names the held-out normals)')
+    parser.add_argument('--dataset', required=True, help='dataset name, e.g. ISIC or BraTS')
+    parser.add_argument('--folder', required=True, help='data folder inside the dataset, e.g. isic_1')
+    parser.add_argument('--result_dir', default='./results', help='where the pipelines ran (pipeline.py --result_dir)')
+    parser.add_argument('--released', required=True, help='pipeline name of the released recipe, e.g. isic')
+    parser.add_argument('--candidates', required=True,
+                        help='comma-separated pipeline names of candidate recipes, e.g. isic_256,isic_rot')
+    parser.add_argument('--margin', type=float, default=DEFAULT_MARGIN,
+                        help='lesion DI a candidate must gain over the released recipe (default %(default)s: half '
+                             'the spread three seeds of one recipe gave)')
+    parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
+                        help='lesion DI a candidate may lose when it gives fewer held-out normals a lesion '
+                             '(default %(default)s)')
+    parser.add_argument('--out', default=None, metavar='FILE.json',
+                        help='also write the figures and the choice there (atomically)')
+    args = parser.parse_args(argv)
+    for flag in ('margin', 'tolerance'):
+        if getattr(args, flag) < 0:
+            parser.error(f'--{flag} must be at least 0, got {getattr(args, flag)}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data_dir = os.path.join(args.dataroot, args.dataset, args.folder)
+    result_folder = os.path.join(args.result_dir, args.dataset, args.folder)
+    if not os.path.isdir(data_dir):
+        raise SystemExit(f'error: {data_dir} not found; pass the --dataroot/--dataset/--folder the pipelines ran on')
+    released = pipeline_scores(result_folder, data_dir, args.released)
+    candidates = [pipeline_scores(result_folder, data_dir, name) for name in args.candidates.split(',') if name]
+    chosen, reasons = choose(released, candidates, args.margin, args.tolerance)
+    print(table(released, candidates, chosen, reasons))
+    print(f'release: {chosen}' + (' (the released recipe stays)' if chosen == args.released else ''))
+    if args.out:
+        command = ' '.join(['tools/choose_recipe.py'] + [str(arg) for arg in (argv or sys.argv[1:])])
+        write_json_atomic(args.out, {'released': released, 'candidates': candidates, 'margin': args.margin,
+                                     'tolerance': args.tolerance, 'reasons': reasons, 'chosen': chosen,
+                                     'command': command})
+    return chosen
+
+
+if __name__ == '__main__':
+    main()
