@@ -247,7 +247,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dataroot', default='./dataset',
-                        help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB); default ./dataset')
+                        help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB); '
+                             'default ./dataset')
     parser.add_argument('--dataset', required=True, help='dataset name under --dataroot (ISIC, BraTS, demo, yours)')
     parser.add_argument('--folder', default=None, help='data folder under <dataroot>/<dataset>/ (default: isic_1, '
                                                        'brats_1, demo_1 or <dataset>_1)')

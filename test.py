@@ -299,8 +299,8 @@ def format_table(summaries):
     for split, s in summaries.items():
         if 'DI' in s:
             extra = f"AUC {s['auc']:.3f}" if 'auc' in s else ''
-            lines.append(f"{split:<8}{s['n_images']:>5}" + ''.join(f"{s[k]:>8.4f}" for k in ('JA', 'DI', 'AC', 'SE', 'SP'))
-                         + f'    {extra}')
+            scores = ''.join(f"{s[k]:>8.4f}" for k in ('JA', 'DI', 'AC', 'SE', 'SP'))
+            lines.append(f"{split:<8}{s['n_images']:>5}{scores}    {extra}")
         else:
             lines.append(f"{split:<8}{s['n_images']:>5}    images with any lesion: {s['fp_rate']:.3f}, "
                          f"mean predicted area {s['mean_area']:.4f}")

@@ -91,5 +91,6 @@ def stored_selection(state, source):
     missing = [key for key in SELECTION_KEYS if key not in selection]
     if missing:
         raise SystemExit(f'error: {source} was written by an older version (its stored choices lack '
-                         f'{", ".join(missing)}); export it again with tools/export_weights.py, or pass a file from weights/')
+                         f'{", ".join(missing)}); export it again with tools/export_weights.py, '
+                         'or pass a file from weights/')
     return selection

@@ -120,7 +120,8 @@ class BaseOptions:
                             "synthetic phantom data on first use")
         g.add_argument('--folder', default=None,
                        help='data folder under <dataroot>/<dataset>/ (default: isic_1, brats_1 or demo_1)')
-        g.add_argument('--name', default='cltnet', help='run name; outputs go to <result_dir>/<dataset>/<folder>/<name>/')
+        g.add_argument('--name', default='cltnet',
+                       help='run name; outputs go to <result_dir>/<dataset>/<folder>/<name>/')
         g.add_argument('--result_dir', default='results', help='root folder of all run outputs')
         g.add_argument('--num_workers', type=int, default=2, help='data loading worker processes (0 = main process)')
         g.add_argument('--skip_bad_images', type=str2bool, default=False,

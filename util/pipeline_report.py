@@ -18,8 +18,8 @@ def _summary(path):
 
 
 def score_rows(release_run, val_label='val'):
-    """Markdown rows (a run's, or a pipeline's release run's): the selection set (named ``val_label``: val, with the few-shot images and held-out
-    normals it holds) and testA before / after the CRF, testB's share of normal images given any lesion
+    """Markdown rows (a run's, or a pipeline's release run's): the selection set (named ``val_label``: val,
+    with the few-shot images and held-out normals it holds) and testA before / after the CRF, testB's share of normal images given any lesion
     pixel."""
     rows = []
     for split in ('val', 'testA'):
