@@ -1,5 +1,6 @@
 """pipeline.py: the whole chain on tiny phantoms, killed in the middle of a training step and run
 again, against an uninterrupted run; recipe checks; the released file served by test.py + crf.py."""
+import glob
 import json
 import os
 import shutil
@@ -174,9 +175,11 @@ def test_held_out_normals_reach_every_stage2_training_only(tmp_path, monkeypatch
 
 
 def test_committed_recipes_are_valid():
-    for name in sorted(os.listdir(os.path.join(REPO_ROOT, 'recipes'))):
-        recipe = read_recipe(os.path.join(REPO_ROOT, 'recipes', name))
-        assert recipe['pipeline']['rounds'] >= 1
+    """Released recipes and the candidates tried against them (recipes/candidates/)."""
+    paths = sorted(glob.glob(os.path.join(REPO_ROOT, 'recipes', '**', '*.toml'), recursive=True))
+    assert len(paths) >= 6 and any(os.sep + 'candidates' + os.sep in path for path in paths)
+    for path in paths:
+        assert read_recipe(path)['pipeline']['rounds'] >= 1
 
 
 def test_help_documents_every_flag(capsys):
