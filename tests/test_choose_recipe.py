@@ -22,18 +22,21 @@ def dataroot(tmp_path):
     return tmp_path / 'data'
 
 
-def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0):
+def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0, recipe=None):
     """A finished pipeline's records: per-image val rows after the CRF (lesion DI as given; each held-out
-    normal image predicted with the given lesion pixel count)."""
+    normal image predicted with the given lesion pixel count) and, when given, the recipe it ran."""
     folder = results / 'Toy' / 'toy_1'
     (folder / name).mkdir(parents=True)
     (folder / name / 'pipeline.json').write_text(json.dumps({'steps': {}}))
+    if recipe is not None:
+        (folder / name / 'steps.json').write_text(json.dumps({'recipe': recipe}))
     release = folder / f'{name}_release'
     (release / 'test').mkdir(parents=True)
     (release / 'test' / 'selection.json').write_text(json.dumps({'selection': {'hold_out_normals': held}}))
     (release / 'crf' / 'val').mkdir(parents=True)
     (release / 'crf' / 'selection.json').write_text(json.dumps({'selection': {}}))
-    rows = [dict.fromkeys(CSV_COLUMNS, 0) | {'name': les, 'DI': dice, 'TP': 1} for les, dice in zip(LESIONS, lesion_dice)]
+    rows = [dict.fromkeys(CSV_COLUMNS, 0) | {'name': les, 'DI': dice, 'TP': 1}
+            for les, dice in zip(LESIONS, lesion_dice)]
     rows += [dict.fromkeys(CSV_COLUMNS, 0) | {'name': norm, 'DI': float(not pixels), 'FP': pixels}
              for norm, pixels in zip(NORMALS[-held:] if held else [], normal_pixels)]
     write_metrics_csv(str(release / 'crf' / 'val' / 'metrics.csv'), rows)
@@ -46,11 +49,13 @@ def _choose(dataroot, results, released, candidates, *extra):
 
 def test_a_candidate_is_released_only_when_it_gains_the_margin_without_more_false_lesions(dataroot, tmp_path, capsys):
     results = tmp_path / 'runs'
-    _pipeline(results, 'old', [0.80, 0.80], normal_pixels=(0, 5), held=2)
+    _pipeline(results, 'old', [0.80, 0.80], normal_pixels=(0, 5), held=2,
+              recipe='[pipeline]\nrounds = 1\nhold_out_normals = 2\n[stage2]\nch = 24\n')
     _pipeline(results, 'small_gain', [0.80, 0.808], normal_pixels=(0, 5), held=2)      # +0.004 < 0.005
     _pipeline(results, 'gain_more_fp', [0.85, 0.85], normal_pixels=(3, 5), held=2)     # 1.00 > 0.50
     _pipeline(results, 'gain', [0.82, 0.82], normal_pixels=(0, 0), held=2)
-    _pipeline(results, 'bigger_gain', [0.83, 0.83], normal_pixels=(0, 9), held=2)
+    _pipeline(results, 'bigger_gain', [0.83, 0.83], normal_pixels=(0, 9), held=2,
+              recipe='[pipeline]\nrounds = 2\nhold_out_normals = 2\n[stage2]\nimg_size = 256\n')
     out = tmp_path / 'choice.json'
     assert _choose(dataroot, results, 'old', 'small_gain,gain_more_fp,gain,bigger_gain', '--out', str(out)) == \
         'bigger_gain'
@@ -58,11 +63,30 @@ def test_a_candidate_is_released_only_when_it_gains_the_margin_without_more_fals
     assert record['chosen'] == 'bigger_gain' and record['released']['lesion_DI'] == pytest.approx(0.80)
     assert record['released']['normals'] == 2 and record['released']['normals_with_lesion'] == 0.5
     assert 'needed' in record['reasons']['small_gain'] and '1.00 > 0.50' in record['reasons']['gain_more_fp']
-    assert record['command'].startswith('tools/choose_recipe.py --dataroot')
+    assert record['command'].startswith('python tools/choose_recipe.py --dataroot')
     printed = capsys.readouterr().out
-    assert '| bigger_gain | 2 | 0.8300 | 2 | 0.50 |' in printed and 'release: bigger_gain' in printed
+    changes = 'pipeline.rounds = 2, stage2.ch = "unset", stage2.img_size = 256'
+    assert f'| bigger_gain | {changes} | 2 | 0.8300 | 2 | 0.50 |' in printed and 'release: bigger_gain' in printed
+    assert '| gain | recipe not recorded | 2 | 0.8200 |' in printed
     assert _choose(dataroot, results, 'old', 'small_gain,gain_more_fp') == 'old'
     assert _choose(dataroot, results, 'old', 'small_gain', '--margin', '0.003') == 'small_gain'
+
+
+def test_the_table_goes_into_its_section_of_a_document_and_replaces_it_there(dataroot, tmp_path):
+    results = tmp_path / 'runs'
+    _pipeline(results, 'old', [0.80, 0.80])
+    _pipeline(results, 'new', [0.90, 0.90])
+    doc = tmp_path / 'RESULTS.md'
+    with pytest.raises(SystemExit, match='RESULTS.md not found; --doc adds a section'):
+        _choose(dataroot, results, 'old', 'new', '--doc', str(doc))
+    doc.write_text('# Results\n\nkept\n')
+    _choose(dataroot, results, 'old', 'new', '--doc', str(doc))
+    _choose(dataroot, results, 'new', 'old', '--doc', str(doc))
+    text = doc.read_text()
+    assert text.startswith('# Results\n\nkept\n') and text.count('### Recipe candidates, Toy') == 1
+    assert '| old | recipe not recorded | 2 | 0.8000 | 0 | - | lesion DI 0.8000 < 0.9050 needed |' in text
+    assert '| new | released recipe | 2 | 0.9000 | 0 | - | released -> release |' in text
+    assert 'Written by `python tools/choose_recipe.py --dataroot' in text and '--released new' in text
 
 
 def test_fewer_false_lesions_on_normals_may_cost_up_to_the_tolerance(dataroot, tmp_path):
@@ -85,7 +109,7 @@ def test_pipelines_chosen_on_other_images_or_unfinished_are_refused_in_one_line(
     _pipeline(results, 'other', [0.90])
     with pytest.raises(SystemExit, match='different lesion images .1 vs 2.'):
         _choose(dataroot, results, 'old', 'other')
-    with pytest.raises(SystemExit, match=r'missing/pipeline.json not found: finish the pipeline first .*--name missing'):
+    with pytest.raises(SystemExit, match=r'missing/pipeline.json not found: finish the pipeline first .*name missing'):
         _choose(dataroot, results, 'old', 'missing')
     _pipeline(results, 'held', [0.80, 0.80], normal_pixels=(0, 0), held=2)
     with pytest.raises(SystemExit, match='nowhere/Toy/toy_1 not found'):
@@ -101,7 +125,8 @@ def test_help_explains_every_flag(capsys):
     assert exited.value.code == 0
     text = capsys.readouterr().out
     for flag in ('--dataroot', '--dataset', '--folder', '--result_dir', '--released', '--candidates', '--margin',
-                 '--tolerance', '--out'):
+                 '--tolerance', '--out', '--doc'):
         assert flag in text
     with pytest.raises(SystemExit):
-        parse_args(['--dataset', 'Toy', '--folder', 'toy_1', '--released', 'a', '--candidates', 'b', '--margin', '-1'])
+        parse_args(['--dataset', 'Toy', '--folder', 'toy_1', '--released', 'a', '--candidates', 'b',
+                    '--margin', '-1'])

@@ -15,13 +15,16 @@ Pipelines that chose on different lesion images are not compared.
 """
 import argparse
 import csv
+import json
 import os
 import sys
+import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_io import write_json_atomic  # noqa: E402
 from data.layout import LayoutError, held_out_normals  # noqa: E402
+from util.pipeline_report import replace_section  # noqa: E402
 from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
 
 # Half the spread of the released recipes' val DI over three seeds (0.0093 ISIC, 0.0095 BraTS): a smaller
@@ -34,8 +37,8 @@ DEFAULT_TOLERANCE = 0.01
 
 def pipeline_scores(result_folder, data_dir, name):
     """Selection-set scores after the CRF of finished pipeline ``name`` under ``result_folder``:
-    {'name', 'lesion_DI', 'lesion_images' (sorted names), 'normals', 'normals_with_lesion' (share, None
-    when it held out none)}."""
+    {'name', 'recipe' (flattened), 'lesion_DI', 'lesion_images' (sorted names), 'normals',
+    'normals_with_lesion' (share, None when it held out none)}."""
     release = os.path.join(result_folder, f'{name}_release')
     hint = f'finish the pipeline first (python pipeline.py ... --name {name})'
     require_record(os.path.join(result_folder, name, 'pipeline.json'), hint)
@@ -55,10 +58,31 @@ def pipeline_scores(result_folder, data_dir, name):
     normals = [row for row in rows if row['name'] in normal_names]
     if not lesions:
         raise SystemExit(f'error: {metrics} scores no lesion image: rerun crf.py on that release run')
-    return {'name': name, 'lesion_DI': sum(float(row['DI']) for row in lesions) / len(lesions),
+    return {'name': name, 'recipe': _recipe(os.path.join(result_folder, name, 'steps.json')),
+            'lesion_DI': sum(float(row['DI']) for row in lesions) / len(lesions),
             'lesion_images': sorted(row['name'] for row in lesions), 'normals': len(normals),
             'normals_with_lesion': (sum(int(row['TP']) + int(row['FP']) > 0 for row in normals) / len(normals)
                                     if normals else None)}
+
+
+def _recipe(snapshot):
+    """The recipe a pipeline ran, flattened to {'section.key': value}, from the snapshot it keeps beside its
+    record (``steps.json``); {} when there is none."""
+    if not os.path.isfile(snapshot):
+        return {}
+    with open(snapshot, encoding='utf-8') as handle:
+        text = json.load(handle).get('recipe') or ''
+    return {f'{section}.{key}': value for section, keys in tomllib.loads(text).items() for key, value in keys.items()}
+
+
+def recipe_changes(released, candidate):
+    """What ``candidate``'s recipe sets otherwise than ``released``'s, e.g. 'stage2.img_size = 256'."""
+    if not candidate['recipe'] or not released['recipe']:
+        return 'recipe not recorded'
+    keys = sorted(set(released['recipe']) | set(candidate['recipe']))
+    changed = [f"{key} = {json.dumps(candidate['recipe'].get(key, 'unset'))}" for key in keys
+               if released['recipe'].get(key) != candidate['recipe'].get(key)]
+    return ', '.join(changed) or 'same recipe'
 
 
 def verdict(released, candidate, margin, tolerance):
@@ -95,15 +119,17 @@ def choose(released, candidates, margin=DEFAULT_MARGIN, tolerance=DEFAULT_TOLERA
 
 def table(released, candidates, chosen, reasons):
     """Markdown table of every pipeline's figures and the rule's verdict."""
-    lines = ['| pipeline | lesion images | lesion DI after CRF | held-out normals | with any lesion pixel | verdict |',
-             '|---|---|---|---|---|---|']
+    lines = ['| pipeline | recipe change | lesion images | lesion DI after CRF | held-out normals | '
+             'with any lesion pixel | verdict |', '|---|---|---|---|---|---|---|']
     for scores in [released] + candidates:
         share = scores['normals_with_lesion']
         verdict_text = 'released' if scores is released else reasons[scores['name']]
         if scores['name'] == chosen:
             verdict_text += ' -> release'
-        lines.append(f"| {scores['name']} | {len(scores['lesion_images'])} | {scores['lesion_DI']:.4f} | "
-                     f"{scores['normals']} | {'-' if share is None else f'{share:.2f}'} | {verdict_text} |")
+        change = 'released recipe' if scores is released else recipe_changes(released, scores)
+        lines.append(f"| {scores['name']} | {change} | {len(scores['lesion_images'])} | "
+                     f"{scores['lesion_DI']:.4f} | {scores['normals']} | {'-' if share is None else f'{share:.2f}'} | "
+                     f"{verdict_text} |")
     return '\n'.join(lines)
 
 
@@ -125,6 +151,10 @@ def parse_args(argv=None):
                              '(default %(default)s)')
     parser.add_argument('--out', default=None, metavar='FILE.json',
                         help='also write the figures and the choice there (atomically)')
+    parser.add_argument('--doc', default=None, metavar='FILE.md',
+                        help="also write the table and this command into FILE's section of the dataset "
+                             '(between <!-- recipes DATASET start --> and <!-- recipes DATASET end -->; appended '
+                             'when missing), e.g. docs/RECIPES.md')
     args = parser.parse_args(argv)
     for flag in ('margin', 'tolerance'):
         if getattr(args, flag) < 0:
@@ -138,16 +168,26 @@ def main(argv=None):
     result_folder = os.path.join(args.result_dir, args.dataset, args.folder)
     if not os.path.isdir(data_dir):
         raise SystemExit(f'error: {data_dir} not found; pass the --dataroot/--dataset/--folder the pipelines ran on')
+    if args.doc and not os.path.isfile(args.doc):
+        raise SystemExit(f'error: {args.doc} not found; --doc adds a section to an existing file, '
+                         'e.g. docs/RECIPES.md')
     released = pipeline_scores(result_folder, data_dir, args.released)
     candidates = [pipeline_scores(result_folder, data_dir, name) for name in args.candidates.split(',') if name]
     chosen, reasons = choose(released, candidates, args.margin, args.tolerance)
-    print(table(released, candidates, chosen, reasons))
+    text = table(released, candidates, chosen, reasons)
+    print(text)
     print(f'release: {chosen}' + (' (the released recipe stays)' if chosen == args.released else ''))
+    command = ' '.join(['python tools/choose_recipe.py'] + [str(arg) for arg in (argv or sys.argv[1:])])
     if args.out:
-        command = ' '.join(['tools/choose_recipe.py'] + [str(arg) for arg in (argv or sys.argv[1:])])
         write_json_atomic(args.out, {'released': released, 'candidates': candidates, 'margin': args.margin,
                                      'tolerance': args.tolerance, 'reasons': reasons, 'chosen': chosen,
                                      'command': command})
+    if args.doc:
+        key = f'recipes {args.dataset}'
+        replace_section(args.doc, key, f'<!-- {key} start -->\n### Recipe candidates, {args.dataset}\n\n'
+                        f'Val figures of each finished pipeline (testA not read); the verdict is the rule of '
+                        f'tools/choose_recipe.py (margin {args.margin}, tolerance {args.tolerance}).\n\n{text}\n\n'
+                        f'Written by `{command}`.\n<!-- {key} end -->')
     return chosen
 
 
