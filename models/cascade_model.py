@@ -10,7 +10,7 @@ downsized copy, so each stage sees the size it was trained at.
 """
 import argparse
 
-import torch.nn.functional as F
+from data.weak_dataset import resize_square
 
 from .base_model import BaseModel
 from .cltnet_model import CLTNetModel
@@ -64,13 +64,7 @@ class CascadeModel(BaseModel):
     def infer(self, images):
         """Both stages' maps (each at its stage's size); the image-level score is the generator's CAM
         classifier."""
-        first, second = (stage.infer(self._at_size(images, stage.opt.img_size)) for stage in self.stages)
+        # Each stage gets the batch resized as the datasets resize images (already that size: as it is).
+        first, second = (stage.infer(images if images.shape[-1] == stage.opt.img_size
+                                     else resize_square(images, stage.opt.img_size)) for stage in self.stages)
         return dict(first, maps={**first['maps'], **second['maps']})
-
-    @staticmethod
-    def _at_size(images, size):
-        """``images`` (B x C x H x W) resized to ``size`` x ``size`` the way the datasets resize (bilinear,
-        antialiased), or as they are when already that size."""
-        if images.shape[-1] == size and images.shape[-2] == size:
-            return images
-        return F.interpolate(images, size=(size, size), mode='bilinear', align_corners=False, antialias=True)

@@ -14,7 +14,6 @@ and its lesion DI at most ``--tolerance`` below; of several such candidates the 
 Pipelines that chose on different lesion images are not compared.
 """
 import argparse
-import csv
 import json
 import os
 import sys
@@ -25,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.image_io import write_json_atomic  # noqa: E402
 from data.layout import LayoutError, held_out_normals  # noqa: E402
 from util.pipeline_report import replace_section  # noqa: E402
-from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
+from util.records import crf_record_path, read_record, require_record, test_record_path  # noqa: E402
+from util.report_cells import read_metrics  # noqa: E402
 
 # Half the spread of the released recipes' val DI over three seeds (0.0093 ISIC, 0.0095 BraTS): a smaller
 # gain is within what a reseed alone moves.
@@ -52,8 +52,7 @@ def pipeline_scores(result_folder, data_dir, name):
     metrics = os.path.join(release, 'crf', 'val', 'metrics.csv')
     if not os.path.isfile(metrics):
         raise SystemExit(f'error: {metrics} not found: {hint}')
-    with open(metrics, newline='', encoding='utf-8') as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_metrics(metrics)[1]
     lesions = [row for row in rows if row['name'] not in normal_names]
     normals = [row for row in rows if row['name'] in normal_names]
     if not lesions:
@@ -68,10 +67,7 @@ def pipeline_scores(result_folder, data_dir, name):
 def _recipe(snapshot):
     """The recipe a pipeline ran, flattened to {'section.key': value}, from the snapshot it keeps beside its
     record (``steps.json``); {} when there is none."""
-    if not os.path.isfile(snapshot):
-        return {}
-    with open(snapshot, encoding='utf-8') as handle:
-        text = json.load(handle).get('recipe') or ''
+    text = read_record(snapshot).get('recipe') or ''
     return {f'{section}.{key}': value for section, keys in tomllib.loads(text).items() for key, value in keys.items()}
 
 
@@ -88,15 +84,16 @@ def recipe_changes(released, candidate):
 def verdict(released, candidate, margin, tolerance):
     """(passes, reason) of ``candidate`` against ``released`` (pipeline_scores dicts) under the rule."""
     ours, theirs = released['normals_with_lesion'], candidate['normals_with_lesion']
-    not_higher = ours is None or (theirs is not None and theirs <= ours)
+    # Not measured counts as higher when the released pipeline measured it.
+    higher = ours is not None and (theirs is None or theirs > ours)
     needed = released['lesion_DI'] + margin
-    if candidate['lesion_DI'] >= needed and not_higher:
+    if candidate['lesion_DI'] >= needed and not higher:
         return True, f"lesion DI {candidate['lesion_DI']:.4f} >= {needed:.4f}, normals with a lesion not higher"
     floor = released['lesion_DI'] - tolerance
     if ours is not None and theirs is not None and theirs < ours and candidate['lesion_DI'] >= floor:
         return True, (f"normals with a lesion {theirs:.2f} < {ours:.2f}, "
                       f"lesion DI {candidate['lesion_DI']:.4f} >= {floor:.4f}")
-    if not not_higher:
+    if higher:
         return False, f"normals with a lesion {'not measured' if theirs is None else f'{theirs:.2f}'} > {ours:.2f}"
     return False, f"lesion DI {candidate['lesion_DI']:.4f} < {needed:.4f} needed"
 
