@@ -17,13 +17,15 @@ from .cltnet_model import CLTNetModel
 from .seg_model import SegModel
 
 
-def cascade_architecture(stage1_architecture, seg_ch, seg_img_size):
-    """The architecture of a cascade of that generator and a U-Net of ``seg_ch`` channels at
-    ``seg_img_size``, recorded only when it differs from the generator's (files of one size read as
-    they were written before the stages could differ)."""
-    architecture = dict(stage1_architecture, model='cascade', seg_ch=seg_ch)
-    if seg_img_size != architecture['img_size']:
-        architecture['seg_img_size'] = seg_img_size
+def cascade_architecture(stage1_architecture, seg_architecture):
+    """The architecture of a cascade of that generator and the U-Net of ``seg_architecture``: its
+    channels, and its size and encoder only when they differ from the generator's size and the scratch
+    U-Net (files of one size and of the scratch U-Net read as they were written before)."""
+    architecture = dict(stage1_architecture, model='cascade', seg_ch=seg_architecture['ch'])
+    if seg_architecture['img_size'] != architecture['img_size']:
+        architecture['seg_img_size'] = seg_architecture['img_size']
+    if seg_architecture.get('encoder', 'scratch') != 'scratch':
+        architecture['seg_encoder'] = seg_architecture['encoder']
     return architecture
 
 
@@ -40,12 +42,13 @@ class CascadeModel(BaseModel):
         sizes = (opt.img_size, getattr(opt, 'seg_img_size', None) or opt.img_size)
         super().__init__(argparse.Namespace(**dict(vars(opt), img_size=max(sizes), seg_img_size=sizes[1])))
         stage1 = CLTNetModel(argparse.Namespace(**dict(vars(opt), img_size=sizes[0])))
-        stage2 = SegModel(argparse.Namespace(**dict(vars(opt), ch=opt.seg_ch, img_size=sizes[1])))
+        stage2 = SegModel(argparse.Namespace(**dict(vars(opt), ch=opt.seg_ch, img_size=sizes[1],
+                                                     encoder=getattr(opt, 'seg_encoder', None) or 'scratch')))
         self.G_AB, self.seg = stage1.G_AB, stage2.seg
         self.stages = (stage1, stage2)
 
     def architecture(self):
-        return cascade_architecture(self.stages[0].architecture(), self.opt.seg_ch, self.opt.seg_img_size)
+        return cascade_architecture(self.stages[0].architecture(), self.stages[1].architecture())
 
     @staticmethod
     def stage_state(state, map_mode):
@@ -55,8 +58,10 @@ class CascadeModel(BaseModel):
         architecture = dict(state['architecture'])
         seg_ch = architecture.pop('seg_ch')
         seg_img_size = architecture.pop('seg_img_size', None) or architecture['img_size']
+        seg_encoder = architecture.pop('seg_encoder', None)
         if map_mode in SegModel.map_modes:
-            architecture = dict(model='seg', img_size=seg_img_size, img_ch=architecture['img_ch'], ch=seg_ch)
+            architecture = dict(model='seg', img_size=seg_img_size, img_ch=architecture['img_ch'], ch=seg_ch,
+                                **({'encoder': seg_encoder} if seg_encoder else {}))
             return dict(state, architecture=architecture, nets={'seg': state['nets']['seg']})
         return dict(state, architecture=dict(architecture, model='cltnet'), nets={'G_AB': state['nets']['G_AB']},
                     options=(state.get('stage1') or {}).get('options') or {})

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone import PretrainedEncoder
 from .base_model import BaseModel
 
 
@@ -57,6 +58,45 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+class PretrainedUNet(nn.Module):
+    """Images B x img_ch x H x W -> lesion logits B x 1 x H x W, on an ImageNet-pretrained encoder.
+
+    The U-Net decoder climbs the encoder's strides 32 -> 16 -> 8 -> 4 -> 2 (widths 8ch ... ch, each a
+    DoubleConv on the upsampled features and the encoder's skip), then to full resolution with the image
+    itself as the last skip, so outlines can follow its edges rather than the stride-2 grid.
+    """
+
+    def __init__(self, img_ch=3, ch=16, pretrained=True):
+        super().__init__()
+        self.encoder = PretrainedEncoder(pretrained=pretrained)
+        skips = self.encoder.channels[:-1][::-1] + (img_ch,)
+        widths = (8 * ch, 4 * ch, 2 * ch, ch, ch)
+        below = self.encoder.channels[-1]
+        blocks = []
+        for skip, width in zip(skips, widths):
+            blocks.append(DoubleConv(below + skip, width))
+            below = width
+        self.up = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(widths[-1], 1, 1)
+
+    def forward(self, images):
+        features = self.encoder(images)
+        x = features[-1]
+        for block, skip in zip(self.up, features[-2::-1] + [images]):
+            x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
+            x = block(torch.cat([x, skip.to(x.dtype)], 1))
+        return self.head(x)
+
+
+def segmentation_network(opt):
+    """The U-Net ``opt.encoder`` names: from scratch, or on the pretrained encoder (its ImageNet weights
+    loaded only to train: a file being served holds every weight)."""
+    encoder = getattr(opt, 'encoder', 'scratch')
+    if encoder == 'scratch':
+        return UNet(img_ch=opt.img_ch, ch=opt.ch)
+    return PretrainedUNet(img_ch=opt.img_ch, ch=opt.ch, pretrained=opt.is_train)
+
+
 def weighted_losses(logits, target, weight):
     """(BCE, soft Dice loss) of logits against target, each pixel counted with ``weight`` (0 = ignored).
 
@@ -84,9 +124,14 @@ class SegModel(BaseModel):
     map_modes = ('seg', 'seg-flips')
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
 
+    def architecture(self):
+        # Recorded only for a pretrained encoder: files of the scratch U-Net read as they were written.
+        encoder = getattr(self.opt, 'encoder', 'scratch')
+        return dict(super().architecture(), **({} if encoder == 'scratch' else {'encoder': encoder}))
+
     def __init__(self, opt):
         super().__init__(opt)
-        self.seg = self.place(UNet(img_ch=opt.img_ch, ch=opt.ch))
+        self.seg = self.place(segmentation_network(opt))
         if opt.is_train:
             self.single_adam('seg', self.seg)
 

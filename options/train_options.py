@@ -3,6 +3,8 @@ import argparse
 
 import torch
 
+from models.backbone import ENCODERS
+
 from .base_options import LOSS_WEIGHTS, BaseOptions, check_ranges, check_run_name, str2bool
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -97,6 +99,11 @@ class TrainOptions(BaseOptions):
                             'training, so test.py can choose an image-level gate (an empty mask for an image '
                             'whose lesion score is below a threshold) and crf.py its parameters on normal '
                             'images the network never saw (recorded in the checkpoints); 0: none')
+        g.add_argument('--encoder', default='scratch', choices=ENCODERS,
+                       help='stage 2 (--model seg) and --model cam: scratch: the network learns every weight from '
+                            'the training images; efficientnet-lite0: it stands on ImageNet-pretrained '
+                            'EfficientNet-Lite0 features (weights inside the pip package, never downloaded), '
+                            'with --ch the width of what is trained on top (recorded in the checkpoints)')
         g.add_argument('--few_weight', type=float, default=1.0,
                        help='stage 2: loss weight of each few-shot labelled pixel (pseudo-mask pixels weigh 1)')
         g = parser.add_argument_group("loss weights of stage 1 (the original code's, per dataset)")

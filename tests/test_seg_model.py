@@ -1,4 +1,6 @@
 """Tests for models/seg_model.py (the stage-2 U-Net) and data/pseudo_dataset.py (its training items)."""
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from PIL import Image
 
 from conftest import usage_error
 from data.pseudo_dataset import MaskedImage, PseudoMaskDataset
+from models.base_model import CheckpointError
 from models.seg_model import SegModel, UNet, weighted_losses
 from options.train_options import TrainOptions
 
@@ -70,16 +73,22 @@ def _square_batch(n):
 STEPS = 100
 
 
-def test_training_learns_the_masks_and_infer_serves_them(tmp_path):
-    torch.manual_seed(0)
-    model = SegModel(_seg_opt(tmp_path, '--lr', '0.01'))
-    batch = _square_batch(2)
+def _train_on(model, batch):
+    """(loss after the first step, loss after STEPS more) of ``model`` trained on ``batch``."""
     model.set_input(batch)
     model.optimize_parameters()
     first = float((model.loss_bce + model.loss_dice).detach())
     for _ in range(STEPS):
         model.optimize_parameters()
-    assert float((model.loss_bce + model.loss_dice).detach()) < 0.2 * first
+    return first, float((model.loss_bce + model.loss_dice).detach())
+
+
+def test_training_learns_the_masks_and_infer_serves_them(tmp_path):
+    torch.manual_seed(0)
+    model = SegModel(_seg_opt(tmp_path, '--lr', '0.01'))
+    batch = _square_batch(2)
+    first, last = _train_on(model, batch)
+    assert last < 0.2 * first
     model.train(False)
     out = model.infer(batch['A'])
     prob = out['maps']['seg']
@@ -145,3 +154,22 @@ def test_seg_flips_is_the_flip_average_and_flip_equivariant(tmp_path):
     flipped = model.infer(images.flip(-1))['maps']['seg-flips']
     assert torch.allclose(flipped, out['maps']['seg-flips'].flip(-1), atol=1e-6)
     assert torch.equal(out['score'], plain[()].flatten(1).max(1)[0])
+
+
+def test_pretrained_encoder_learns_and_its_file_records_it(tmp_path):
+    torch.manual_seed(0)
+    opt = _seg_opt(tmp_path, '--lr', '0.01', '--encoder', 'efficientnet-lite0', '--ch', '4')
+    model = SegModel(opt)
+    assert model.architecture()['encoder'] == 'efficientnet-lite0'
+    first, last = _train_on(model, _square_batch(2))
+    assert last < 0.3 * first
+    model.save(str(tmp_path / 'seg.pt'))
+    # Served (not training): built without the ImageNet weights, every weight from the file.
+    served = SegModel(argparse.Namespace(**dict(vars(opt), is_train=False)))
+    served.load(str(tmp_path / 'seg.pt'))
+    for a, b in zip(model.seg.state_dict().values(), served.seg.state_dict().values()):
+        assert torch.equal(a, b)
+    # A scratch U-Net's file keeps the architecture record it always had, and refuses the other encoder.
+    assert 'encoder' not in SegModel(_seg_opt(tmp_path)).architecture()
+    with pytest.raises(CheckpointError, match='encoder'):
+        SegModel(_seg_opt(tmp_path, '--ch', '4')).load(str(tmp_path / 'seg.pt'))

@@ -43,8 +43,7 @@ def cascade_state(seg_state, generator):
     stage1 = read_state(generator)
     if stage1['architecture']['model'] != 'cltnet':
         raise SystemExit(f'error: {generator} holds no CLTNet generator; pass a stage-1 file such as weights/ISIC.pt')
-    architecture = cascade_architecture(stage1['architecture'], seg_state['architecture']['ch'],
-                                        seg_state['architecture']['img_size'])
+    architecture = cascade_architecture(stage1['architecture'], seg_state['architecture'])
     return dict(seg_state, architecture=architecture, nets={'G_AB': stage1['nets']['G_AB'], **seg_state['nets']},
                 stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
 
