@@ -196,7 +196,7 @@ class BaseOptions:
         opt.command_line = ' '.join([os.path.basename(sys.argv[0]) or 'python'] + effective_argv(parser, argv))
         if opt.folder is None:
             opt.folder = default_folder(opt.dataset)
-        check_run_name(parser, '--name', opt.name)
+        check_folder_names(parser, opt)
         # Only the flags this script has (test.py: no network flags; crf.py: no model or hardware flags).
         ranges = dict(seed=(0, MAX_SEED), batch_size=(1, None), num_workers=(0, None), num_threads=(0, None),
                       img_size=(MIN_IMG_SIZE, None), ch=(1, None), n_res=(1, None), n_dis=(2, None))
@@ -221,11 +221,35 @@ def add_inference_batch_size(group):
     group.add_argument('--batch_size', type=int, default=8, help='images per inference batch')
 
 
-def check_run_name(parser, flag, name):
-    """parser.error unless ``name`` is one folder name, so that a run folder stays inside --result_dir."""
-    if name in ('', '.', '..') or '/' in name or '\\' in name:
-        parser.error(f"{flag} must be one folder name, without / or \\ and not '', '.' or '..' (the run "
-                     f"folder is <result_dir>/<dataset>/<folder>/<name>), got {name!r}")
+# Where the values of --dataset, --folder and --name become folder names.
+RUN_FOLDER = 'the run folder is <result_dir>/<dataset>/<folder>/<name>'
+DATA_FOLDER = 'the data folder is <dataroot>/<dataset>/<folder>, the runs go to <result_dir>/<dataset>/<folder>'
+
+
+def folder_name_error(flag, name, where=RUN_FOLDER):
+    """The one-line error for a ``flag`` value ``name`` that is not one plain folder name ('', '.', '..', or
+    with / or \\: a path joined from it would leave the folder it is joined to), else None. ``where`` says
+    which folder the name becomes."""
+    if name not in ('', '.', '..') and not any(sep in name for sep in ('/', '\\', os.sep)):
+        return None
+    return f"{flag} must be one folder name, without / or \\ and not '', '.' or '..' ({where}), got {name!r}"
+
+
+def check_run_name(parser, flag, name, where=RUN_FOLDER):
+    """parser.error unless ``name`` is one folder name (``folder_name_error``)."""
+    error = folder_name_error(flag, name, where)
+    if error:
+        parser.error(error)
+
+
+def check_folder_names(parser, opt):
+    """parser.error unless --dataset, --folder and --name (``opt``'s; None or absent: not given yet) are one
+    folder name each, so that what train.py, test.py, crf.py, pseudo.py, pipeline.py and tools/prepare_*.py
+    read and write stays inside --dataroot (--out) and --result_dir."""
+    for flag, where in (('dataset', DATA_FOLDER), ('folder', DATA_FOLDER), ('name', RUN_FOLDER)):
+        value = getattr(opt, flag, None)
+        if value is not None:
+            check_run_name(parser, f'--{flag}', value, where)
 
 
 def check_ranges(parser, opt, **ranges):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from data.image_io import PIL_READ_ERRORS, ImageReadError, list_images, write_json_atomic, write_png_atomic
 from data.layout import LABEL_SUFFIX, check_split, check_training_layout
+from options.base_options import DATA_FOLDER, check_folder_names, folder_name_error, str2bool
 
 DEFAULT_SEED = 20240601  # the seed the shipped datasets were built with (shared/datasets/SOURCES.md)
 EVAL_SPLITS = ('val', 'testA', 'testB')
@@ -55,14 +56,18 @@ def add_output_args(parser, default_folder):
                         help='dataroot to write into (what train.py takes as --dataroot)')
     shown = default_folder or "train.py's default for the dataset, e.g. mylesions_1"
     parser.add_argument('--folder', default=default_folder,
-                        help=f'name of the dataset folder to create (train.py --folder; default {shown})')
+                        help=f'name of the dataset folder to create, one folder name without / or \\ '
+                             f'(train.py --folder; default {shown})')
     parser.add_argument('--size', type=positive_int, default=256,
                         help='side of the square output images and masks in pixels (default %(default)s)')
     parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
                         help='seed of the split and of the sampling; the same seed and input give '
                              'byte-identical output (default %(default)s)')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing output folder (otherwise it is refused)')
+    parser.add_argument('--overwrite', type=str2bool, nargs='?', const=True, default=False, metavar='True|False',
+                        help='True (or the bare flag): replace the output folder DATAROOT/<dataset>/<folder> '
+                             'when it exists and was made by this tool (it holds splits.json), once the new '
+                             'one is complete; nothing else is ever removed. False: an existing one is '
+                             'refused (default False)')
 
 
 def require_dir(path, flag):
@@ -189,18 +194,65 @@ def require_filled(source, files, hints):
             raise PrepareError(f'{source}: no image for {name}; {hints[name]}')
 
 
+def _leftovers(dataset_dir, folder):
+    """[(kind, path)] of the hidden folders ``staged_folder`` makes for ``folder`` that are in ``dataset_dir``:
+    kind 'partial' (being built) or 'old' (the folder it replaces, being swapped out)."""
+    if not os.path.isdir(dataset_dir):
+        return []
+    found = []
+    for name in sorted(os.listdir(dataset_dir)):
+        path = os.path.join(dataset_dir, name)
+        for kind in ('partial', 'old'):
+            if name.startswith(f'.{folder}.{kind}-') and os.path.isdir(path) and not os.path.islink(path):
+                found.append((kind, path))
+    return found
+
+
+def clear_leftovers(dataset_dir, folder):
+    """Deal with what a run killed outright (SIGKILL, power loss) left beside ``<dataset_dir>/<folder>``, and
+    say so: a half-built ``.<folder>.partial-*`` is deleted; a ``.<folder>.old-*`` (the earlier folder, being
+    replaced) is put back when the new one never got its place, else deleted (it was being replaced)."""
+    final = os.path.join(dataset_dir, folder)
+    for kind, path in _leftovers(dataset_dir, folder):
+        if kind == 'old' and not os.path.lexists(final):
+            os.rename(path, final)
+            print(f'note: {path}: the earlier {folder}, set aside by an interrupted run, put back as {final}')
+        else:
+            shutil.rmtree(path)
+            what = 'half-built' if kind == 'partial' else 'already replaced'
+            print(f'note: {path}: left by an interrupted run ({what}); removed')
+
+
+def _check_replaceable(final, overwrite):
+    """PrepareError unless ``final`` is absent, or with ``overwrite`` a real folder a prepare tool made (it
+    holds splits.json): --overwrite never removes a folder of the user's."""
+    if not os.path.lexists(final):
+        return
+    if not overwrite:
+        raise PrepareError(f'{final}: output folder exists; pass --overwrite to replace it')
+    if os.path.islink(final) or not os.path.isfile(os.path.join(final, 'splits.json')):
+        raise PrepareError(f'{final}: not a folder made by tools/prepare_*.py (no splits.json), so --overwrite '
+                           f'does not replace it; move it away or pick another --folder')
+
+
 @contextlib.contextmanager
 def staged_folder(dataroot, dataset, folder, overwrite):
     """Yield a hidden temp folder beside ``DATAROOT/<dataset>/<folder>``; on success check its layout
     and rename it onto that path, on any error delete it.
 
-    An existing output folder is refused unless ``overwrite``; it is then swapped out only once the
-    new one is complete.
+    ``dataset`` and ``folder`` must be one folder name each, so that nothing is written or removed outside
+    ``DATAROOT/<dataset>/``. What a killed run left there is cleared first (``clear_leftovers``). An
+    existing output folder is refused unless ``overwrite`` (``_check_replaceable``); it is then swapped out
+    only once the new one is complete.
     """
+    for flag, name in (('--dataset', dataset), ('--folder', folder)):
+        error = folder_name_error(flag, name, DATA_FOLDER)
+        if error:
+            raise PrepareError(error)
     dataset_dir = os.path.join(dataroot, dataset)
     final = os.path.join(dataset_dir, folder)
-    if os.path.exists(final) and not overwrite:
-        raise PrepareError(f'{final}: output folder exists; pass --overwrite to replace it')
+    clear_leftovers(dataset_dir, folder)
+    _check_replaceable(final, overwrite)
     os.makedirs(dataset_dir, exist_ok=True)
     temp_name = f'.{folder}.partial-{uuid.uuid4().hex[:8]}'
     temp = os.path.join(dataset_dir, temp_name)
@@ -244,6 +296,7 @@ def run_cli(run, parser, argv):
     """Parse ``argv``, call ``run(args)`` and print its summary line; input problems exit with one
     ``error:`` line instead of a traceback."""
     args = parser.parse_args(argv)
+    check_folder_names(parser, args)
     try:
         print(run(args))
     except (PrepareError, ImageReadError) as err:

@@ -11,11 +11,16 @@ testB instead of training images. Images are resized to --size x --size (the asp
 as in the shipped datasets) and written as PNG.
 
 A labelled or testB image must never be trained on: a file whose bytes also appear among the training
-images (--lesion, or the normal images kept for training) is refused, naming both files. Files of the
-same patient in two roles cannot be seen from the bytes: split your folders by patient first.
+images (--lesion, or the normal images kept for training) is refused, naming both files, and so is a file
+found both in --lesion and in --normal. Byte-identical labelled images are kept on one side: a copy goes
+where its first image (in the shuffled order) went, val or testA: val gets --n_val distinct images. Files
+of the same patient in two roles cannot be seen from the bytes: split your folders by patient first.
 
-The folder is built beside its final place and renamed into it only when complete and checked, so an
-interrupted run leaves nothing train.py would read; ``splits.json`` records which file went where.
+--dataset and --folder are one folder name each (no / or \\, not '.' or '..'): everything is written
+inside --out/<dataset>/<folder>, and --overwrite replaces only that folder, and only when a prepare tool made it.
+The folder is built beside its final place (.<folder>.partial-*) and renamed into it only when complete
+and checked, so an interrupted run leaves nothing train.py would read; what a killed run left there is
+named and removed by the next run. ``splits.json`` records which file went where.
 """
 import argparse
 import os
@@ -41,12 +46,25 @@ def _images(folder, flag):
     return paths
 
 
-def _shared_files(trained, held_out):
-    """Problem lines for every held-out file whose bytes equal a training file's."""
-    by_digest = {file_sha256(path): path for path in trained}
-    shared = [(path, by_digest.get(file_sha256(path))) for path in held_out]
-    return [f'{path}: the same file as the training image {twin}; a held-out image must not be trained on: '
-            f'remove one of them' for path, twin in shared if twin]
+def _twins(paths, others, digests):
+    """[(path, twin)] for every file of ``paths`` whose bytes (``digests``: path -> sha256) equal a file's of
+    ``others``."""
+    by_digest = {digests[path]: path for path in others}
+    return [(path, by_digest[digests[path]]) for path in paths if digests[path] in by_digest]
+
+
+def _split_labelled(pairs, n_val, digests):
+    """(val, testA) of the shuffled labelled ``pairs``: the first ``n_val`` distinct images and the rest,
+    a copy (the same bytes) of an image going to that image's side, so testA never scores again an image
+    val chose on (val then holds more than ``n_val`` files)."""
+    side, val, test_a, distinct_in_val = {}, [], [], 0
+    for pair in pairs:
+        digest = digests[pair[1]]
+        if digest not in side:
+            side[digest] = val if distinct_in_val < n_val else test_a
+            distinct_in_val += side[digest] is val
+        side[digest].append(pair)
+    return val, test_a
 
 
 def plan(args):
@@ -64,14 +82,20 @@ def plan(args):
     if len(normal) <= args.n_testB:
         raise PrepareError(f'{args.normal}: {len(normal)} normal images leave none to train on with --n_testB '
                            f'{args.n_testB}; lower --n_testB')
+    digests = {path: file_sha256(path) for path in lesion + normal + [image for _, image, _ in pairs]}
+    both = _twins(sorted(normal), lesion, digests)
+    if both:
+        raise PrepareError([f'{path}: the same file as the lesion image {twin}; an image is either lesion '
+                            f'(--lesion) or normal (--normal): remove one of them' for path, twin in both])
     test_b, train_b = normal[:args.n_testB], normal[args.n_testB:]
-    problems = _shared_files(lesion + train_b, [image for _, image, _ in pairs] + test_b)
-    if problems:
-        raise PrepareError(problems)
+    shared = _twins([image for _, image, _ in pairs] + test_b, lesion + train_b, digests)
+    if shared:
+        raise PrepareError([f'{path}: the same file as the training image {twin}; a held-out image must not be '
+                            f'trained on: remove one of them' for path, twin in shared])
+    val, test_a = _split_labelled(pairs, args.n_val, digests)
     jobs = {'A_weak': [(f'{file_stem(p)}.png', p, None) for p in lesion],
             'B_weak': [(f'{file_stem(p)}.png', p, None) for p in train_b],
-            'val': [(image_id, image, mask) for image_id, image, mask in pairs[:args.n_val]],
-            'testA': [(image_id, image, mask) for image_id, image, mask in pairs[args.n_val:]],
+            'val': val, 'testA': test_a,
             'testB': [(f'{file_stem(p)}.png', p, None) for p in test_b]}
     return {folder: sorted(items) for folder, items in jobs.items() if items}
 
@@ -138,11 +162,13 @@ def build_parser():
                         help='folder of a few lesion images <id>.png/.jpg with pixel masks, never trained on')
     parser.add_argument('--labelled_masks', required=True,
                         help='folder of their masks <id>_segmentation.png (non-zero = lesion, same size as the image)')
-    parser.add_argument('--dataset', required=True, help='dataset name: the folder under --out (pipeline.py --dataset)')
+    parser.add_argument('--dataset', required=True,
+                        help='dataset name: one folder name, the folder under --out (pipeline.py --dataset)')
     add_output_args(parser, None)
     parser.add_argument('--n_val', type=positive_int, default=50,
                         help='labelled images for val, which every choice is made on (20-50 or more); the rest '
-                             'become testA, scored once (default %(default)s)')
+                             'become testA, scored once; a copy (the same bytes) of an image goes to its side '
+                             '(default %(default)s)')
     parser.add_argument('--n_testB', type=int_at_least(0), default=0,
                         help='normal images held out of training as testB, to count false lesions on '
                              '(default %(default)s: none)')
