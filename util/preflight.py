@@ -23,23 +23,24 @@ def nearest_existing(path):
     return path
 
 
-def check_output_dir(path, needed_bytes=MIN_FREE_BYTES, what='the outputs'):
+def check_output_dir(path, needed_bytes=MIN_FREE_BYTES, what='the outputs', flag='--result_dir'):
     """Exit with one ``error:`` line unless the folder ``path`` (created later when missing) can be
-    written and its disk has ``needed_bytes`` free for ``what``. Creates nothing."""
+    written and its disk has ``needed_bytes`` free for ``what``; the fix names the script's ``flag``.
+    Creates nothing."""
     base = nearest_existing(path)
     if not os.path.isdir(base):
-        raise SystemExit(f'error: cannot write {path}: {base} is a file, not a folder; pass another --result_dir')
+        raise SystemExit(f'error: cannot write {path}: {base} is a file, not a folder; pass another {flag}')
     try:
         # Actually writing is the only test that also holds for root and for read-only mounts.
         with tempfile.TemporaryFile(dir=base):
             pass
     except OSError as error:
-        raise SystemExit(f'error: cannot write in {base} ({error.strerror}); pass a writable --result_dir '
+        raise SystemExit(f'error: cannot write in {base} ({error.strerror}); pass a writable {flag} '
                          f'or fix the folder permissions') from None
     free = shutil.disk_usage(base).free
     if free < needed_bytes:
         raise SystemExit(f'error: only {megabytes(free)} free on the disk of {base}, {what} need about '
-                         f'{megabytes(needed_bytes)}; free some space or pass a --result_dir on another disk')
+                         f'{megabytes(needed_bytes)}; free some space or pass a {flag} on another disk')
 
 
 def checkpoint_bytes(model):
