@@ -4,10 +4,18 @@
     python predict.py --weights weights/BraTS.pt --input BraTS2021/ --output masks/ [--labels BraTS2021/]
 
 Images get <name>_mask.png at their original size, volumes <name>_mask.nii.gz in their own voxel grid;
-OUTPUT/predictions.csv has a row per file. ``python predict.py --help`` explains every flag.
+OUTPUT/predictions.csv has a row per file, OUTPUT/predictions_summary.json the counts and mean scores.
+Ctrl-C stops cleanly and the same command continues (OUTPUT/predict_manifest.jsonl records what is done).
+``python predict.py --help`` explains every flag.
 """
 import contextlib
 import os
+import signal
+import sys
+
+from util.shutdown import CTRL_C_STATUS, exit_quietly_on_ctrl_c
+
+exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: seconds)
 
 import nibabel as nib
 import numpy as np
@@ -16,24 +24,28 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.brats import enough_brain, normalise, slice_image, slice_to_volume
-from data.image_io import read_mask, write_png_atomic
+from data.image_io import non_finite_pixels, read_mask, write_png_atomic
+from data.input_check import check_image, check_volume, non_finite_warning, profile
 from data.labeled_dataset import LabeledDataset, collate_labeled, network_input
 from data.layout import header_size
 from data.nifti_io import VolumeError, open_volume, read_volume, to_input_grid, voxel_ml, write_volume
-from data.predict_inputs import find_inputs, find_labels
+from data.predict_inputs import find_inputs, find_labels, size_problem
 from models.weights_file import build_model, check_dataset, read_state, stored_selection
 from options.predict_options import parse
 from util.crf_utils import CRFParams, crf_pool
+from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.inference import available_map_modes
 from util.metrics import SegmentationScores
 from util.overlay import draw_overlay
 from util.postprocess import largest_component
-from util.prediction_table import write_predictions
+from util.predict_manifest import MANIFEST, Manifest, file_digest, file_key
+from util.prediction_table import SUMMARY, write_predictions
 from util.predictor import Predictor
 from util.preflight import check_output_dir
 
 SKIP_HINT = '--skip_bad_images True goes on without such files'
+RERUN = 'run the same command again: the files already done are skipped'
 
 
 def _inside(path, folder):
@@ -41,22 +53,36 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder + os.sep)
 
 
-def check_outputs(opt, inputs):
-    """Exit with one line, before any work, when --output lies inside --input, cannot be written, or
-    already holds an output of this run (unless --overwrite)."""
+def planned_outputs(item, opt):
+    """The files predict.py writes for ``item`` with these flags."""
+    kinds = ['mask'] + ['prob'] * opt.save_prob + ['overlay'] * (opt.save_overlay and item.kind == 'image')
+    return [item.output(opt.output, what) for what in kinds]
+
+
+def check_outputs(opt, inputs, manifest, keys):
+    """Exit with one line, before any work, when --output lies inside --input, cannot be written, or holds an
+    output of this run that this command did not make from the same input, weights and flags (unless
+    --overwrite); its own finished or half-written outputs are what a rerun continues from."""
     if os.path.isdir(opt.input) and _inside(opt.output, opt.input):
         raise SystemExit(f'error: --output {opt.output} is inside --input {opt.input}; predict.py never writes '
                          f'into its input: pass an --output folder elsewhere')
     if os.path.exists(opt.output) and not os.path.isdir(opt.output):
         raise SystemExit(f'error: --output {opt.output} is a file; pass a folder')
-    check_output_dir(opt.output)
-    kinds = ['mask'] + ['prob'] * opt.save_prob + ['overlay'] * opt.save_overlay
-    planned = [item.output(opt.output, what) for item in inputs for what in kinds
-               if not (what == 'overlay' and item.kind == 'volume')] + [os.path.join(opt.output, 'predictions.csv')]
-    existing = [path for path in planned if os.path.exists(path)]
-    if existing and not opt.overwrite:
+    check_output_dir(opt.output, flag='--output')
+    if opt.overwrite:
+        return
+    states = {item.path: manifest.state(item.name, keys[item.path]) for item in inputs}
+    existing = [path for item in inputs if states[item.path] not in ('done', 'started')
+                for path in planned_outputs(item, opt) if os.path.exists(path)]
+    if not manifest.existed:
+        existing += [path for path in (os.path.join(opt.output, name) for name in ('predictions.csv', SUMMARY))
+                     if os.path.exists(path)]
+    if existing:
         more = f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
-        raise SystemExit(f'error: {existing[0]} exists{more}; pass --overwrite True to replace it, or another --output')
+        why = (f', made from another input, weights file or --crf/--largest_3d/--min_brain_frac ({MANIFEST})'
+               if 'other' in states.values() else '')
+        raise SystemExit(f'error: {existing[0]} exists{more}{why}; pass --overwrite True to replace it, or another '
+                         f'--output')
 
 
 def _size(path, kind):
@@ -70,14 +96,19 @@ def _size(path, kind):
         return str(error)
 
 
-def check_inputs(inputs, labels, skip_bad):
-    """{input path: its ``skipped`` row} for the files whose header cannot be read; exit when a label cannot be
-    read or its size differs from its input's."""
-    skipped = {}
+def check_inputs(inputs, labels, opt):
+    """{input path: its row} for the files left out before any work: a header that cannot be read (exit
+    instead unless --skip_bad_images) or a size over the bounds; exit when a label cannot be read or its size
+    differs from its input's."""
+    left_out = {}
     for item in inputs:
         size = _size(item.path, item.kind)
         if isinstance(size, str):
-            skipped[item.path] = skipped_row(item, size, skip_bad)
+            left_out[item.path] = skipped_row(item, size, opt.skip_bad_images)
+            continue
+        problem = size_problem(item, size, opt)
+        if problem:
+            left_out[item.path] = refused_row(item, problem)
         elif item.path in labels:
             label_size = _size(labels[item.path], item.kind)
             if isinstance(label_size, str):
@@ -85,7 +116,7 @@ def check_inputs(inputs, labels, skip_bad):
             if label_size != size:
                 raise SystemExit(f'error: label {labels[item.path]} is {label_size} but {item.path} is {size}; a '
                                  f'label must have its input\'s size')
-    return skipped
+    return left_out
 
 
 def skipped_row(item, problem, skip_bad):
@@ -93,6 +124,24 @@ def skipped_row(item, problem, skip_bad):
     if not skip_bad:
         raise SystemExit(f'error: {problem} ({SKIP_HINT})')
     return {'file': item.path, 'kind': item.kind, 'status': f'skipped: {problem}'}
+
+
+def refused_row(item, reason, warnings=()):
+    """The predictions.csv row of a file predict.py will not predict, said on the console too."""
+    tqdm.write(f'refused: {item.path}: {reason}', file=sys.stderr)
+    return {'file': item.path, 'kind': item.kind, 'status': f'refused: {reason}', 'input_check': '; '.join(warnings)}
+
+
+def input_verdict(item, opt, refusal, warnings):
+    """None when ``item`` is predicted (its ``warnings`` said on the console), else its refused row."""
+    if refusal:
+        return refused_row(item, refusal, warnings)
+    if warnings and opt.refuse_unexpected:
+        return refused_row(item, f'unlike the weights\' training data (--refuse_unexpected True): {warnings[0]}',
+                           warnings)
+    for warning in warnings:
+        tqdm.write(f'warning: {item.path}: {warning}', file=sys.stderr)
+    return None
 
 
 def stored_choices(opt, state):
@@ -106,20 +155,67 @@ def stored_choices(opt, state):
     return rule, CRFParams.from_dict(rule['crf'])
 
 
-def _row(item, opt, mask, score, gt, voxel=None):
-    """predictions.csv row of one written mask (scored against its label ``gt`` unless it is None)."""
-    row = {'file': item.path, 'kind': item.kind, 'status': 'ok', 'mask': item.output(opt.output, 'mask'),
-           'lesion_score': score, 'lesion': int(mask.any()), 'lesion_px': int(mask.sum()),
-           'lesion_fraction': float(mask.mean()), 'lesion_ml': mask.sum() * voxel if voxel else None}
-    if gt is not None:
-        row.update(SegmentationScores().add(item.name, mask, gt))
-    return row
+def _row(item, opt, mask, score, warnings, voxel=None):
+    """predictions.csv row of one written mask, before any scores."""
+    return {'file': item.path, 'kind': item.kind, 'status': 'ok', 'input_check': '; '.join(warnings),
+            'mask': item.output(opt.output, 'mask'), 'lesion_score': score, 'lesion': int(mask.any()),
+            'lesion_px': int(mask.sum()), 'lesion_fraction': float(mask.mean()),
+            'lesion_ml': float(mask.sum() * voxel) if voxel else None}
 
 
-def predict_images(items, opt, predictor, model, label_paths, bar):
+def read_label(item, path):
+    """A label (or a written mask) of ``item`` as a bool array: H x W, or X x Y x Z in its own voxel grid."""
+    if item.kind == 'image':
+        return read_mask(path)
+    voxels = np.asarray(nib.load(path).dataobj)
+    return voxels.reshape(voxels.shape[:3]) > 0
+
+
+def scored(row, item, label_path, mask=None):
+    """``row`` with JA DI AC SE SP of its mask (``mask``, else its written file) against ``label_path``."""
+    if label_path is None or row['status'] != 'ok':
+        return row
+    mask = read_label(item, row['mask']) if mask is None else mask
+    return {**row, **SegmentationScores().add(item.name, mask, read_label(item, label_path))}
+
+
+class Job:
+    """One run's fixed parts: flags, training-data profile, labels, manifest, file keys; and once built, the
+    network and its predictor."""
+
+    def __init__(self, opt, kind, labels, manifest, keys):
+        self.opt, self.kind, self.labels, self.manifest, self.keys = opt, kind, labels, manifest, keys
+        self.model = self.predictor = None
+
+    def write(self, item, write_outputs, row, mask):
+        """Write ``item``'s outputs between its manifest's ``started`` and ``done``; returns its scored row."""
+        key = self.keys[item.path]
+        self.manifest.start(item.name, key)
+        write_outputs()
+        self.manifest.finish(item.name, key, row)
+        return scored(row, item, self.labels.get(item.path), mask)
+
+
+def _checked_batch(batch, job, by_path):
+    """(kept indices, rows of the refused) of a batch's readable images after their input check; the
+    warnings of each kept one, by path."""
+    keep, rows, warnings = [], [], {}
+    for index, (path, raw) in enumerate(zip(batch['path'], batch['raw'])):
+        refusal, found = check_image(raw.numpy(), job.kind, job.opt.allow_other_dataset)
+        found += filter(None, [non_finite_warning(non_finite_pixels(path), 'pixels')])
+        row = input_verdict(by_path[path], job.opt, refusal, found)
+        if row:
+            rows.append(row)
+        else:
+            keep.append(index)
+            warnings[path] = found
+    return keep, rows, warnings
+
+
+def predict_images(items, job, bar):
     """Stream ``items`` (images) through the network, rule and CRF a batch at a time; yields their rows."""
-    by_path = {item.path: item for item in items}
-    dataset = LabeledDataset([(item.path, None) for item in items], model.opt.img_size, model.opt.img_ch,
+    opt, by_path = job.opt, {item.path: item for item in items}
+    dataset = LabeledDataset([(item.path, None) for item in items], job.model.opt.img_size, job.model.opt.img_ch,
                              report_unreadable=True)
     loader = DataLoader(dataset, batch_size=opt.batch_size, num_workers=opt.num_workers, collate_fn=collate_labeled)
     for batch in loader:
@@ -128,65 +224,128 @@ def predict_images(items, opt, predictor, model, label_paths, bar):
             bar.update()
         if batch['image'] is None:
             continue
-        raws = [raw.numpy() for raw in batch['raw']]
-        predictions = predictor.decide(batch['image'], raws)
-        predictor.refine(raws, predictions)
-        for path, raw, prediction in zip(batch['path'], raws, predictions):
-            item = by_path[path]
-            gt = read_mask(label_paths[path]) if path in label_paths else None
-            write_png_atomic(item.output(opt.output, 'mask'), prediction.mask.astype(np.uint8) * 255)
-            if opt.save_prob:
-                write_png_atomic(item.output(opt.output, 'prob'), np.round(prediction.prob * 65535).astype(np.uint16))
-            if opt.save_overlay:
-                write_png_atomic(item.output(opt.output, 'overlay'), draw_overlay(raw, prediction.mask, gt))
-            yield _row(item, opt, prediction.mask, prediction.score, gt)
+        keep, refused, warnings = _checked_batch(batch, job, by_path)
+        yield from refused
+        bar.update(len(refused))
+        if not keep:
+            continue
+        raws = [batch['raw'][i].numpy() for i in keep]
+        predictions = job.predictor.decide(batch['image'][keep], raws)
+        job.predictor.refine(raws, predictions)
+        for i, raw, prediction in zip(keep, raws, predictions):
+            item = by_path[batch['path'][i]]
+            row = _row(item, opt, prediction.mask, prediction.score, warnings[item.path])
+            yield job.write(item, lambda: _write_image(item, opt, raw, prediction, job.labels), row, prediction.mask)
             bar.update()
 
 
-def predict_volume(item, opt, predictor, model, label_path):
-    """Predict the axial slices of one volume that hold enough brain, stack the masks back into its voxel
-    grid (other slices empty), write them; returns its row."""
-    image = open_volume(item.path)
-    voxels = read_volume(image)
+def _write_image(item, opt, raw, prediction, labels):
+    write_png_atomic(item.output(opt.output, 'mask'), prediction.mask.astype(np.uint8) * 255)
+    if opt.save_prob:
+        write_png_atomic(item.output(opt.output, 'prob'), np.round(prediction.prob * 65535).astype(np.uint16))
+    if opt.save_overlay:
+        gt = read_mask(labels[item.path]) if item.path in labels else None
+        write_png_atomic(item.output(opt.output, 'overlay'), draw_overlay(raw, prediction.mask, gt))
+
+
+def volume_predictions(voxels, job, name):
+    """(mask, prob, [Prediction]) of a volume in BraTS's orientation: its slices holding enough brain predicted,
+    the others empty."""
+    opt, model = job.opt, job.model
     scaled = normalise(voxels)
     slices = np.flatnonzero(enough_brain(voxels, opt.min_brain_frac))
     raws = [slice_image(scaled, z) for z in slices]
     predictions = []
-    for start in tqdm(range(0, len(raws), opt.batch_size), desc=os.path.basename(item.path), unit='batch',
-                      leave=False, dynamic_ncols=True):
+    for start in tqdm(range(0, len(raws), opt.batch_size), desc=name, unit='batch', leave=False,
+                      dynamic_ncols=True):
         chunk = raws[start:start + opt.batch_size]
         images = torch.stack([network_input(raw, model.opt.img_size, model.opt.img_ch) for raw in chunk])
-        predictions += predictor.decide(images, chunk)
-    predictor.refine(raws, predictions)
+        predictions += job.predictor.decide(images, chunk)
+    job.predictor.refine(raws, predictions)
     mask, prob = np.zeros(scaled.shape, bool), np.zeros(scaled.shape, np.float32)
     for z, prediction in zip(slices, predictions):
         mask[:, :, z] = slice_to_volume(prediction.mask, scaled.shape[:2])
         prob[:, :, z] = slice_to_volume(prediction.prob, scaled.shape[:2])
     if opt.largest_3d:
         mask = largest_component(mask)
+    return mask, prob, predictions
+
+
+def predict_volume(item, job):
+    """Check and predict one volume, write its mask (and map) in its own voxel grid; returns its row."""
+    opt = job.opt
+    image = open_volume(item.path)
+    voxels, non_finite = read_volume(image)
+    warnings = check_volume(voxels, job.kind) + list(filter(None, [non_finite_warning(non_finite, 'voxels')]))
+    refused = input_verdict(item, opt, None, warnings)
+    if refused:
+        return refused
+    mask, prob, predictions = volume_predictions(voxels, job, os.path.basename(item.path))
     mask = to_input_grid(mask, image)
-    write_volume(item.output(opt.output, 'mask'), mask.astype(np.uint8), image)
-    if opt.save_prob:
-        write_volume(item.output(opt.output, 'prob'), to_input_grid(prob, image), image)
+
+    def write_outputs():
+        write_volume(item.output(opt.output, 'mask'), mask.astype(np.uint8), image)
+        if opt.save_prob:
+            write_volume(item.output(opt.output, 'prob'), to_input_grid(prob, image), image)
     scores = [p.score for p in predictions if p.score is not None]
-    gt = np.asarray(nib.load(label_path).dataobj).reshape(mask.shape) > 0 if label_path else None
-    return _row(item, opt, mask, max(scores) if scores else None, gt, voxel=voxel_ml(image))
+    row = _row(item, opt, mask, max(scores) if scores else None, warnings, voxel=voxel_ml(image))
+    return job.write(item, write_outputs, row, mask)
 
 
-def main(argv=None):
-    """Parse ``argv`` (default sys.argv[1:]), predict every input, write predictions.csv."""
-    opt = parse(argv)
-    apply_hardware_options(opt)
-    state = read_state(opt.weights)
-    rule, crf = stored_choices(opt, state)
-    inputs = find_inputs(opt.input, opt.recursive)
-    if any(item.kind == 'volume' for item in inputs):
-        check_dataset(state, 'BraTS', opt.weights, opt.allow_other_dataset)
-    label_paths = find_labels(inputs, opt.labels) if opt.labels else {}
-    check_outputs(opt, inputs)
-    skipped = check_inputs(inputs, label_paths, opt.skip_bad_images)
-    rows = list(skipped.values())
-    todo = [item for item in inputs if item.path not in skipped]
+def check_volumes_allowed(state, inputs, opt):
+    """Refuse NIfTI volumes for weights trained on another released dataset, naming the first volume."""
+    volumes = [item.path for item in inputs if item.kind == 'volume']
+    if volumes:
+        more = f' and {len(volumes) - 1} more volumes' if len(volumes) > 1 else ''
+        check_dataset(state, 'BraTS', f'{opt.weights} (given the NIfTI volume {volumes[0]}{more})',
+                      opt.allow_other_dataset)
+
+
+def find_some_labels(inputs, opt):
+    """{input path: label path} of the inputs with a label in --labels; the others are listed on the console."""
+    if not opt.labels:
+        return {}
+    labels = find_labels(inputs, opt.labels)
+    missing = [item.path for item in inputs if item.path not in labels]
+    if missing:
+        more = f' and {len(missing) - 3} more' if len(missing) > 3 else ''
+        print(f'note: {len(missing)} of {len(inputs)} inputs have no label in {opt.labels} (their rows are not '
+              f'scored): {", ".join(missing[:3])}{more}')
+    return labels
+
+
+def input_keys(inputs, opt):
+    """{input path: what its outputs are made from (util.predict_manifest.file_key), None if unreadable}."""
+    weights = file_digest(opt.weights)
+    keys = {}
+    for item in tqdm(inputs, desc='digest', unit='file', leave=False, dynamic_ncols=True):
+        try:
+            keys[item.path] = file_key(file_digest(item.path), weights, opt)
+        except OSError:
+            keys[item.path] = None
+    return keys
+
+
+def finished_rows(inputs, opt, manifest, keys, labels):
+    """{input path: its scored row} of the files a rerun need not predict again: recorded as done from the
+    same input, weights and flags, every output present."""
+    if opt.overwrite:
+        return {}
+    done = {}
+    for item in inputs:
+        row = manifest.done_row(item.name, keys[item.path])
+        if row and all(os.path.exists(path) for path in planned_outputs(item, opt)):
+            row = {**row, 'file': item.path, 'mask': item.output(opt.output, 'mask')}  # --input given otherwise
+            done[item.path] = scored(row, item, labels.get(item.path))
+    if done:
+        print(f'{len(done)} of {len(inputs)} files already done ({os.path.join(opt.output, MANIFEST)}); not '
+              f'predicted again (--overwrite True redoes them)')
+    return done
+
+
+def predict_all(job, state, choices, todo, rows):
+    """Predict ``todo`` appending each row to ``rows`` as it is done."""
+    opt, (rule, crf) = job.opt, choices
     # The pool forks before the model exists, so its workers do not hold the model's memory.
     with crf_pool(opt.crf_workers if crf else 0) or contextlib.nullcontext() as pool:
         # Only the stage giving the map runs: its image-level score is the one test.py chose the gate on.
@@ -194,23 +353,67 @@ def main(argv=None):
         if rule['map_mode'] not in available_map_modes(model.map_modes):
             raise SystemExit(f"error: {opt.weights} stores map {rule['map_mode']!r}, which its model does not give "
                              f"({', '.join(available_map_modes(model.map_modes))}); export it again")
-        predictor = Predictor(model, rule, crf, pool)
+        job.model, job.predictor = model, Predictor(model, rule, crf, pool)
         images = [item for item in todo if item.kind == 'image']
         with tqdm(total=len(todo), desc='predict', unit='file', dynamic_ncols=True) as bar:
-            if images:
-                rows += predict_images(images, opt, predictor, model, label_paths, bar)
+            for row in predict_images(images, job, bar) if images else ():
+                rows.append(row)
             for item in (item for item in todo if item.kind == 'volume'):
                 try:
-                    rows.append(predict_volume(item, opt, predictor, model, label_paths.get(item.path)))
+                    rows.append(predict_volume(item, job))
                 except VolumeError as error:  # a header that read, voxels that do not
                     rows.append(skipped_row(item, str(error), opt.skip_bad_images))
                 bar.update()
-    order = {item.path: index for index, item in enumerate(inputs)}
-    rows.sort(key=lambda row: order[row['file']])
-    table = write_predictions(os.path.join(opt.output, 'predictions.csv'), rows, scored=bool(opt.labels))
-    print(table)
+
+
+def run(opt, table):
+    """Everything after parsing; ``table`` gets ``inputs`` and ``rows`` once outputs may be written."""
+    state = read_state(opt.weights)
+    choices = stored_choices(opt, state)  # a file without stored choices is refused before any work
+    inputs = find_inputs(opt.input, opt.recursive)
+    check_volumes_allowed(state, inputs, opt)
+    labels = find_some_labels(inputs, opt)
+    manifest = Manifest(opt.output, fresh=opt.overwrite)
+    keys = input_keys(inputs, opt)
+    check_outputs(opt, inputs, manifest, keys)
+    rows = list(check_inputs(inputs, labels, opt).values())
+    done = finished_rows([item for item in inputs if item.path not in {r['file'] for r in rows}], opt, manifest,
+                         keys, labels)
+    rows += done.values()
+    table.update(inputs=inputs, rows=rows)
+    todo = [item for item in inputs if item.path not in {row['file'] for row in rows}]
+    if todo:
+        predict_all(Job(opt, profile(state), labels, manifest, keys), state, choices, todo, rows)
+    return write_table(opt, table)
+
+
+def write_table(opt, table, complete=True):
+    """Write predictions.csv (rows in --input's order) and its summary; print the summary; return the rows."""
+    order = {item.path: index for index, item in enumerate(table['inputs'])}
+    rows = sorted(table['rows'], key=lambda row: order[row['file']])
+    print(write_predictions(os.path.join(opt.output, 'predictions.csv'), rows, scored=bool(opt.labels),
+                            complete=complete))
     return rows
 
 
+def main(argv=None):
+    """Parse ``argv`` (default sys.argv[1:]), predict every input, write predictions.csv; Ctrl-C writes the
+    table of the files done and exits with status 130."""
+    opt = parse(argv)
+    apply_hardware_options(opt)
+    table = {}
+    with exit_on_full_disk(RERUN):
+        try:
+            return run(opt, table)
+        except KeyboardInterrupt:
+            if table:
+                write_table(opt, table, complete=False)
+            print(f'predict.py: stopped by Ctrl-C after {len(table.get("rows", []))} of '
+                  f'{len(table.get("inputs", [])) or "?"} files; every file written is complete; {RERUN}',
+                  file=sys.stderr)
+            raise SystemExit(CTRL_C_STATUS) from None
+
+
 if __name__ == '__main__':
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() stops cleanly on the KeyboardInterrupt
     main()

@@ -65,13 +65,24 @@ def _high_depth_to_uint8(img):
     """Scale a 16/32-bit integer or float single-channel image to 0..255 by its own maximum.
 
     High-bit-depth medical slices rarely use the full 16-bit range, so scaling by the image maximum
-    (not by 65535) keeps them visible; negative values are clipped to 0.
+    (not by 65535) keeps them visible; negative values are clipped to 0, and NaN/inf pixels (a float
+    image) read as 0, else one of them would scale every other pixel to 0 or NaN.
     """
-    values = np.asarray(img, dtype=np.float64).clip(min=0)
+    values = np.asarray(img, dtype=np.float64)
+    values = np.where(np.isfinite(values), values, 0).clip(min=0)
     peak = values.max()
     if peak > 0:
         values = values * (255.0 / peak)
     return np.rint(values).astype(np.uint8)
+
+
+def non_finite_pixels(path):
+    """How many pixels of image ``path`` are NaN or inf (only a float image can hold them; others are not
+    decoded); ImageReadError when it cannot be read."""
+    with Image.open(path) as img:
+        if not img.mode.startswith('F'):
+            return 0
+    return int((~np.isfinite(np.asarray(_open_decoded(path), dtype=np.float32))).sum())
 
 
 def read_image(path):

@@ -51,14 +51,19 @@ def _to_brats(image):
 
 
 def read_volume(image):
-    """The voxels of a checked ``open_volume`` image as float32 X x Y x Z in BraTS's voxel orientation;
-    VolumeError when the data cannot be read."""
+    """(voxels, non_finite): the voxels of a checked ``open_volume`` image as float32 X x Y x Z in BraTS's
+    voxel orientation, NaN and inf read as 0 (the background: one NaN would otherwise turn the whole
+    volume's scaling to NaN), and how many there were; VolumeError when the data cannot be read."""
     try:
         voxels = np.asarray(image.dataobj, dtype=np.float32).reshape(image.shape[:3])
     except NIFTI_ERRORS as error:
         raise VolumeError(f'cannot read NIfTI {image.get_filename()} ({type(error).__name__}: {error}); replace '
                           f'or remove this file, then run again') from None
-    return orientations.apply_orientation(voxels, _to_brats(image))
+    bad = ~np.isfinite(voxels)
+    non_finite = int(bad.sum())
+    if non_finite:
+        voxels = np.where(bad, np.float32(0), voxels)
+    return orientations.apply_orientation(voxels, _to_brats(image)), non_finite
 
 
 def to_input_grid(array, image):

@@ -1,6 +1,7 @@
 """predict.py on images: the shipped weights on tiny photographs of every format, outputs, labels, errors."""
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -106,11 +107,12 @@ def test_masks_are_the_stored_rule_and_crf_and_scores_come_from_the_labels(photo
     expected = dense_crf(item['raw'], prob, CRFParams.from_dict(rule['crf']))
     mask = np.asarray(Image.open(out / 'wide_mask.png')) > 0
     assert (mask != expected).mean() < 1e-3  # the U-Net alone vs inside the cascade: float rounding only
-    [row, mean] = _csv(out)
+    [row] = _csv(out)  # the table holds the files alone; the means are in predictions_summary.json
+    summary = json.loads((out / 'predictions_summary.json').read_text())
     label = np.asarray(Image.open(photos.parent / 'labels' / 'wide_segmentation.png')) > 0
     for name, value in scores_from_counts(*confusion_counts(mask, label)).items():
-        assert float(row[name]) == pytest.approx(value, rel=1e-5) and float(mean[name]) == pytest.approx(value, rel=1e-5)
-    assert mean['file'] == 'mean' and mean['status'] == '1 scored'
+        assert float(row[name]) == pytest.approx(value, rel=1e-5) and summary['mean'][name] == pytest.approx(value)
+    assert summary['scored'] == 1 and summary['predicted'] == 1 and summary['complete']
     without_crf = _run('ISIC.pt', photos / 'wide.png', tmp_path / 'plain', '--crf', 'False')
     plain = np.asarray(Image.open(tmp_path / 'plain' / 'wide_mask.png')) > 0
     assert without_crf[0]['status'] == 'ok' and (plain != (prob >= 0.5)).mean() < 1e-3
@@ -180,9 +182,16 @@ def test_problems_are_one_line_errors_naming_the_file_and_the_fix(photos, tmp_pa
         f'error: no label for {photos / "alpha.png"} in {tmp_path / "empty"}: expected alpha_segmentation.png there; '
         f'add it, or leave out --labels')
     _run('ISIC.pt', photos / 'grey.jpg', out)
-    assert error(source=photos / 'grey.jpg') == (f'error: {out / "grey_mask.png"} exists (and 1 more); pass '
-                                                 f'--overwrite True to replace it, or another --output')
-    assert _run('ISIC.pt', photos / 'grey.jpg', out, '--overwrite')[0]['status'] == 'ok'
+    other = tmp_path / 'other' / 'grey.jpg'  # another image of the same name: its outputs are not this command's
+    other.parent.mkdir()
+    Image.fromarray(_photo(60, 90, 5)).save(other)
+    assert error(source=other) == (f'error: {out / "grey_mask.png"} exists, made from another input, weights file '
+                                   f'or --crf/--largest_3d/--min_brain_frac (predict_manifest.jsonl); pass '
+                                   f'--overwrite True to replace it, or another --output')
+    assert _run('ISIC.pt', other, out, '--overwrite')[0]['status'] == 'ok'
+    (out / 'predict_manifest.jsonl').unlink()  # outputs of unknown origin
+    assert error(source=other) == (f'error: {out / "grey_mask.png"} exists (and 2 more); pass --overwrite True to '
+                                   f'replace it, or another --output')
 
 
 def test_help_explains_every_flag_and_the_launcher_passes_arguments_on(capsys):

@@ -1,5 +1,6 @@
 """predict.py on NIfTI volumes: tiny BraTS-like subjects written with nibabel, weights/BraTS.pt."""
 import csv
+import json
 import os
 
 import nibabel as nib
@@ -78,8 +79,9 @@ def test_a_subject_folder_gets_its_mask_in_its_own_grid_and_is_scored_over_its_v
     assert row['lesion_px'] == mask.sum() and row['lesion_ml'] == pytest.approx(mask.sum() * 2 / 1000)
     with open(out / 'predictions.csv', newline='') as handle:
         table = list(csv.DictReader(handle))
-    assert [r['file'] for r in table] == [str(tmp_path / 'data' / 'Brats18_X_1' / 'Brats18_X_1_flair.nii.gz'), 'mean']
-    assert table[0]['kind'] == 'volume' and float(table[1]['DI']) == pytest.approx(expected['DI'], abs=1e-6)
+    assert [r['file'] for r in table] == [str(tmp_path / 'data' / 'Brats18_X_1' / 'Brats18_X_1_flair.nii.gz')]
+    assert table[0]['kind'] == 'volume' and float(table[0]['DI']) == pytest.approx(expected['DI'], abs=1e-6)
+    assert json.loads((out / 'predictions_summary.json').read_text())['mean']['DI'] == pytest.approx(expected['DI'])
 
 
 def test_slices_are_those_prepare_brats_writes_in_any_voxel_order(tmp_path, monkeypatch):
@@ -164,8 +166,9 @@ def test_volume_problems_are_one_line_errors(tmp_path, capsys):
     assert error(volume, '--labels', wrong_label) == (f'error: label {wrong_label} is (40, 36, 4) but {volume} is '
                                                       f'(40, 36, 8); a label must have its input\'s size')
     isic = os.path.join(REPO_ROOT, 'weights', 'ISIC.pt')
-    assert error(volume, weights=isic) == (f'error: {isic} was trained on ISIC, not BraTS; pass the BraTS weights '
-                                           f'(weights/BraTS.pt), or --allow_other_dataset True to apply it anyway')
+    assert error(volume, weights=isic) == (f'error: {isic} (given the NIfTI volume {volume}) was trained on ISIC, not '
+                                           f'BraTS; pass the BraTS weights (weights/BraTS.pt), or '
+                                           f'--allow_other_dataset True to apply it anyway')
     message = error(cut)
     assert message.startswith(f'error: cannot read NIfTI {cut} (') and message.endswith(
         f'; replace or remove this file, then run again {hint}')

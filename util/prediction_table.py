@@ -1,15 +1,18 @@
-"""predict.py's OUTPUT/predictions.csv: one row per input file, and the mean scores when labels were given."""
+"""predict.py's outputs about all files: OUTPUT/predictions.csv (one row per input file, nothing else, so
+that a table reader gets numeric columns) and OUTPUT/predictions_summary.json (the counts and, with labels,
+the mean scores), and the same summary for the console."""
 import csv
 import io
 import os
 
 import numpy as np
 
-from data.image_io import write_text_atomic
+from data.image_io import write_json_atomic, write_text_atomic
 from util.metrics import SCORE_NAMES
 
-COLUMNS = ('file', 'kind', 'status', 'mask', 'lesion_score', 'lesion', 'lesion_px', 'lesion_fraction', 'lesion_ml')
-MEAN_ROW = 'mean'
+COLUMNS = ('file', 'kind', 'status', 'input_check', 'mask', 'lesion_score', 'lesion', 'lesion_px', 'lesion_fraction',
+           'lesion_ml')
+SUMMARY = 'predictions_summary.json'
 
 
 def _cell(value):
@@ -18,28 +21,51 @@ def _cell(value):
     return f'{value:.6g}' if isinstance(value, float) else value
 
 
-def write_predictions(path, rows, scored):
-    """Write ``rows`` (dicts with COLUMNS, and SCORE_NAMES when ``scored``) as CSV at ``path`` atomically, with
-    a last row ``mean`` of the scores over the rows that have them; returns a one-line-per-fact summary.
+def summarise(rows, complete=True):
+    """The facts of predictions_summary.json: counts of the files by outcome, and the mean scores over the
+    labelled ones (with ``scored``: how many)."""
+    done = [row for row in rows if row['status'] == 'ok']
+    with_scores = [row for row in done if 'DI' in row]
+    return {'complete': complete, 'files': len(rows), 'predicted': len(done),
+            'images': sum(row['kind'] == 'image' for row in done),
+            'volumes': sum(row['kind'] == 'volume' for row in done),
+            'with_lesion': sum(row.get('lesion', 0) for row in done),
+            'with_input_warning': sum(bool(row.get('input_check')) for row in done),
+            'refused': sum(row['status'].startswith('refused') for row in rows),
+            'skipped': sum(row['status'].startswith('skipped') for row in rows),
+            'scored': len(with_scores),
+            'mean': {name: float(np.mean([row[name] for row in with_scores])) for name in SCORE_NAMES}
+            if with_scores else {}}
 
-    ``lesion_px`` counts pixels of an image or voxels of a volume; ``lesion_ml`` is the volume's lesion in mL.
+
+def _console(summary, path):
+    """The summary as console lines."""
+    lines = [f"{summary['predicted']} of {summary['files']} files predicted ({summary['images']} images, "
+             f"{summary['volumes']} volumes), {summary['with_lesion']} with a lesion, "
+             f"{summary['with_input_warning']} with an input warning; {summary['refused']} refused, "
+             f"{summary['skipped']} skipped"]
+    if summary['mean']:
+        lines.append(f"mean over {summary['scored']} labelled: "
+                     + ' '.join(f'{k} {v:.4f}' for k, v in summary['mean'].items()))
+    folder = os.path.dirname(path) or '.'
+    lines.append(f'masks (<name>_mask.png / .nii.gz) in {folder}, one row per file in {path}, the counts and means '
+                 f'in {os.path.join(folder, SUMMARY)}')
+    return '\n'.join(lines)
+
+
+def write_predictions(path, rows, scored, complete=True):
+    """Write ``rows`` (dicts with COLUMNS, and SCORE_NAMES when ``scored``) as CSV at ``path`` and their
+    summary beside it as SUMMARY, atomically; returns the summary's console lines.
+
+    ``lesion_px`` counts pixels of an image or voxels of a volume; ``lesion_ml`` is the volume's lesion in mL;
+    ``input_check`` says how an input differs from the weights' training data ('' when it does not).
     """
     columns = COLUMNS + (SCORE_NAMES if scored else ())
-    with_scores = [row for row in rows if 'DI' in row]
-    table = [{key: _cell(row.get(key)) for key in columns} for row in rows]
-    means = {name: float(np.mean([row[name] for row in with_scores])) for name in SCORE_NAMES} if with_scores else {}
-    if scored:
-        table.append({'file': MEAN_ROW, 'status': f'{len(with_scores)} scored', **{k: _cell(v) for k, v in means.items()}})
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, restval='', lineterminator='\n')
+    writer = csv.DictWriter(text, fieldnames=columns, restval='', extrasaction='ignore', lineterminator='\n')
     writer.writeheader()
-    writer.writerows(table)
+    writer.writerows({key: _cell(row.get(key)) for key in columns} for row in rows)
     write_text_atomic(path, text.getvalue())
-    done = [row for row in rows if row['status'] == 'ok']
-    kinds = {kind: sum(row['kind'] == kind for row in done) for kind in ('image', 'volume')}
-    lines = [f"{len(done)} of {len(rows)} files predicted ({kinds['image']} images, {kinds['volume']} volumes), "
-             f"{sum(row.get('lesion', 0) for row in done)} with a lesion; {len(rows) - len(done)} skipped"]
-    if means:
-        lines.append(f'mean over {len(with_scores)} labelled: ' + ' '.join(f'{k} {v:.4f}' for k, v in means.items()))
-    lines.append(f'masks (<name>_mask.png / .nii.gz) in {os.path.dirname(path) or "."}, one row per file in {path}')
-    return '\n'.join(lines)
+    summary = summarise(rows, complete)
+    write_json_atomic(os.path.join(os.path.dirname(path), SUMMARY), summary)
+    return _console(summary, path)
