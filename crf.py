@@ -12,7 +12,6 @@ keeps its empty mask: the CRF never grows a lesion there.
 
     python crf.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
 """
-import json
 import os
 import time
 from typing import NamedTuple, Optional
@@ -33,7 +32,8 @@ from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
-from util.records import crf_record_path, file_sha256, require_record, test_record_path, write_record
+from util.records import (crf_record_path, file_sha256, read_record, read_test_selection, test_record_path,
+                          write_record)
 from util.run_lock import RunLock
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
@@ -49,14 +49,6 @@ def _test_hint(opt):
 def _require_probs(opt, test_root, split):
     if not os.path.isdir(os.path.join(test_root, split, 'prob')):
         raise SystemExit(f'error: {os.path.join(test_root, split, "prob")} not found: {_test_hint(opt)}')
-
-
-def _read_json(path):
-    """The JSON object in ``path``, or {} when there is no such file."""
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
 
 
 class SplitItem(NamedTuple):
@@ -85,7 +77,7 @@ def split_items(opt, test_root, split, rule=None):
         pairs += few_shot_pairs(data_dir, few) if few else []
         pairs += [(image, None) for image in held_out_normals(data_dir, rule.get('hold_out_normals', 0))]
     prob_dir = os.path.join(test_root, split, 'prob')
-    gated = set(_read_json(os.path.join(test_root, split, 'summary.json')).get('gated', []))
+    gated = set(read_record(os.path.join(test_root, split, 'summary.json')).get('gated', []))
     items = []
     for image, label in pairs:
         name = os.path.splitext(os.path.basename(image))[0]
@@ -101,7 +93,9 @@ def choose_params(opt, test_root, crf_root, rule):
     """(CRFParams, selection dict): given, searched on val, or stored with the weights test.py served
     (``rule``: test.py's recorded decision)."""
     has_val = os.path.isdir(os.path.join(test_root, 'val'))
-    if opt.crf_params is None and not has_val:
+    # test.py served a weights file's stored choices: its CRF goes with them, unless --rechoose True.
+    serve_stored = rule.get('stored_in') and rule.get('crf') and not opt.rechoose
+    if opt.crf_params is None and (serve_stored or not has_val):
         stored = rule.get('crf')
         if stored is None:
             raise SystemExit(f'error: no {os.path.join(test_root, "val")} to choose CRF parameters on and no CRF '
@@ -114,7 +108,7 @@ def choose_params(opt, test_root, crf_root, rule):
         return opt.crf_params, {'crf': opt.crf_params.as_dict(), 'chosen_on': 'given',
                                 'val_DI_before': None, 'val_DI_after': None}
     _require_probs(opt, test_root, 'val')
-    val_summary = _read_json(os.path.join(test_root, 'val', 'summary.json'))
+    val_summary = read_record(os.path.join(test_root, 'val', 'summary.json'))
     val = split_items(opt, test_root, 'val', rule)
     items = [(item.image, item.prob, item.label, item.gated) for item in val]
     combos = [opt.crf_params] if opt.crf_params else param_grid(rule.get('postprocess', 'none'))
@@ -125,7 +119,9 @@ def choose_params(opt, test_root, crf_root, rule):
             'chosen': best, 'val_DI_before': val_before,
             'grid': [{**c.as_dict(), 'DI': float(m)} for c, m in zip(combos, means)]})
     few = rule.get('select_few', '')
-    chosen_on = 'given' if opt.crf_params else rule.get('chosen_on') or (f'val + few_sample/{few}' if few else 'val')
+    # A served rule ('stored') was not chosen here: its val maps are val's alone.
+    chosen_on = ('given' if opt.crf_params else 'val' if rule.get('stored_in')
+                 else rule.get('chosen_on') or (f'val + few_sample/{few}' if few else 'val'))
     selection = {'crf': combos[best].as_dict(), 'chosen_on': chosen_on, 'val_DI_before': val_before,
                  'val_DI_after': float(means[best])}
     if rule.get('hold_out_normals'):
@@ -155,7 +151,7 @@ def _before(test_root, split, items):
     """test.py's figures for the split: the five means (labelled) or the detection figures (testB)."""
     if split == 'testB':
         return _detection([_test_mask(test_root, split, item.name) for item in items])
-    summary = _read_json(os.path.join(test_root, split, 'summary.json'))
+    summary = read_record(os.path.join(test_root, split, 'summary.json'))
     if all(k in summary for k in SCORE_NAMES):
         return {k: summary[k] for k in SCORE_NAMES}
     scores = SegmentationScores()
@@ -199,6 +195,13 @@ def refine_split(opt, test_root, crf_root, split, params, selection, rule):
     return summary
 
 
+def splits_to_refine(opt, test_root):
+    """--splits, with val first whenever test.py wrote its maps: the console table and the report then show
+    val's figures before and after the CRF beside the test splits'."""
+    has_val = os.path.isdir(os.path.join(test_root, 'val', 'prob'))
+    return (['val'] if has_val else []) + [split for split in opt.splits if split != 'val']
+
+
 def format_table(summaries):
     """Before/after lines per split: JA DI AC SE SP (labelled) or fp_rate mean_area (testB)."""
     lines = [f'{"split":<7}{"":<8}{"n":>5}  ' + ' '.join(f'{k:>7}' for k in SCORE_NAMES)]
@@ -225,18 +228,18 @@ def refine_run(opt, run):
     test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
     for split in opt.splits:
         _require_probs(opt, test_root, split)
-    test_record = require_record(test_record_path(run), _test_hint(opt))
+    rule = read_test_selection(test_record_path(run), _test_hint(opt))
     print(format_options(opt))
     try:
-        params, selection = choose_params(opt, test_root, crf_root, test_record['selection'])
+        params, selection = choose_params(opt, test_root, crf_root, rule)
         write_record(crf_record_path(run), {'selection': selection,
                                             'test_record_sha256': file_sha256(test_record_path(run))},
                      opt.command_line)
         print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
               + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
                  if selection['val_DI_after'] is not None else ''))
-        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection, test_record['selection'])
-                     for split in opt.splits}
+        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection, rule)
+                     for split in splits_to_refine(opt, test_root)}
     except LayoutError as err:
         hint = '\n(use --skip_bad_images True to go on without the listed files)' if err.skippable else ''
         raise SystemExit(f'error: {err}{hint}') from None

@@ -30,7 +30,7 @@ from data.image_io import read_mask, write_json_atomic, write_png_atomic
 from data.layout import LayoutError, check_training_layout
 from data.pseudo_dataset import PSEUDO_FOLDER, few_shot_items, mask_paths
 from data.synthetic import make_demo_if_missing
-from models.weights_file import load_model, read_state
+from models.weights_file import load_model, read_state, stored_selection
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
 from util.crf_utils import CRFParams, read_prob, refine_many
@@ -39,7 +39,8 @@ from util.hardware import apply_hardware_options
 from util.inference import predict_split
 from util.metrics import SegmentationScores
 from util.preflight import check_output_dir
-from util.records import crf_record_path, file_sha256, read_record, test_record_path
+from util.records import (crf_record_path, file_sha256, read_crf_selection, read_test_selection, require_record,
+                          test_record_path)
 from util.run_lock import RunLock
 from util.selection import apply_rule, gate_rejects
 
@@ -59,9 +60,9 @@ def recorded_choices(opt, folder):
     crf/selection.json), else those stored in --weights; --crf_params overrides the CRF."""
     test_path = test_record_path(folder)
     if os.path.isfile(test_path):
-        rule = read_record(test_path)['selection']
+        rule = read_test_selection(test_path, '')
     elif opt.weights:
-        rule = dict(read_state(opt.weights)['selection'], checkpoint=opt.weights)
+        rule = dict(stored_selection(read_state(opt.weights), opt.weights), checkpoint=opt.weights)
     else:
         raise SystemExit(f'error: {test_path} not found: run test.py for this run first '
                          f'(python test.py ... --name {opt.name}), or pass --weights FILE')
@@ -69,15 +70,20 @@ def recorded_choices(opt, folder):
         return rule, opt.crf_params
     crf_path = crf_record_path(folder)
     if os.path.isfile(crf_path):
-        record = read_record(crf_path)
+        record = require_record(crf_path, '')
+        stored, source = read_crf_selection(crf_path, '', record)['crf'], crf_path
         if os.path.isfile(test_path) and record.get('test_record_sha256') != file_sha256(test_path):
             raise SystemExit(f'error: {crf_path} refines an earlier decision of test.py than {test_path}: '
                              f'run crf.py for this run again')
-        return rule, CRFParams.from_dict(record['selection']['crf'])
-    if rule.get('crf'):
-        return rule, CRFParams.from_dict(rule['crf'])
-    raise SystemExit(f'error: {crf_path} not found: run crf.py for this run first (python crf.py ... --name '
-                     f'{opt.name}), or pass --crf_params (e.g. alpha=2,sxy=40)')
+    elif rule.get('crf'):
+        stored, source = rule['crf'], test_path if os.path.isfile(test_path) else opt.weights
+    else:
+        raise SystemExit(f'error: {crf_path} not found: run crf.py for this run first (python crf.py ... --name '
+                         f'{opt.name}), or pass --crf_params (e.g. alpha=2,sxy=40)')
+    try:
+        return rule, CRFParams.from_dict(stored)
+    except ValueError as error:
+        raise SystemExit(f'error: {source}: {error}; run the step that wrote it again, or pass --crf_params') from None
 
 
 def write_probabilities(model, rule, paths, pseudo_dir, opt):

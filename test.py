@@ -6,7 +6,8 @@
 
 Checkpoint, map mode, threshold and post-processing are chosen on ``val`` (best mean Dice), then, for a
 run that held normal images out of training, the image-level gate on val plus those images; all are
-applied unchanged to testA / testB; test labels are read only to score. Outputs go to
+applied unchanged to testA / testB; test labels are read only to score. A ``--weights`` file that stores
+its choices (a released file) is served with them, as predict.py does, unless ``--rechoose True``. Outputs go to
 <result_dir>/<dataset>/<folder>/<name>/test/<split>/ and the run's index.html.
 """
 import os
@@ -24,7 +25,7 @@ from data.image_io import write_json_atomic, write_png_atomic
 from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals
 from data.synthetic import make_demo_if_missing
 from models import find_model_class
-from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state
+from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state, stored_choices
 from options.base_options import run_dir
 from options.test_options import TestOptions
 from util.checkpoints import list_checkpoints
@@ -36,9 +37,10 @@ from util.inference import available_map_modes, predict_split
 from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
-from util.records import read_record, test_record_path, write_record
+from util.records import (TEST_SELECTION_REQUIRED, TEST_SELECTION_TYPES, RecordError, read_record, selection_problem,
+                          test_record_path, write_record)
 from util.run_lock import RunLock
-from util.selection import apply_rule, gate_rejects, select, select_fixed_rule
+from util.selection import apply_rule, gate_rejects, select, select_fixed_rule, served_selection
 
 
 def sources(opt, folder):
@@ -138,29 +140,36 @@ def with_gate(opt, selection, pairs, normals):
     return dict(selection, gate=gate, gate_choice=figures)
 
 
+def stored_to_serve(opt):
+    """The choices stored in --weights for --map_mode, served unchanged unless --rechoose True; None when
+    there is no such file or it holds no choices for that map (a training checkpoint: chosen on val)."""
+    if not opt.weights or getattr(find_model_class(opt.model), 'needs_checkpoint', True) is False:
+        return None
+    return stored_choices(read_state(opt.weights), opt.map_mode)
+
+
 def choose(opt, folder, data_dir, candidates):
-    """The rule chosen on val (plus the run's held-out few-shot images; the gate also on its held-out
-    normal images), or the one stored with --weights when there is no val; recorded in
-    test/selection.json either way."""
+    """The rule: stored in --weights (unless --rechoose True), else chosen on val (plus the run's held-out
+    few-shot images; the gate also on its held-out normal images); recorded in test/selection.json."""
+    stored = stored_to_serve(opt)
+    record_path = test_record_path(folder)
+    if stored and not opt.rechoose:
+        return serve_stored(opt, record_path, stored)
     options = trained_options(candidates)
     val, few = selection_pairs(data_dir, opt, few_to_choose_on(opt, options, data_dir))
-    record_path = test_record_path(folder)
     if val is None:
-        stored = read_state(opt.weights).get('selection') if opt.weights else None
         if not stored:
             raise SystemExit(f'error: {data_dir}/val not found, and nothing stored to fall back on; '
                              f'add a val split (images + labels) or pass --weights FILE')
-        print('no val split: using the choices stored in', opt.weights)
-        selection = dict(stored, checkpoint=opt.weights, chosen_on='stored')
-        write_record(record_path, {'key': None, 'selection': selection}, opt.command_line)
-        return selection
+        print(f'note: --rechoose True, but {data_dir}/val not found: serving the choices stored in {opt.weights}')
+        return serve_stored(opt, record_path, stored)
     key = {'version': 2, 'sources': [[s, p] + ([os.path.getsize(p), os.path.getmtime(p)] if p else [])
                                      for s, p in candidates],
            'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
     normals = normals_to_choose_on(options, data_dir)
     if normals:
         key['normals'] = [os.path.basename(path) for path in normals]
-    earlier = read_record(record_path)
+    earlier = earlier_record(record_path)
     if earlier.get('key') == key and not opt.reselect:
         print(f'val selection already recorded in {record_path} for these checkpoints (--reselect to choose again)')
         return earlier['selection']
@@ -185,6 +194,31 @@ def choose(opt, folder, data_dir, candidates):
         print(f'note: {record_path} held another decision ({describe(earlier["selection"])}); '
               f'it now records this one ({describe(selection)})')
     write_record(record_path, {'key': key, 'selection': selection}, opt.command_line)
+    return selection
+
+
+def earlier_record(record_path):
+    """test.py's earlier record (its cache), {} when there is none or it is damaged: then it is written anew."""
+    try:
+        earlier = read_record(record_path)
+    except RecordError as error:
+        print(f'note: {error.path} {error.problem}: test.py writes it anew')
+        return {}
+    problem = earlier and selection_problem(earlier.get('selection'), TEST_SELECTION_TYPES, TEST_SELECTION_REQUIRED)
+    if problem:
+        print(f'note: {record_path} {problem}: test.py writes it anew')
+        return {}
+    return earlier
+
+
+def serve_stored(opt, record_path, stored):
+    """Record and return the choices ``stored`` in --weights, served unchanged (util/selection.served_selection)."""
+    selection = served_selection(stored, opt.weights)
+    earlier = earlier_record(record_path)
+    if earlier and without_ranking(earlier.get('selection', {})) != selection:
+        print(f'note: {record_path} held another decision ({describe(earlier["selection"])}); '
+              f'it now records the choices stored in {opt.weights}')
+    write_record(record_path, {'key': None, 'selection': selection}, opt.command_line)
     return selection
 
 
@@ -267,7 +301,11 @@ def evaluate(opt):
     # The chosen map's stage alone: its image-level score is the one the gate was chosen on.
     model = load_model(opt, rule['checkpoint'], serve_map=rule['map_mode'])
     val_DI = f"(val DI {rule['val_DI']:.4f})" if 'val_DI' in rule else ''
-    print(f"chosen on {rule['chosen_on']}: {describe(rule)} {val_DI}")
+    if rule.get('stored_in'):
+        print(f"choices stored in {rule['stored_in']} (chosen there on {rule['stored'].get('chosen_on')}), served "
+              f"unchanged (--rechoose True to choose on val): {describe(rule)}")
+    else:
+        print(f"chosen on {rule['chosen_on']}: {describe(rule)} {val_DI}")
     if 'gate_choice' in rule:
         print('image-level gate:', ', '.join(f'{k} {v}' for k, v in rule['gate_choice'].items()))
     summaries, scores = {}, {}

@@ -80,6 +80,17 @@ def check_dataset(state, dataset, source, allow_other):
 SELECTION_KEYS = ('map_mode', 'binarize', 'threshold', 'postprocess')
 
 
+def stored_choices(state, map_mode='auto'):
+    """The complete choices a file stores for ``map_mode`` ('auto': the file's own): its selection, or, asked
+    for a map of a two-stage file's stage 1, the stage-1 file's own; None when it holds none for that map (a
+    training checkpoint, an older file), so they are chosen on val."""
+    for selection in (state.get('selection'), (state.get('stage1') or {}).get('selection')):
+        if (isinstance(selection, dict) and all(key in selection for key in SELECTION_KEYS)
+                and map_mode in ('auto', selection['map_mode'])):
+            return selection
+    return None
+
+
 def stored_selection(state, source):
     """The choices stored in a weights file (map mode, binarisation, threshold, post-processing, and the
     CRF and image-level gate when chosen); exit with one line for a file without them."""

@@ -4,7 +4,7 @@ import os
 from util.crf_utils import CRFParams, parse_crf_params
 from util.postprocess import POSTPROCESSING
 
-from .base_options import BaseOptions
+from .base_options import BaseOptions, str2bool
 
 SPLITS = ('val', 'testA', 'testB')
 
@@ -26,11 +26,14 @@ class CRFOptions(BaseOptions):
                             f"the image's own lesion/skin colour model added to the map first; postprocess "
                             f"cleans the CRF's mask ({', '.join(POSTPROCESSING)})")
         g.add_argument('--splits', default='testA,testB',
-                       help='comma-separated splits to refine (val, testA, testB); val is always scored '
-                            'for the parameter choice when test.py wrote it')
+                       help='comma-separated splits to refine (val, testA, testB); val is always refined, '
+                            'scored and shown when test.py wrote its maps')
         g.add_argument('--weights', default=None,
                        help="released generator weights, as given to test.py; crf.py reads test.py's "
                             'outputs and only repeats this path in its hints')
+        g.add_argument('--rechoose', type=str2bool, default=False,
+                       help="True: search the CRF on val even when test.py served the choices stored in a "
+                            "weights file (whose stored CRF is applied otherwise)")
         # All cores by default: every image's CRF is independent (the base help speaks of data loading).
         workers = parser._option_string_actions['--num_workers']
         workers.default = os.cpu_count() or 1

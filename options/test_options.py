@@ -14,8 +14,14 @@ class TestOptions(BaseOptions):
     def add_arguments(self, parser):
         g = parser.add_argument_group('what to test')
         g.add_argument('--weights', default=None,
-                       help='released weights file (weights/ISIC.pt) to use instead of the run\'s checkpoints; '
-                            'its stored choices are used when the dataset has no val split')
+                       help="released weights file (weights/ISIC.pt) to use instead of the run's checkpoints; "
+                            'the choices it stores (map, threshold, post-processing, gate, CRF) are applied '
+                            'unchanged, as predict.py does, unless --rechoose True; a file without stored choices '
+                            '(a training checkpoint) is chosen on val')
+        g.add_argument('--rechoose', type=str2bool, default=False,
+                       help='True: choose map, threshold, post-processing and gate on val even when --weights '
+                            'stores its choices (what pipeline.py does with the files it makes); crf.py then '
+                            'searches its CRF on val too')
         add_inference_batch_size(g)
         g.add_argument('--allow_other_dataset', type=str2bool, default=False,
                        help='True: apply --weights trained on ISIC to BraTS or the reverse (refused otherwise); '

@@ -49,6 +49,10 @@ def _png(path, array):
     Image.fromarray(array).save(path)
 
 
+# test.py's decision as its record holds it (the maps above are calibrated to it).
+TEST_RULE = {'map_mode': 'attention', 'binarize': 'fixed', 'threshold': 0.3, 'postprocess': 'none', 'checkpoint': None}
+
+
 def _make_run(tmp_path, splits=('val', 'testA', 'testB'), n_images=3, seed=0, false_alarms=0):
     """Dataset <tmp>/data/ds/f1 and test.py's outputs in <tmp>/results/ds/f1/run/test/<split>/; the first
     ``false_alarms`` testB images hold a lesion-like patch that test.py marked."""
@@ -70,8 +74,8 @@ def _make_run(tmp_path, splits=('val', 'testA', 'testB'), n_images=3, seed=0, fa
                 scores.add(name, prob >= 0.5, gt)
         if split in splits and split != 'testB':
             (test_root / split / 'summary.json').write_text(json.dumps(
-                {**scores.summary(), 'selection': {'threshold': 0.3}, 'command': 'test.py'}))
-    (test_root / 'selection.json').write_text(json.dumps({'selection': {'threshold': 0.3}, 'command': 'test.py'}))
+                {**scores.summary(), 'selection': TEST_RULE, 'command': 'test.py'}))
+    (test_root / 'selection.json').write_text(json.dumps({'selection': TEST_RULE, 'command': 'test.py'}))
     return tmp_path, test_root
 
 
@@ -311,8 +315,9 @@ def test_console_tables_have_lines_of_their_own_and_the_report_is_named(tmp_path
     assert ('\r' in text) == (console is Terminal)  # progress bars on a terminal only
     shown = [line.rsplit('\r', 1)[-1] for line in text.split('\n')]  # what a terminal shows of each line
     header = shown.index(f'{"split":<7}{"":<8}{"n":>5}  ' + ' '.join(f'{k:>7}' for k in SCORE_NAMES))
-    assert [line[:15] for line in shown[header + 1:header + 5]] == [
-        'testA  before  ', 'testA  after   ', 'testB  before  ', 'testB  after   ']
+    # val first (issue 42: it was left out), then the --splits asked for.
+    assert [line[:15] for line in shown[header + 1:header + 7]] == [
+        'val    before  ', 'val    after   ', 'testA  before  ', 'testA  after   ', 'testB  before  ', 'testB  after   ']
     report = tmp_path / 'results' / 'ds' / 'f1' / 'run' / 'index.html'
     assert shown[-2:] == [f'report updated with the CRF results: {report}', '']
     assert report.is_file()
@@ -329,7 +334,7 @@ def test_val_after_the_crf_covers_the_few_shot_images_test_py_chose_on(tmp_path)
         _png(few / 'A' / f'few_{index}.png', raw)
         _png(few / 'B' / f'few_{index}_segmentation.png', gt.astype(np.uint8) * 255)
         _png(test_root / 'val' / 'prob' / f'few_{index}.png', np.round(prob * 65535).astype(np.uint16))
-    (test_root / 'selection.json').write_text(json.dumps({'selection': {'threshold': 0.3, 'select_few': 'held'},
+    (test_root / 'selection.json').write_text(json.dumps({'selection': dict(TEST_RULE, select_few='held'),
                                                           'command': 'test.py'}))
     summary = crf.main(_argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'val'))['val']
     assert summary['n_images'] == 4

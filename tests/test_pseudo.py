@@ -151,7 +151,7 @@ def test_two_stage_file_serves_both_stages_maps(stage_one, tiny_argv, tiny_test_
         test_script.main(tiny_test_argv('--splits', 'testA', '--weights', weights, *extra, name=name))
         return json.load(open(os.path.join(run_folder(name), 'test', 'testA', 'summary.json')))['DI']
 
-    testA_DI(both, 'both')
+    testA_DI(both, 'both', '--rechoose', 'True')  # as pipeline.py's release_test: the file's own choice is stage 2's
     ranked = json.load(open(os.path.join(run_folder('both'), 'test', 'selection.json')))['selection']['ranking']
     # Re-exported from its val-choosing test run, the file keeps both networks and the stage-1 record.
     final = str(tmp_path / 'final.pt')

@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+import crf
 import test as test_script
 from models import weights_file
 import train
 from conftest import TINY_DATASET, TINY_FOLDER
 from data.image_io import list_images, read_mask
+from util.crf_utils import CRFParams
 from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores
 
 SPLITS = ('val', 'testA', 'testB')
@@ -320,3 +322,36 @@ def test_testB_rate_and_testA_auc_are_those_of_the_written_masks_and_the_scores(
     assert testB['mean_area'] == pytest.approx(np.mean([mask.mean() for mask in masks]))
     assert testB['fp_rate'] != pytest.approx(testB['mean_area'])  # the data tells the two apart
     assert _summary(trained, 'testA')['auc'] == pytest.approx(5 / 6)
+
+
+def test_a_file_holding_choices_is_served_with_them_and_rechosen_on_val_when_asked(trained, run_test, tmp_path,
+                                                                                   tiny_test_argv, eval_dataroot):
+    """issue 42: test.py --weights FILE with a val split applied a new val choice where the file stores its
+    own (predict.py applies the stored one). A file's stored choices now serve, the record naming the file;
+    --rechoose True chooses on val; crf.py follows test.py's record."""
+    state = torch.load(os.path.join(trained, 'checkpoints', 'iter_0000004.pt'), weights_only=True)
+    stored = {'map_mode': 'attention', 'binarize': 'fixed', 'threshold': 0.123, 'postprocess': 'none',
+              'step': 4, 'checkpoint': 'iter_0000004.pt', 'chosen_on': 'val + few_sample/x', 'val_DI': 0.5,
+              'crf': CRFParams(alpha=2, n_iter=5).as_dict()}
+    weights = str(tmp_path / 'holds_choices.pt')
+    torch.save(dict(state, selection=stored), weights)
+    run_test('--weights', weights, '--splits', 'testA', name='served')
+    served = os.path.join(os.path.dirname(trained), 'served')
+    rule = json.load(open(os.path.join(served, 'test', 'selection.json')))['selection']
+    assert rule['chosen_on'] == 'stored' and rule['stored_in'] == weights and 'ranking' not in rule
+    assert {k: rule[k] for k in ('map_mode', 'threshold', 'postprocess', 'crf')} == \
+        {k: stored[k] for k in ('map_mode', 'threshold', 'postprocess', 'crf')}
+    assert rule['stored'] == {'chosen_on': 'val + few_sample/x', 'val_DI': 0.5}
+    assert _summary(served, 'val')['selection'] == rule and _summary(served, 'val')['n_images'] == 3
+    argv = tiny_test_argv('--dataroot', eval_dataroot, '--splits', 'testA', '--num_workers', 1, name='served')
+    assert crf.main(argv)['testA']['selection']['crf'] == stored['crf']
+    searched = crf.main(argv + ['--rechoose', 'True'])['val']['selection']
+    assert searched['chosen_on'] == 'val' and searched['val_DI_after'] is not None
+
+    run_test('--weights', weights, '--splits', 'testA', '--rechoose', 'True', name='served')
+    rule = json.load(open(os.path.join(served, 'test', 'selection.json')))['selection']
+    assert rule['chosen_on'] == 'val' and 'stored_in' not in rule and rule['ranking']
+    # A training checkpoint given as --weights stores no choices: chosen on val without the flag.
+    run_test('--weights', os.path.join(trained, 'checkpoints', 'iter_0000004.pt'), '--splits', 'testA', name='ckpt')
+    rule = json.load(open(os.path.join(os.path.dirname(trained), 'ckpt', 'test', 'selection.json')))['selection']
+    assert rule['chosen_on'] == 'val' and rule['ranking']

@@ -8,7 +8,7 @@ import torch
 from conftest import REPO_ROOT
 from data.weak_dataset import resize_square
 from models.cascade_model import CascadeModel
-from models.weights_file import build_model, read_state
+from models.weights_file import build_model, read_state, stored_choices
 from tools.export_weights import cascade_state
 
 OPT = argparse.Namespace(device='cpu', amp='off', channels_last=True, compile=False, is_train=False)
@@ -64,3 +64,15 @@ def test_a_cascade_of_one_size_records_no_second_size():
     seg_state = dict(state, architecture={'model': 'seg', 'img_size': 128, 'img_ch': 3, 'ch': 24})
     architecture = cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))['architecture']
     assert architecture == dict(state['architecture'], seg_ch=24)
+
+
+def test_stored_choices_are_the_files_own_or_its_stage_ones_for_that_map():
+    """A file's choices serve the map they were made for ('auto': the file's own); a two-stage file asked for
+    its stage-1 map serves the stage-1 file's; a file without complete choices (a checkpoint) has none."""
+    own = {'map_mode': 'seg', 'binarize': 'fixed', 'threshold': 0.1, 'postprocess': 'none'}
+    stage1 = {'map_mode': 'cam', 'binarize': 'otsu', 'threshold': None, 'postprocess': 'central'}
+    state = {'selection': own, 'stage1': {'selection': stage1}}
+    assert stored_choices(state) is own and stored_choices(state, 'seg') is own
+    assert stored_choices(state, 'cam') is stage1 and stored_choices(state, 'attention') is None
+    assert stored_choices({'options': {}}) is None
+    assert stored_choices({'selection': {'map_mode': 'seg', 'threshold': 0.1}}) is None

@@ -11,7 +11,6 @@ it on data that has no val split. With ``--readme`` it also rewrites that datase
 weights README from the run's own summary files (no number typed by hand).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -24,14 +23,19 @@ from models.cascade_model import cascade_architecture  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
 from util.pipeline_report import replace_section, score_rows  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
-from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
+from util.full_disk import exit_on_full_disk  # noqa: E402
+from util.records import (crf_record_path, read_crf_selection, read_test_selection, require_record,  # noqa: E402
+                          test_record_path)
 
 
-def _read_json(path, what):
-    if not os.path.isfile(path):
-        raise SystemExit(f'error: {path} not found: {what}')
-    with open(path) as handle:
-        return json.load(handle)
+def _read_json(path, what, key):
+    """The JSON object at ``path`` with ``key`` of the right type; exit with one line naming the file and
+    ``what`` to do when it is missing, damaged or wrong-typed."""
+    record = require_record(path, what)
+    expected = {'steps': dict, 'command': str}[key]
+    if not isinstance(record.get(key), expected):
+        raise SystemExit(f'error: {path} has no {key!r} ({expected.__name__}) as its script writes it: {what}')
+    return record
 
 
 def cascade_state(seg_state, generator):
@@ -52,10 +56,13 @@ def export(run, out, generator=None, pipeline=None):
     """Write the weights file ``out`` for run folder ``run`` (joined with ``generator``'s A->B
     generator when given; keeping the JSON record ``pipeline`` under that key when given); returns
     its selection dict and the state it came from."""
-    selection = require_record(test_record_path(run), 'run test.py on this run first')['selection']
+    selection = read_test_selection(test_record_path(run), 'run test.py on this run first')
     crf_record = crf_record_path(run)
     if os.path.isfile(crf_record):
-        selection['crf'] = require_record(crf_record, '')['selection']['crf']
+        selection['crf'] = read_crf_selection(crf_record, '')['crf']
+    # Re-exported from a run that served a file's stored choices: the choices keep their own provenance.
+    selection = {**{k: v for k, v in selection.items() if k not in ('stored', 'stored_in')},
+                 **selection.get('stored', {})}
     selection.pop('ranking', None)
     state = read_state(selection['checkpoint'])
     if generator:
@@ -69,7 +76,7 @@ def export(run, out, generator=None, pipeline=None):
             for name in names}
     selection['checkpoint'] = os.path.basename(selection['checkpoint'])
     if pipeline:
-        state = dict(state, pipeline=_read_json(pipeline, 'pass the steps.json that pipeline.py wrote'))
+        state = dict(state, pipeline=_read_json(pipeline, 'pass the steps.json that pipeline.py wrote', 'steps'))
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': nets,
                        'step': state['step'], 'selection': selection, 'options': state['options'],
@@ -91,7 +98,8 @@ def pseudo_command(state):
     if state.get('pseudo_command'):
         return state['pseudo_command']
     summary = os.path.join(run_dir(argparse.Namespace(**options), options['pseudo']), PSEUDO_FOLDER, 'summary.json')
-    return _read_json(summary, 'the stage-2 run\'s pseudo-masks are gone')['command']
+    return _read_json(summary, "the stage-2 run's pseudo-masks are gone or damaged: run its pseudo.py again",
+                      'command')['command']
 
 
 def _pseudo_lines(state):
@@ -154,9 +162,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.readme and not args.dataset:
         parser.error('--readme needs --dataset')
-    selection, state = export(args.run, args.out, args.generator, args.pipeline)
-    if args.readme:
-        replace_section(args.readme, args.dataset, readme_section(args.dataset, args.run, args.out, selection, state, args.readme))
+    with exit_on_full_disk('run tools/export_weights.py again'):
+        selection, state = export(args.run, args.out, args.generator, args.pipeline)
+        if args.readme:
+            replace_section(args.readme, args.dataset,
+                            readme_section(args.dataset, args.run, args.out, selection, state, args.readme))
     size_mb = os.path.getsize(args.out) / 2 ** 20
     print(f"wrote {args.out} ({size_mb:.1f} MB): step {selection['step']}, map {selection['map_mode']}, "
           f"{selection['binarize']} threshold {selection['threshold']}, post-processing {selection['postprocess']}"

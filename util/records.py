@@ -22,12 +22,37 @@ def crf_record_path(run):
     return os.path.join(run, 'crf', SELECTION_RECORD)
 
 
+class RecordError(ValueError):
+    """A record that is not the JSON object its script writes (truncated, damaged, edited); ``str()`` is one
+    line naming the file and the fix."""
+
+    def __init__(self, path, problem):
+        self.path, self.problem = path, problem
+        super().__init__(f'{path} {problem}: delete it and run {writer_of(path)} again')
+
+
+def writer_of(path):
+    """The script that writes the record at ``path`` (by the folder it lies in), for the fix in an error."""
+    if os.path.basename(path) in ('steps.json', 'pipeline.json'):
+        return 'pipeline.py'
+    for part in reversed(os.path.abspath(path).split(os.sep)[:-1]):
+        if part in ('test', 'crf', 'pseudo'):
+            return f'{part}.py'
+    return 'the script that wrote it'
+
+
 def read_record(path):
-    """The record at ``path``, {} when there is none."""
+    """The record at ``path``, {} when there is none; RecordError when it is not a readable JSON object."""
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding='utf-8') as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding='utf-8') as handle:
+            record = json.load(handle)
+    except ValueError as error:  # JSONDecodeError (a truncated file), UnicodeDecodeError
+        raise RecordError(path, f'is not readable JSON ({type(error).__name__}: {error})') from None
+    if not isinstance(record, dict):
+        raise RecordError(path, f'holds a JSON {type(record).__name__}, not the object its script writes')
+    return record
 
 
 def write_record(path, record, command):
@@ -38,11 +63,39 @@ def write_record(path, record, command):
 
 def require_record(path, hint):
     """The record at ``path``; exit with one line ending in ``hint`` (which step to run) when it is
-    missing."""
-    record = read_record(path)
+    missing, and with RecordError's line when it is damaged."""
+    try:
+        record = read_record(path)
+    except RecordError as error:
+        raise SystemExit(f'error: {error}') from None
     if not record:
         raise SystemExit(f'error: {path} not found: {hint}')
     return record
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# (key, check, what it must be) of test.py's decision; 'checkpoint' is None for a model without one (otsu).
+TEST_SELECTION_TYPES = (
+    ('map_mode', lambda v: isinstance(v, str), 'a map name'),
+    ('binarize', lambda v: v in ('fixed', 'otsu'), "'fixed' or 'otsu'"),
+    ('threshold', lambda v: v is None or _is_number(v), 'a number (or null with otsu)'),
+    ('postprocess', lambda v: isinstance(v, str), 'a post-processing name'),
+    ('checkpoint', lambda v: v is None or isinstance(v, str), 'a file path'),
+    ('gate', lambda v: v is None or isinstance(v, dict) and _is_number(v.get('threshold')),
+     "null or {'threshold': number}"),
+    ('crf', lambda v: v is None or isinstance(v, dict), 'an object of CRF parameters'),
+    ('select_few', lambda v: isinstance(v, str), 'a folder name'),
+    ('hold_out_normals', lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'a count'),
+)
+TEST_SELECTION_REQUIRED = ('map_mode', 'binarize', 'threshold', 'postprocess', 'checkpoint')
+CRF_SELECTION_TYPES = (
+    ('crf', lambda v: isinstance(v, dict), 'an object of CRF parameters'),
+    ('val_DI_after', lambda v: v is None or _is_number(v), 'a number or null'),
+    ('chosen_on', lambda v: isinstance(v, str), 'a text'),
+)
 
 
 def file_sha256(path):
@@ -52,3 +105,37 @@ def file_sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+def selection_problem(selection, types, required):
+    """What is wrong with a record's 'selection' (``types``: (key, check, what)), or None."""
+    if not isinstance(selection, dict):
+        return "has no 'selection' object"
+    missing = [key for key in required if key not in selection]
+    if missing:
+        return f"has a 'selection' without {', '.join(missing)}"
+    for key, check, what in types:
+        if key in selection and not check(selection[key]):
+            return f"has 'selection' {key} {selection[key]!r}, expected {what}"
+    if selection.get('binarize') == 'fixed' and selection.get('threshold') is None:
+        return "has a 'fixed' binarisation without a threshold"
+    return None
+
+
+def _checked_selection(path, hint, types, required, record):
+    record = require_record(path, hint) if record is None else record
+    problem = selection_problem(record.get('selection'), types, required)
+    if problem:
+        raise SystemExit(f'error: {RecordError(path, problem)}')
+    return record['selection']
+
+
+def read_test_selection(path, hint, record=None):
+    """The checked 'selection' of test.py's record at ``path`` (``record``: already read); exit with one line
+    naming the file and the fix when it is missing (``hint``), damaged or wrong-typed."""
+    return _checked_selection(path, hint, TEST_SELECTION_TYPES, TEST_SELECTION_REQUIRED, record)
+
+
+def read_crf_selection(path, hint, record=None):
+    """The checked 'selection' of crf.py's record at ``path``, as ``read_test_selection``."""
+    return _checked_selection(path, hint, CRF_SELECTION_TYPES, ('crf',), record)

@@ -16,6 +16,19 @@ QUANTILES = np.concatenate([np.linspace(0.30, 0.95, 27), np.linspace(0.955, 0.99
 TOP_CANDIDATES = 3
 
 
+# What a stored selection says about the images it was chosen on; served on other data, it moves under 'stored'.
+PROVENANCE_KEYS = ('chosen_on', 'select_few', 'hold_out_normals', 'val_DI', 'gate_choice', 'ranking')
+
+
+def served_selection(stored, path):
+    """The rule test.py records when it serves the choices ``stored`` in weights file ``path`` unchanged:
+    the decision (map, threshold, post-processing, gate, CRF) at the top, ``chosen_on`` 'stored',
+    ``stored_in`` the file, and where the file's choices were made under ``stored``."""
+    decision = {key: value for key, value in stored.items() if key not in PROVENANCE_KEYS}
+    return dict(decision, checkpoint=path, chosen_on='stored', stored_in=path,
+                stored={key: stored[key] for key in PROVENANCE_KEYS if key in stored})
+
+
 def otsu_threshold(prob):
     """Per-image Otsu threshold of a map (its foreground values); 0.5 for a constant map."""
     values = prob[prob > 0]
