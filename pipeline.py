@@ -126,7 +126,8 @@ class Pipeline:
         record their held-out folder themselves)."""
         folder = self.run_folder(suffix)
         few = self.select_few() if suffix == 'stage1' else []
-        source = ['--weights', weights] if weights else []
+        # --rechoose: the files the pipeline tests (stage-1 file, cascade.pt) store choices, made anew here on val.
+        source = ['--weights', weights, '--rechoose', 'True'] if weights else []
         checkpoints = weights or os.path.join(folder, 'checkpoints')
         self.execute(Step(f'{suffix}_test', ['test.py', *self.common(suffix, 'test'), '--splits', splits,
                                              *source, *few],
