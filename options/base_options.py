@@ -33,6 +33,8 @@ OTHER_PREFIX = 'other_script_'
 MAX_SEED = 2 ** 32 - 1
 # The smallest image every model takes: the U-Net halves its side 4 times, CLTNet's bottleneck needs 2 x 2.
 MIN_IMG_SIZE = 16
+# The largest: 8x the paper's 256 px; a CLTNet step at 100000 px would ask for ~171 GB at once.
+MAX_IMG_SIZE = 2048
 
 
 def str2bool(value):
@@ -204,6 +206,9 @@ class BaseOptions:
         if self.runs_a_model:
             if opt.img_size % 4:
                 parser.error(f'--img_size must be divisible by 4, got {opt.img_size}')
+            if opt.img_size > MAX_IMG_SIZE:
+                parser.error(f'--img_size must be at most {MAX_IMG_SIZE} (memory grows with its square; the paper '
+                             f'uses 256), got {opt.img_size}')
             opt.device = resolve_device(opt.device)
         self.validate(parser, opt)
         return opt

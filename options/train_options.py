@@ -8,6 +8,9 @@ from models.backbone import ENCODERS
 from .base_options import LOSS_WEIGHTS, BaseOptions, check_ranges, check_run_name, str2bool
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
+# Sanity bounds far above any setting used (paper: ch 54, n_res 4, batch 1, 7000 steps): a typo such as an extra
+# zero then stops at parse time instead of in an out-of-memory traceback or a run of years.
+SIZE_BOUNDS = dict(ch=(1, 512), n_res=(1, 64), batch_size=(1, 1024), iteration=(1, 10_000_000))
 
 # Stage 2 trains a small U-Net with a plain segmentation loss: a larger learning rate and batch than the GAN.
 STAGE2_DEFAULTS = dict(model='seg', name='stage2', lr=1e-3, iteration=2000, batch_size=4)
@@ -176,6 +179,7 @@ class TrainOptions(BaseOptions):
                      adv_weight=(0, None), cycle_weight=(0, None), identity_weight=(0, None),
                      cam_weight=(0, None), recon_weight=(0, None), display_id=(0, None),
                      display_port=(1, 65535))
+        check_ranges(parser, opt, **SIZE_BOUNDS)
         # The optimisers compute in float32: a larger learning rate fails inside the first step.
         if not 0 < opt.lr <= FLOAT32_MAX:
             parser.error(f'--lr must be positive and at most {FLOAT32_MAX:.4g} (float32), got {opt.lr}')

@@ -1,4 +1,5 @@
 """Tests of util/run_lock.py: one owner per run folder, released on exit, a dead owner's lock taken over."""
+import errno
 import json
 import os
 import socket
@@ -63,3 +64,23 @@ def test_the_lock_of_another_host_is_refused_with_how_to_clear_it(tmp_path):
                                f'12:00:00), another host; if that run has ended, delete {path}, else wait for it or '
                                f'pass another --name')
     assert path.exists()
+
+
+def test_a_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path, monkeypatch):
+    """As on a read-only file system (chmod does not stop root, so the refusal is simulated)."""
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(LOCK_NAME):
+            raise OSError(errno.EROFS, 'Read-only file system', path)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, 'open', read_only)
+    path = tmp_path / 'run' / LOCK_NAME
+    with pytest.raises(SystemExit) as info:
+        RunLock(str(tmp_path / 'run'), 'test.py').acquire()
+    assert info.value.code == (f'error: cannot write {path} (Read-only file system); pass a --result_dir you can '
+                               'write to, or make that folder writable')
+    monkeypatch.setattr(os, 'open', lambda *args, **kwargs: exec('raise OSError(errno.ENOSPC, "full", "x")'))
+    with pytest.raises(OSError) as full:
+        RunLock(str(tmp_path / 'run'), 'test.py').acquire()
+    assert full.value.errno == errno.ENOSPC  # for the script's own full-disk line (util/full_disk.py)

@@ -2,7 +2,9 @@
 
 A step is up to date when its recorded command and input digests equal the planned ones and its
 outputs still have the recorded digests (whole, not edited since). Digests are SHA-256 of a file's
-bytes, or of a folder's sorted relative paths and file digests.
+bytes, or of a folder's sorted relative paths and file digests. 'steps' holds the steps of the pipeline's
+current step graph alone (what its released file records); 'superseded' the records of steps an earlier
+graph had (more rounds, stage 1 trained instead of read from a file), which come back if the step does.
 """
 import hashlib
 import json
@@ -41,15 +43,46 @@ def current_commit():
     return commit + ('+changes' if dirty else '')
 
 
+# What every step's record holds, and a finished one's too.
+STEP_KEYS = {'argv': list, 'inputs': dict, 'status': str}
+DONE_KEYS = {'outputs': dict, 'seconds': (int, float)}
+
+
+def _problem(data):
+    """What keeps ``data`` (pipeline.json as read) from being a pipeline record, or None."""
+    if not isinstance(data, dict) or not isinstance(data.get('steps'), dict):
+        return "no 'steps' table"
+    if not isinstance(data.get('superseded', {}), dict):
+        return "its 'superseded' is not a table"
+    for name, step in [*data['steps'].items(), *data.get('superseded', {}).items()]:
+        if not isinstance(step, dict):
+            return f'step {name!r} is not a table'
+        needed = {**STEP_KEYS, **(DONE_KEYS if step.get('status') == 'done' else {})}
+        if not all(isinstance(step.get(key), kind) for key, kind in needed.items()):
+            return f'step {name!r} lacks one of ' + ', '.join(needed)
+    return None
+
+
+def _load(path):
+    """pipeline.json at ``path``; exit with one line naming it when it is damaged or not a record."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            data = json.load(handle)
+        problem = _problem(data)
+    except (UnicodeDecodeError, ValueError) as error:
+        problem = f'not JSON: {error}'
+    if problem:
+        raise SystemExit(f'error: {path} is not a pipeline record ({problem}); remove it to start over (every '
+                         f'step then runs again) or put back a copy of it')
+    return data
+
+
 class PipelineRecord:
     """The steps' records of one pipeline run folder, saved atomically after every change."""
 
     def __init__(self, path):
         self.path = path
-        self.data = {'steps': {}}
-        if os.path.isfile(path):
-            with open(path, encoding='utf-8') as handle:
-                self.data = json.load(handle)
+        self.data = _load(path) if os.path.isfile(path) else {'steps': {}}
 
     @property
     def steps(self):
@@ -57,6 +90,20 @@ class PipelineRecord:
 
     def save(self):
         write_json_atomic(self.path, self.data)
+
+    def keep_only(self, names):
+        """Make 'steps' the records of ``names`` (the step graph of this run, in its order) that exist: the
+        others move to 'superseded', and a superseded record of a name in ``names`` comes back."""
+        superseded = self.data.get('superseded', {})
+        everything = {**superseded, **self.steps}
+        steps = {name: everything[name] for name in names if name in everything}
+        superseded = {name: step for name, step in everything.items() if name not in steps}
+        new = {**self.data, 'steps': steps, 'superseded': superseded}
+        if not superseded:
+            del new['superseded']
+        if new != self.data or list(steps) != list(self.steps):
+            self.data = new
+            self.save()
 
     def is_current(self, name, plan):
         """True when step ``name`` finished with exactly ``plan`` (argv and input digests) and its

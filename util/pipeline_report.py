@@ -19,8 +19,8 @@ def _summary(path):
 
 def score_rows(release_run, val_label='val'):
     """Markdown rows (a run's, or a pipeline's release run's): the selection set (named ``val_label``: val,
-    with the few-shot images and held-out normals it holds) and testA before / after the CRF, testB's share of normal images given any lesion
-    pixel."""
+    with the few-shot images and held-out normals it holds) and testA before / after the CRF, testB's share
+    of normal images given any lesion pixel."""
     rows = []
     for split in ('val', 'testA'):
         name = val_label if split == 'val' else split
@@ -77,9 +77,25 @@ def update_readme(path, dataset, out, record, release_run, command):
     replace_section(path, dataset, section(dataset, out, record, release_run, command))
 
 
+def check_readme(path):
+    """The text of the Markdown file ``path`` that a section goes into ('# Released weights' for a new one);
+    exit with one line when it is a folder or not UTF-8 text (a binary file given by mistake)."""
+    if not os.path.exists(path):
+        return '# Released weights\n'
+    fix = 'pass a Markdown file such as weights/README.md (or a new file name)'
+    if os.path.isdir(path):
+        raise SystemExit(f'error: {path} is a folder, not a Markdown file; {fix}')
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return handle.read()
+    except UnicodeDecodeError as error:
+        raise SystemExit(f'error: {path} is not UTF-8 text (byte {error.start}), so not a Markdown file; '
+                         f'{fix}') from None
+
+
 def replace_section(path, dataset, new):
     """Replace (or append) the text between ``<!-- dataset start -->`` and ``<!-- dataset end -->``."""
-    text = open(path, encoding='utf-8').read() if os.path.isfile(path) else '# Released weights\n'
+    text = check_readme(path)
     start, end = f'<!-- {dataset} start -->', f'<!-- {dataset} end -->'
     if start in text and end in text:
         text = text[:text.index(start)] + new + text[text.index(end) + len(end):]

@@ -9,9 +9,15 @@
     [stage1] [stage2] [test] [crf] [pseudo]   flags of that step alone
 
 Everything is checked before anything runs: an unknown section or key, a flag the step's script does
-not have, or a flag the pipeline sets itself is refused with one line naming it.
+not have, or a flag the pipeline sets itself is refused with one line naming it (``read_recipe``), and so
+is a value the step's script would refuse: its parser's types, choices and ranges and the script's own
+checks after parsing (``check_step_flags``, on each step's whole command line as the pipeline plans it).
 """
+import contextlib
+import io
+import json
 import os
+import re
 import tomllib
 
 from options.crf_options import CRFOptions
@@ -25,7 +31,7 @@ STEP_OPTIONS = {'stage1': TrainOptions, 'stage2': TrainOptions, 'test': TestOpti
                 'pseudo': PseudoOptions}
 # Flags that tie the steps together: the pipeline sets them, so a recipe must not.
 PIPELINE_FLAGS = ('dataroot', 'dataset', 'folder', 'name', 'result_dir', 'seed', 'stage', 'pseudo', 'weights',
-                  'splits', 'select_few', 'hold_out_normals', 'resume', 'reselect', 'which_iter')
+                  'splits', 'select_few', 'hold_out_normals', 'resume', 'reselect', 'rechoose', 'which_iter')
 
 
 class RecipeError(ValueError):
@@ -53,6 +59,12 @@ def read_recipe(path):
             raw = tomllib.load(handle)
     except FileNotFoundError:
         raise RecipeError(f'{path} not found; pass a recipe such as recipes/ISIC.toml') from None
+    except IsADirectoryError:
+        raise RecipeError(f'{path} is a folder; pass a recipe file such as recipes/ISIC.toml') from None
+    except OSError as error:
+        raise RecipeError(f'{path}: cannot be read ({error.strerror}); pass a readable recipe file') from None
+    except UnicodeDecodeError as error:
+        raise RecipeError(f'{path}: not UTF-8 text (byte {error.start}); save the recipe as UTF-8') from None
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f'{path}: not valid TOML ({error})') from None
     known = ('pipeline', 'common', *STEP_OPTIONS)
@@ -85,10 +97,40 @@ def read_recipe(path):
             if key not in allowed:
                 where = 'any script' if section == 'common' else f'the {section} step'
                 raise RecipeError(f'{path}: [{section}] {key}: not a flag of {where}; check the spelling '
-                                  f'against python {"train" if section.startswith("stage") else section}.py --help')
+                                  f'against {_help_command(section)}')
             if isinstance(value, (dict, list)):
                 raise RecipeError(f'{path}: [{section}] {key} must be a single value, got {value!r}')
     return recipe
+
+
+def _help_command(section):
+    """Where the flags of ``section`` are listed: its script's --help ([common]: every script's)."""
+    if section == 'common':
+        return 'python train.py --help (or test.py, crf.py, pseudo.py: [common] reaches all four)'
+    return f'python {"train" if section.startswith("stage") else section}.py --help'
+
+
+def _culprit(recipe, section, message):
+    """'[stage2] lr = "fast"': the recipe entry that ``message`` (a script's refusal) names, the step's own
+    before [common]'s; '[stage2]' when it names none (a flag the pipeline set, refused with a recipe value)."""
+    for where in (section, 'common'):
+        for key, value in recipe[where].items():
+            if re.search(rf"--{re.escape(key)}\b", message):
+                return f'[{where}] {key} = {json.dumps(value)}'
+    return f'[{section}]'
+
+
+def check_step_flags(path, recipe, section, argv):
+    """RecipeError naming the recipe entry when the script of step ``argv`` ([SCRIPT, *FLAGS], of recipe
+    section ``section``) would refuse its flags: the script's own parse (types, choices, ranges and its
+    checks after parsing, none of which touches files) with its output kept from the console."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as errors, contextlib.redirect_stdout(io.StringIO()):
+            STEP_OPTIONS[section]().parse(argv[1:])
+    except SystemExit as error:
+        lines = errors.getvalue().strip().splitlines() or [str(error.code)]
+        message = re.sub(r'^(\S+: )?error: ', '', lines[-1])
+        raise RecipeError(f'{path}: {_culprit(recipe, section, message)}: {argv[0]} refuses it: {message}') from None
 
 
 def step_flags(recipe, section):

@@ -15,6 +15,8 @@ import socket
 import time
 
 LOCK_NAME = 'run.lock'
+# A folder that cannot take the lock file: no write permission, a read-only file system.
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 RECORD_KEYS = ('script', 'pid', 'host', 'since')
@@ -67,9 +69,8 @@ class RunLock:
     def acquire(self):
         """Take the lock (creating the run folder if needed), or exit naming its owner."""
         self._created = _missing_folders(self.folder)
-        os.makedirs(self.folder, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -94,6 +95,18 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + '\n').encode('utf-8'), 0)
         self._fd = fd
+
+    def _open(self):
+        """The lock file opened for writing (created with its folders if needed); exit with one line when
+        the folder cannot be written (a full disk passes through, for the script's own message)."""
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if error.errno not in NOT_WRITABLE:
+                raise
+            raise SystemExit(f'error: cannot write {error.filename} ({error.strerror}); pass a --result_dir '
+                             f'you can write to, or make that folder writable') from None
 
     def release(self):
         """Give the lock up: remove the file, then the folders taking it created if they stayed empty."""
