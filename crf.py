@@ -177,7 +177,7 @@ def refine_split(opt, test_root, crf_root, split, params, selection, rule):
     masks = [np.zeros(read_prob(item.prob).shape, bool) if item.gated else next(refined) for item in items]
     seconds = time.perf_counter() - start
     out_dir = os.path.join(crf_root, split)
-    scores = SegmentationScores()
+    scores = SegmentationScores(surface=True)
     for item, mask in zip(items, masks):
         gt = read_mask(item.label) if item.label else None
         write_png_atomic(os.path.join(out_dir, 'masks', item.name + '.png'), mask.astype(np.uint8) * 255)

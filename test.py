@@ -250,7 +250,7 @@ def split_pairs(data_dir, split, opt):
 def write_split(items, rule, out_dir, opt, elapsed):
     """Masks, calibrated maps, overlays, visuals, metrics.csv and summary.json of one split (with a gate:
     the names of the images it emptied, which crf.py keeps empty)."""
-    scores = SegmentationScores()
+    scores = SegmentationScores(surface=True)
     areas, gated = [], []
     for item in items:
         mask, calibrated = apply_rule(rule, item['maps'][rule['map_mode']], item['score'])

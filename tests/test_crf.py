@@ -18,7 +18,7 @@ from data.image_io import read_mask
 from util import crf_utils
 from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, crf_pool, dense_crf, param_grid, parse_crf_params,
                             read_prob, refine_arrays, refine_many, search_params)
-from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores, confusion_counts, scores_from_counts
+from util.metrics import SCORE_NAMES, SURFACE_COLUMNS, SegmentationScores, confusion_counts, scores_from_counts
 from util.postprocess import calibrate, foreground_mask, largest_component, resize_mask
 
 SIZE = 32
@@ -241,7 +241,7 @@ def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
     for split in ('testA', 'testB'):
         with open(out / split / 'metrics.csv', newline='') as f:
             rows = list(csv.DictReader(f))
-        assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 3
+        assert tuple(rows[0]) == SURFACE_COLUMNS and len(rows) == 3
         for name in (r['name'] for r in rows):
             mask = np.asarray(Image.open(out / split / 'masks' / f'{name}.png'))
             assert mask.shape == (SIZE, SIZE) and set(np.unique(mask)) <= {0, 255}

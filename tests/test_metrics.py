@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from util.metrics import (CSV_COLUMNS, SCORE_NAMES, SegmentationScores, binarize, confusion_counts,
-                          dice_sweep, roc_auc, score_sweep, scores_from_counts, write_metrics_csv)
+from util.metrics import (CSV_COLUMNS, SCORE_NAMES, SURFACE_COLUMNS, SURFACE_TOLERANCE, SegmentationScores, binarize,
+                          confusion_counts, dice_sweep, lesion_counts, roc_auc, score_sweep, scores_from_counts,
+                          surface_scores, write_metrics_csv)
 
 # Hand-worked 4x4 case (rows top to bottom):
 #   pred        gt
@@ -219,3 +220,96 @@ def test_failed_csv_write_keeps_old_file(tmp_path):
         write_metrics_csv(str(path), [{'name': 'x', 'unknown_column': 1}])
     assert path.read_text() == 'old\n'
     assert os.listdir(tmp_path) == ['metrics.csv']
+
+
+def _blobs(rng, shape, n_blobs):
+    """A bool mask of ``n_blobs`` random ellipsoid-ish blobs (varied boundaries, several components)."""
+    grid = np.indices(shape).astype(float)
+    mask = np.zeros(shape, bool)
+    for _ in range(n_blobs):
+        centre = rng.uniform(0, shape[0], len(shape))
+        radii = rng.uniform(1.5, shape[0] / 4, len(shape))
+        mask |= sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1
+    return mask
+
+
+def _monai(pred, gt, spacing=None):
+    """HD95 and NSD at 2 px by MONAI (its own code, with its optional dependencies absent)."""
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+    batch = [torch.as_tensor(m[None, None]) for m in (pred, gt)]
+    hd95 = compute_hausdorff_distance(*batch, percentile=95, include_background=True, spacing=spacing)
+    nsd = compute_surface_dice(*(b.float() for b in batch), class_thresholds=[SURFACE_TOLERANCE],
+                               include_background=True, spacing=spacing)
+    return float(hd95), float(nsd)
+
+
+@pytest.mark.filterwarnings('ignore::FutureWarning')
+@pytest.mark.parametrize('shape, spacing', [((40, 40), None), ((48, 32), None), ((16, 16, 16), None),
+                                            ((16, 16, 16), (1.0, 0.5, 2.0))])
+def test_hd95_and_surface_dice_equal_monais(shape, spacing):
+    rng = np.random.default_rng(len(shape) + (spacing is not None))
+    for _ in range(6):
+        pred, gt = _blobs(rng, shape, rng.integers(1, 4)), _blobs(rng, shape, rng.integers(1, 4))
+        if not pred.any() or not gt.any():
+            continue
+        ours = surface_scores(pred, gt, spacing)
+        hd95, nsd = _monai(pred, gt, spacing)
+        assert ours['HD95'] == pytest.approx(hd95, abs=1e-4) and ours['NSD'] == pytest.approx(nsd, abs=1e-6)
+
+
+def test_surface_scores_of_a_shifted_square_and_of_empty_masks():
+    gt = np.zeros((20, 20), bool)
+    gt[5:10, 5:10] = True
+    # One pixel to the right: every boundary pixel is within 1 px of the other boundary.
+    assert surface_scores(np.roll(gt, 1, axis=1), gt) == {'HD95': 1.0, 'NSD': 1.0}
+    assert surface_scores(np.roll(gt, 4, axis=1), gt)['NSD'] < 1
+    empty = np.zeros_like(gt)
+    assert surface_scores(empty, empty) == {'HD95': 0.0, 'NSD': 1.0}
+    for pred, label in ((empty, gt), (gt, empty)):
+        scores = surface_scores(pred, label)
+        assert np.isnan(scores['HD95']) and scores['NSD'] == 0.0
+    # A mask on the array's edge: its edge pixels are boundary, as in MONAI.
+    assert surface_scores(np.ones((6, 6), bool), np.ones((6, 6), bool)) == {'HD95': 0.0, 'NSD': 1.0}
+
+
+def test_lesion_counts_by_connected_components_in_images_and_volumes():
+    gt = np.zeros((12, 12), bool)
+    gt[1:3, 1:3] = gt[6:8, 6:8] = gt[10, 0] = True      # three lesions
+    pred = np.zeros_like(gt)
+    pred[2, 2] = pred[7:9, 7:9] = True                    # touches two of them
+    pred[0, 10:12] = pred[4, 11] = True                   # two false lesions
+    pred[9, 1] = True                                     # diagonal to gt[10, 0]: its own component, no overlap
+    assert lesion_counts(pred, gt) == {'lesions': 3, 'detected': 2, 'missed': 1, 'false_lesions': 3}
+    volume = np.zeros((4, 6, 6), bool)
+    volume[0, 0, 0] = volume[1, 1, 1] = True              # 26-connected: one lesion across slices
+    volume[3, 4:6, 4:6] = True
+    assert lesion_counts(volume[::-1].copy(), volume) == {'lesions': 2, 'detected': 0, 'missed': 2,
+                                                           'false_lesions': 2}
+    assert lesion_counts(volume, volume) == {'lesions': 2, 'detected': 2, 'missed': 0, 'false_lesions': 0}
+
+
+def test_surface_columns_add_to_metrics_csv_and_summary_without_changing_the_others(tmp_path):
+    rng = np.random.default_rng(3)
+    pairs = [(_blobs(rng, (24, 24), 2), _blobs(rng, (24, 24), 2)) for _ in range(4)]
+    empty = np.zeros((24, 24), bool)
+    pairs += [(empty, empty), (pairs[0][0], empty)]       # HD95 0 and undefined (NaN)
+    plain, surface = SegmentationScores(), SegmentationScores(surface=True)
+    for index, (pred, gt) in enumerate(pairs):
+        plain.add(f'i{index}', pred, gt)
+        surface.add(f'i{index}', pred, gt)
+    assert [{k: row[k] for k in CSV_COLUMNS} for row in surface.rows()] == plain.rows()
+    summary = surface.summary()
+    assert {k: summary[k] for k in plain.summary()} == plain.summary()
+    hd95 = [row['HD95'] for row in surface.rows()]
+    assert summary['HD95'] == pytest.approx(np.nanmean(hd95)) and summary['HD95_undefined'] == 1
+    assert summary['NSD'] == pytest.approx(np.mean([row['NSD'] for row in surface.rows()]))
+    totals = {k: sum(row[k] for row in surface.rows()) for k in ('lesions', 'detected', 'missed', 'false_lesions')}
+    assert summary['lesion_wise'] == {**totals, 'lesion_sensitivity': totals['detected'] / totals['lesions']}
+    path = tmp_path / 'metrics.csv'
+    write_metrics_csv(str(path), surface.rows())
+    with open(path, newline='') as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == SURFACE_COLUMNS and rows[-1]['HD95'] == 'nan' and rows[-2]['HD95'] == '0.0'
+    only_empty = SegmentationScores(surface=True)
+    only_empty.add('e', pairs[0][0], empty)
+    assert only_empty.summary()['HD95'] is None and only_empty.summary()['lesion_wise']['lesion_sensitivity'] is None

@@ -17,7 +17,7 @@ import train
 from conftest import TINY_DATASET, TINY_FOLDER
 from data.image_io import list_images, read_mask
 from util.crf_utils import CRFParams
-from util.metrics import CSV_COLUMNS, SCORE_NAMES, SegmentationScores
+from util.metrics import SCORE_NAMES, SURFACE_COLUMNS, SegmentationScores
 
 SPLITS = ('val', 'testA', 'testB')
 # Evaluation images are resized to this (W, H), unlike the 32 px network input, so "original size" shows.
@@ -123,11 +123,11 @@ def test_writes_every_output(trained, run_test, eval_dataroot, capsys):
             assert 0 <= summary['fp_rate'] <= 1 and 0 <= summary['mean_area'] <= 1
             continue
         rows = _rows(folder, split)
-        assert rows[0] == list(CSV_COLUMNS) and [r[0] for r in rows[1:]] == names
+        assert rows[0] == list(SURFACE_COLUMNS) and [r[0] for r in rows[1:]] == names
         # metrics.csv scores the written masks against the labels, one row per image.
         for row, expected in zip(rows[1:], scores.rows()):
             assert [int(v) for v in row[1:5]] == [expected[k] for k in ('TP', 'FP', 'FN', 'TN')]
-            assert [float(v) for v in row[5:]] == pytest.approx([expected[k] for k in SCORE_NAMES])
+            assert [float(v) for v in row[5:10]] == pytest.approx([expected[k] for k in SCORE_NAMES])
         for key in SCORE_NAMES:
             assert 0 <= summary[key] <= 1 and 0 <= summary['pooled'][key] <= 1
             assert summary[key] == pytest.approx(scores.mean()[key])

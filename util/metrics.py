@@ -5,17 +5,36 @@ Per image, from the confusion counts:
     SE = TP/(TP+FN)      SP = TN/(TN+FP)
 Any zero denominator scores 1, so an empty prediction on an empty mask scores JA = DI = 1 (ISIC).
 A probability map becomes a mask by ``probs >= threshold`` (see ``binarize``).
+
+Boundary and lesion-wise figures (``surface_scores``, ``lesion_counts``; MONAI's definitions, checked against
+``monai.metrics`` in tests/test_metrics.py), in pixels (voxels, or ``spacing`` units) of the scored mask:
+    HD95  95th-percentile symmetric Hausdorff distance between the two masks' boundaries (pixels with a
+          face-neighbour outside the mask): the larger of the two directed 95th percentiles
+    NSD   normalised surface Dice at ``SURFACE_TOLERANCE`` px: the share of both boundaries' pixels lying
+          within the tolerance of the other boundary
+    lesions / detected / missed / false_lesions: connected components (8-connected in 2-D, 26 in 3-D) of the
+          label, those touching a predicted pixel, those not, and predicted components touching no lesion.
+Empty masks: both empty scores HD95 0 and NSD 1 (as JA = DI = 1 above); one empty scores NSD 0 and HD95 NaN
+(no boundary to measure to; MONAI gives inf or NaN), left out of the HD95 mean and counted in HD95_undefined.
 """
 import csv
 
 import numpy as np
 import torch
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from util.atomic import atomic_write
 
 SCORE_NAMES = ('JA', 'DI', 'AC', 'SE', 'SP')
 COUNT_NAMES = ('TP', 'FP', 'FN', 'TN')
 CSV_COLUMNS = ('name',) + COUNT_NAMES + SCORE_NAMES
+SURFACE_NAMES = ('HD95', 'NSD')
+LESION_NAMES = ('lesions', 'detected', 'missed', 'false_lesions')
+# metrics.csv's columns with the boundary and lesion-wise figures (SegmentationScores(surface=True)).
+SURFACE_COLUMNS = CSV_COLUMNS + SURFACE_NAMES + LESION_NAMES
+# NSD's tolerance, in pixels: a boundary pixel within it of the other boundary counts as agreeing.
+SURFACE_TOLERANCE = 2.0
 
 
 def binarize(probs, threshold):
@@ -72,6 +91,58 @@ def scores_from_counts(tp, fp, fn, tn):
     return scores
 
 
+def _boundary(mask):
+    """The pixels of ``mask`` with a face-neighbour outside it (or on the array's edge), as MONAI's
+    get_mask_edges finds them (scipy's binary erosion)."""
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def _around_both(pred, gt):
+    """``pred`` and ``gt`` cut to the box around their union, one pixel wider where the array allows: the
+    boundaries and their distances are those of the whole arrays, at the cost of the lesions' size."""
+    union = pred | gt
+    box = []
+    for axis in range(union.ndim):
+        used = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(max(used[0] - 1, 0), used[-1] + 2))
+    return pred[tuple(box)], gt[tuple(box)]
+
+
+def surface_scores(pred, gt, spacing=None, tolerance=SURFACE_TOLERANCE):
+    """{'HD95', 'NSD'} of one predicted mask against its label (bool arrays of one shape, 2-D or 3-D), in
+    pixels or ``spacing`` units (one per axis); the empty-mask convention of the module docstring."""
+    pred, gt = _as_bool_array(pred), _as_bool_array(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f'prediction shape {pred.shape} differs from ground-truth shape {gt.shape}')
+    if not pred.any() and not gt.any():
+        return {'HD95': 0.0, 'NSD': 1.0}
+    if not pred.any() or not gt.any():
+        return {'HD95': float('nan'), 'NSD': 0.0}
+    pred, gt = _around_both(pred, gt)
+    scale = np.ones(pred.ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    points_pred, points_gt = np.argwhere(_boundary(pred)) * scale, np.argwhere(_boundary(gt)) * scale
+    # Exact nearest-boundary distances (the distance transform's), without a transform of the whole box.
+    pred_to_gt = cKDTree(points_gt).query(points_pred)[0]
+    gt_to_pred = cKDTree(points_pred).query(points_gt)[0]
+    hd95 = max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95))
+    agreeing = np.count_nonzero(pred_to_gt <= tolerance) + np.count_nonzero(gt_to_pred <= tolerance)
+    return {'HD95': float(hd95), 'NSD': agreeing / (len(pred_to_gt) + len(gt_to_pred))}
+
+
+def lesion_counts(pred, gt):
+    """{'lesions', 'detected', 'missed', 'false_lesions'} of one image or volume: the label's connected
+    components (8-/26-connected), those a predicted pixel touches, those none does, and the predicted
+    components that touch no label pixel."""
+    pred, gt = _as_bool_array(pred), _as_bool_array(gt)
+    connectivity = ndimage.generate_binary_structure(gt.ndim, gt.ndim)
+    lesions, n_lesions = ndimage.label(gt, connectivity)
+    found, n_found = ndimage.label(pred, connectivity)
+    detected = np.unique(lesions[pred & gt]).size
+    hitting = np.unique(found[pred & gt]).size
+    return {'lesions': int(n_lesions), 'detected': int(detected), 'missed': int(n_lesions - detected),
+            'false_lesions': int(n_found - hitting)}
+
+
 class SegmentationScores:
     """Per-image segmentation scores, kept so that several reductions can be reported.
 
@@ -79,8 +150,11 @@ class SegmentationScores:
     pooled(), thresholded_jaccard() or summary() for summary.json.
     """
 
-    def __init__(self):
+    def __init__(self, surface=False, spacing=None):
+        """``surface``: also HD95, NSD and the lesion-wise counts per image (metrics.csv's SURFACE_COLUMNS;
+        they cost a boundary search, so val selection, which needs only DI, leaves them out)."""
         self._rows = []
+        self.surface, self.spacing = surface, spacing
 
     def __len__(self):
         return len(self._rows)
@@ -89,11 +163,13 @@ class SegmentationScores:
         """Score one image. name: str; pred, gt: boolean masks as in confusion_counts. Returns its row."""
         counts = confusion_counts(pred, gt)
         row = {'name': name, **dict(zip(COUNT_NAMES, counts)), **scores_from_counts(*counts)}
+        if self.surface:
+            row.update(surface_scores(pred, gt, self.spacing), **lesion_counts(pred, gt))
         self._rows.append(row)
         return row
 
     def rows(self):
-        """List of dicts, one per image in insertion order, with keys CSV_COLUMNS."""
+        """List of dicts, one per image in insertion order, with keys CSV_COLUMNS (SURFACE_COLUMNS)."""
         return [dict(row) for row in self._rows]
 
     def _require_images(self, what):
@@ -119,10 +195,25 @@ class SegmentationScores:
         ja = self._column('JA')
         return float(np.where(ja < cut, 0.0, ja).mean())
 
+    def surface_summary(self):
+        """HD95 (mean over the images where it is defined, None when none is), HD95_undefined (how many
+        have exactly one of the two masks empty), NSD (mean over images) and the lesion-wise counts summed
+        over images, with lesion_sensitivity = detected / lesions (None without lesions)."""
+        self._require_images('surface_summary')
+        hd95 = self._column('HD95')
+        defined = hd95[np.isfinite(hd95)]
+        totals = {k: int(sum(row[k] for row in self._rows)) for k in LESION_NAMES}
+        return {'HD95': float(defined.mean()) if defined.size else None,
+                'HD95_undefined': int(hd95.size - defined.size),
+                'NSD': float(self._column('NSD').mean()), 'NSD_tolerance_px': SURFACE_TOLERANCE,
+                'lesion_wise': {**totals, 'lesion_sensitivity': totals['detected'] / totals['lesions']
+                                if totals['lesions'] else None}}
+
     def summary(self):
-        """JSON-ready dict: the five means, 'pooled' (dict), 'thresholded_JA' and 'n_images'."""
-        return {**self.mean(), 'pooled': self.pooled(),
-                'thresholded_JA': self.thresholded_jaccard(), 'n_images': len(self)}
+        """JSON-ready dict: the five means, 'pooled' (dict), 'thresholded_JA' and 'n_images'; with
+        ``surface``, also ``surface_summary``'s figures."""
+        return {**self.mean(), 'pooled': self.pooled(), 'thresholded_JA': self.thresholded_jaccard(),
+                'n_images': len(self), **(self.surface_summary() if self.surface else {})}
 
 
 def _sweep_counts(probs, gts, thresholds):
@@ -213,13 +304,16 @@ def roc_auc(scores, labels):
 
 
 def write_metrics_csv(path, rows):
-    """Write per-image rows (dicts with keys CSV_COLUMNS, e.g. SegmentationScores.rows()) to `path`.
+    """Write per-image rows (dicts with keys CSV_COLUMNS or SURFACE_COLUMNS, e.g. SegmentationScores.rows()) to
+    `path`; an undefined HD95 is written as 'nan'.
 
     The file is written next to its destination and moved into place with os.replace, so a reader never
     sees a half-written file and a failed write leaves any earlier file untouched.
     """
+    columns = SURFACE_COLUMNS if rows and 'HD95' in rows[0] else CSV_COLUMNS
+
     def write(handle):
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     atomic_write(path, write, newline='')
