@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import file_hashes
 from data.layout import check_split, check_training_layout
-from tools import prepare_weak
+from tools import prepare_brats, prepare_isic, prepare_weak
 from tools.prepare_common import PrepareError
 
 H, W = 30, 40
@@ -222,3 +222,15 @@ def test_a_run_killed_while_replacing_puts_the_earlier_folder_back(src, tmp_path
         prepare_weak.run(_args(src, out, '--n_val', '2', '--seed', '1'))
     assert 'put back as' in capsys.readouterr().out
     assert file_hashes(folder) == before and sorted(os.listdir(out / 'MyLesions')) == ['mylesions_1']
+
+
+@pytest.mark.parametrize('tool, required', [(prepare_weak, ['--lesion', 'l', '--normal', 'n', '--labelled_images', 'i',
+                                                            '--labelled_masks', 'm', '--dataset', 'D']),
+                                            (prepare_isic, ['--images', 'i', '--masks', 'm']),
+                                            (prepare_brats, ['--src', 's'])])
+def test_every_prepare_tool_takes_overwrite_as_a_boolean_flag(tool, required):
+    parser = tool.build_parser()
+    for words, value in (([], False), (['--overwrite'], True), (['--overwrite', 'True'], True),
+                         (['--overwrite', 'False'], False), (['--overwrite', 'no', '--seed', '3'], False)):
+        assert parser.parse_args([*required, '--out', 'o', *words]).overwrite is value
+    assert 'True (or the bare flag)' in parser.format_help()
