@@ -6,6 +6,7 @@ import re
 import pytest
 import torch
 
+import pipeline
 import train
 from models import model_names
 from options.base_options import CPU_PRESET, format_options, run_dir
@@ -226,3 +227,36 @@ def test_a_dataset_of_another_name_is_told_which_loss_weights_it_gets(capsys):
     parse('--dataset', 'mine', '--adv_weight', '1', '--cycle_weight', '1', '--identity_weight', '1',
           '--cam_weight', '1', '--recon_weight', '1')
     assert capsys.readouterr().out == ''
+
+
+NOT_ONE_FOLDER = ['../../../ISIC/copy', '..', '.', '', 'a/b', 'a\\b', '/abs/path']
+
+
+@pytest.mark.parametrize('flag', ['--dataset', '--folder'])
+@pytest.mark.parametrize('value', NOT_ONE_FOLDER)
+@pytest.mark.parametrize('options', [TrainOptions, TestOptions, CRFOptions, PseudoOptions])
+def test_a_dataset_or_folder_that_is_not_one_folder_name_is_refused(capsys, options, flag, value):
+    """The fault probe's ``--folder ../../../<dataset>/copy`` put a run inside the dataset, outside --result_dir."""
+    with pytest.raises(SystemExit) as info:
+        options().parse([flag, value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].split(': error: ')[1] == (
+        f"{flag} must be one folder name, without / or \\ and not '', '.' or '..' (the data folder is "
+        f"<dataroot>/<dataset>/<folder>, the runs go to <result_dir>/<dataset>/<folder>), got {value!r}")
+
+
+@pytest.mark.parametrize('flag, value', [(flag, value) for flag in ('--dataset', '--folder', '--name')
+                                         for value in NOT_ONE_FOLDER if (flag, value) != ('--folder', '')])
+def test_pipeline_refuses_the_same_names_with_the_same_line(capsys, flag, value):
+    """pipeline.py takes an empty --folder as not given (the dataset's default folder)."""
+    argv = ['--dataset', 'mine', '--recipe', 'recipes/demo.toml', flag, value]
+    with pytest.raises(SystemExit) as info:
+        pipeline.parse_args(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].split(': error: ')[1].startswith(
+        f"{flag} must be one folder name, without / or \\ and not '', '.' or '..' (the ")
+
+
+def test_a_folder_name_with_dots_inside_is_one_folder_name():
+    opt = parse('--dataset', 'my.lesions', '--folder', 'v1..2', '--name', '.run')
+    assert (opt.dataset, opt.folder, opt.name) == ('my.lesions', 'v1..2', '.run')
