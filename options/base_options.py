@@ -118,10 +118,11 @@ class BaseOptions:
         g.add_argument('--dataroot', default='./dataset',
                        help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB)')
         g.add_argument('--dataset', default='demo',
-                       help="dataset name under --dataroot (ISIC, BraTS, ...); 'demo' builds the embedded "
-                            "synthetic phantom data on first use")
+                       help="dataset name under --dataroot (ISIC, BraTS, ...), one folder name; 'demo' builds "
+                            "the embedded synthetic phantom data on first use")
         g.add_argument('--folder', default=None,
-                       help='data folder under <dataroot>/<dataset>/ (default: isic_1, brats_1 or demo_1)')
+                       help='data folder under <dataroot>/<dataset>/, one folder name (default: isic_1, brats_1, '
+                            'demo_1 or <dataset lowercased>_1)')
         g.add_argument('--name', default='cltnet',
                        help='run name; outputs go to <result_dir>/<dataset>/<folder>/<name>/')
         g.add_argument('--result_dir', default='results', help='root folder of all run outputs')
