@@ -12,6 +12,7 @@ keeps its empty mask: the CRF never grows a lesion there.
 
     python crf.py --dataroot ../shared/datasets --dataset ISIC --name cltnet
 """
+import glob
 import os
 import time
 from typing import NamedTuple, Optional
@@ -26,14 +27,14 @@ from data.image_io import read_image, read_mask, write_json_atomic, write_png_at
 from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
-from util.crf_utils import CRFParams, param_grid, read_prob, refine_many, search_params
+from util.crf_utils import CRFParams, Search, param_grid, read_prob, refine_many, search_digest, search_params
 from util.full_disk import exit_on_full_disk
 from util.html import write_run_report
 from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from util.overlay import draw_overlay
 from util.preflight import check_output_dir
-from util.records import (crf_record_path, file_sha256, read_record, read_test_selection, test_record_path,
-                          write_record)
+from util.records import (RecordError, crf_record_path, file_sha256, read_record, read_test_selection,
+                          test_record_path, write_record)
 from util.run_lock import RunLock
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
@@ -111,19 +112,21 @@ def choose_params(opt, test_root, crf_root, rule):
     val_summary = read_record(os.path.join(test_root, 'val', 'summary.json'))
     val = split_items(opt, test_root, 'val', rule)
     items = [(item.image, item.prob, item.label, item.gated) for item in val]
-    combos = [opt.crf_params] if opt.crf_params else param_grid(rule.get('postprocess', 'none'))
-    best, means, threshold_DI = search_params(items, combos, opt.num_workers)
+    if opt.crf_params:
+        combos, digest = [opt.crf_params], None
+        best, means, _, threshold_DI = search_params(items, combos, opt.num_workers)
+    else:
+        combos = param_grid(rule.get('postprocess', 'none'))
+        (best, means, _, threshold_DI), digest = grid_search(opt, crf_root, items, combos, val_summary)
     val_before = val_summary.get('DI', threshold_DI)
-    if opt.crf_params is None:
-        write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
-            'chosen': best, 'val_DI_before': val_before,
-            'grid': [{**c.as_dict(), 'DI': float(m)} for c, m in zip(combos, means)]})
     few = rule.get('select_few', '')
     # A served rule ('stored') was not chosen here: its val maps are val's alone.
     chosen_on = ('given' if opt.crf_params else 'val' if rule.get('stored_in')
                  else rule.get('chosen_on') or (f'val + few_sample/{few}' if few else 'val'))
     selection = {'crf': combos[best].as_dict(), 'chosen_on': chosen_on, 'val_DI_before': val_before,
                  'val_DI_after': float(means[best])}
+    if digest:
+        selection['search_sha256'] = digest
     if rule.get('hold_out_normals'):
         part = "val's figures" + ('' if opt.crf_params else ' and choice')
         selection['normals'] = (f"{rule['hold_out_normals']} normal images held out of B_weak, scored against an "
@@ -131,6 +134,55 @@ def choose_params(opt, test_root, crf_root, rule):
     if rule.get('gate'):
         selection['gated_images'] = "kept empty: the CRF does not refine an image test.py's gate emptied"
     return combos[best], selection
+
+
+def grid_search(opt, crf_root, items, combos, val_summary):
+    """(Search, its digest) of ``combos`` on ``items``: a search an earlier crf.py stored with the same digest
+    (the same images, maps, labels, gate and grid: the same choice) in this run or another run of the data
+    folder is reused, else it is run; either way written to crf/val_grid.json with its digest."""
+    digest = search_digest(items, combos)
+    found, source = stored_search(os.path.dirname(crf_root), digest, combos)
+    if found:
+        print(f'CRF search: the same inputs (SHA-256 {digest[:12]}) were searched in {source}: reusing its choice')
+    else:
+        found = search_params(items, combos, opt.num_workers)
+        pruned = int(np.isnan(found.means).sum())
+        print(f'CRF search: {len(combos) - pruned} of {len(combos)} settings scored on every image, {pruned} '
+              f'dropped once they could no longer win')
+    write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
+        'chosen': found.best, 'val_DI_before': val_summary.get('DI', found.before), 'threshold_DI': found.before,
+        'inputs_sha256': digest,
+        'grid': [{**c.as_dict(), 'DI': _number(m), **({'DI_at_most': float(b)} if np.isfinite(b) else {})}
+                 for c, m, b in zip(combos, found.means, found.at_most)]})
+    return found, digest
+
+
+def _number(value):
+    """A finite float as itself, NaN (a pruned combo's mean) as None: JSON has no NaN."""
+    return float(value) if np.isfinite(value) else None
+
+
+def stored_search(run, digest, combos):
+    """(Search, path of its val_grid.json) stored by crf.py in ``run`` or another run beside it with this
+    ``digest`` and these ``combos``; (None, None) when there is none (damaged files are passed over)."""
+    paths = glob.glob(os.path.join(os.path.dirname(run), '*', 'crf', 'val_grid.json'))
+    own = os.path.join(run, 'crf', 'val_grid.json')
+    for path in sorted(paths, key=lambda p: p != own):
+        try:
+            grid = read_record(path)
+        except RecordError:
+            continue
+        entries = grid.get('grid')
+        if (grid.get('inputs_sha256') != digest or not isinstance(entries, list) or len(entries) != len(combos)
+                or not isinstance(grid.get('chosen'), int) or not 0 <= grid['chosen'] < len(combos)):
+            continue
+        if any(not isinstance(e, dict) or {k: e.get(k) for k in c.as_dict()} != c.as_dict()
+               for e, c in zip(entries, combos)):
+            continue
+        means = np.array([e['DI'] if e.get('DI') is not None else np.nan for e in entries], dtype=float)
+        at_most = np.array([e.get('DI_at_most', np.nan) for e in entries], dtype=float)
+        return Search(grid['chosen'], means, at_most, float(grid.get('threshold_DI', np.nan))), path
+    return None, None
 
 
 def _test_mask(test_root, split, name):

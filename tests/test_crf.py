@@ -4,7 +4,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,13 +194,16 @@ def test_search_matches_single_crf_runs_and_pool_matches_single_process(tmp_path
     # Both ends and the middle of the grid: every colour weight, both post-processings, shared CRF runs.
     combos = grid[:4] + grid[len(grid) // 2:len(grid) // 2 + 4] + grid[-4:]
     assert len({(c.colour, c.postprocess) for c in combos}) >= 4
-    best, means, before = search_params(items, combos, num_workers=1)
-    singles = [[_dice(dense_crf(np.asarray(Image.open(i).convert('RGB')), read_prob(p), c),
-                      np.asarray(Image.open(lab)) > 0) for i, p, lab, _ in items] for c in combos]
-    np.testing.assert_allclose(means, np.mean(singles, axis=1))
-    assert best == int(np.argmax(means)) and 0 <= before <= 1
+    best, means, at_most, before = search_params(items, combos, num_workers=1)
+    singles = np.mean([[_dice(dense_crf(np.asarray(Image.open(i).convert('RGB')), read_prob(p), c),
+                               np.asarray(Image.open(lab)) > 0) for i, p, lab, _ in items] for c in combos], axis=1)
+    scored = ~np.isnan(means)  # the others were dropped once they could no longer win
+    np.testing.assert_allclose(means[scored], singles[scored])
+    assert np.all(at_most[~scored] >= singles[~scored] - 1e-12) and np.isnan(at_most[scored]).all()
+    assert best == int(np.argmax(singles)) and 0 <= before <= 1
     pooled = search_params(items, combos, num_workers=2)
-    assert pooled[0] == best and np.array_equal(pooled[1], means)
+    assert pooled.best == best and np.array_equal(pooled.means[scored & ~np.isnan(pooled.means)],
+                                                  means[scored & ~np.isnan(pooled.means)])
     pairs = [(i, p) for i, p, _, _ in items] * 2
     one = refine_many(pairs, CRFParams(), num_workers=1)
     two = refine_many(pairs, CRFParams(), num_workers=2)
@@ -228,7 +233,7 @@ def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
         assert key in summary, key
     assert set(summary['before']) == set(SCORE_NAMES) and summary['n_images'] == 3
     assert summary['selection']['chosen_on'] == 'val'
-    assert set(summary['selection']) == {'crf', 'chosen_on', 'val_DI_before', 'val_DI_after'}
+    assert set(summary['selection']) == {'crf', 'chosen_on', 'val_DI_before', 'val_DI_after', 'search_sha256'}
     assert summary['DI'] > summary['before']['DI']
     record = json.loads((out / 'selection.json').read_text())
     assert record['selection'] == summary['selection'] and record['command'] == summary['command']
@@ -353,9 +358,63 @@ def test_an_image_the_gate_emptied_stays_empty_and_scores_so_in_the_search(tmp_p
     image = str(root / 'data' / 'ds' / 'f1' / 'testB' / 'testB_0.png')
     params = CRFParams(alpha=2, n_iter=5)
     # Scored against an empty label (a normal image): the CRF's lesion scores 0, the gate's empty mask 1.
-    assert [search_params([(image, str(prob_path), None, gated)], [params])[1][0] for gated in (False, True)] == [0, 1]
+    assert [search_params([(image, str(prob_path), None, gated)], [params]).means[0] for gated in (False, True)] == [0, 1]
     argv = _argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'testB')
     assert crf.main(argv)['testB']['fp_rate'] == pytest.approx(1 / 3)
     (test_root / 'testB' / 'summary.json').write_text(json.dumps({'gated': ['testB_0']}))
     assert crf.main(argv)['testB']['fp_rate'] == 0
     assert not read_mask(str(_crf_dir(root) / 'testB' / 'masks' / 'testB_0.png')).any()
+
+
+def _full_grid(items, combos):
+    """The search without pruning, as crf.py ran it before: every combo on every image, means over images."""
+    results = [crf_utils._score_task((*item, combos)) for item in items]
+    return np.mean(np.array([after for _, after in results], dtype=np.float64), axis=0)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_the_pruned_search_chooses_the_full_grids_argmax_with_fewer_crf_runs(tmp_path, seed, monkeypatch):
+    """issue 42 item 4: the search is cheaper with the same choice. A combo is dropped only when even DI 1 on
+    every image left could not lift its mean to the leader's; the rest are scored everywhere."""
+    root, test_root = _make_run(tmp_path, n_images=10, seed=seed, splits=('val',))
+    images = sorted((root / 'data' / 'ds' / 'f1' / 'val' / 'images').iterdir())
+    items = [(str(p), str(test_root / 'val' / 'prob' / p.name),
+              str(p.parent.parent / 'labels' / f'{p.stem}_segmentation.png'), False) for p in images]
+    # Noisier maps on some images, so that the combos' means spread out.
+    for index in range(0, 10, 3):
+        prob = read_prob(items[index][1])
+        noisy = np.clip(prob + np.random.default_rng(index).normal(0, 0.3, prob.shape), 0, 1)
+        _png(Path(items[index][1]), np.round(noisy * 65535).astype(np.uint16))
+    combos = param_grid('largest')
+    full = _full_grid(items, combos)
+    runs = []
+    real_crf = crf_utils.dcrf.DenseCRF2D
+    monkeypatch.setattr(crf_utils.dcrf, 'DenseCRF2D', lambda *args: runs.append(args) or real_crf(*args))
+    found = search_params(items, combos, num_workers=1)
+    assert found.best == int(np.argmax(full))
+    scored = ~np.isnan(found.means)
+    assert np.array_equal(found.means[scored], full[scored])  # bit for bit
+    assert np.all(found.at_most[~scored] >= full[~scored]) and np.all(found.at_most[~scored] < full[found.best])
+    assert (~scored).any() and len(runs) < 72 * len(items)
+
+
+def test_a_search_of_the_same_inputs_is_reused_and_a_changed_map_is_searched_again(tmp_path, monkeypatch, capsys):
+    """crf.py stores its search with the digest of its inputs; a later crf.py on the same maps, images, labels
+    and grid (this run again, or another run of the data folder with the same test.py maps, as release_crf
+    after r1_crf) reuses its choice instead of searching again."""
+    root, test_root = _make_run(tmp_path, splits=('val', 'testA'))
+    first = crf.main(_argv(root, '--splits', 'testA'))['testA']['selection']
+    assert 'CRF search: ' in capsys.readouterr().out and len(first['search_sha256']) == 64
+    monkeypatch.setattr(crf, 'search_params', lambda *args: pytest.fail('searched again'))
+    assert crf.main(_argv(root, '--splits', 'testA'))['testA']['selection'] == first
+    assert 'reusing its choice' in capsys.readouterr().out
+    other = test_root.parent.parent / 'other'
+    shutil.copytree(test_root, other / 'test')
+    argv = _argv(root, '--splits', 'testA')
+    argv[argv.index('run')] = 'other'
+    assert crf.main(argv)['testA']['selection'] == first
+    assert str(_crf_dir(root) / 'val_grid.json') in capsys.readouterr().out
+    prob = other / 'test' / 'val' / 'prob' / 'val_0.png'
+    _png(prob, np.round(read_prob(str(prob)) * 0.9 * 65535).astype(np.uint16))
+    with pytest.raises(pytest.fail.Exception, match='searched again'):
+        crf.main(argv)

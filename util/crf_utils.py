@@ -2,7 +2,8 @@
 
 One image: ``dense_crf(raw, prob, params) -> bool mask``. Many images: ``refine_many`` (image and map
 files) or ``refine_arrays`` (in memory) in worker processes. Parameter choice on val: ``param_grid``
-and ``search_params`` (mean DI, ties -> earlier).
+and ``search_params`` (mean DI, ties -> earlier; exact pruning of combos that can no longer win), keyed for
+reuse by ``search_digest``.
 
 The maps are calibrated (0.5 = test.py's decision), so the unary term is fg = p, bg = (1 - p)^alpha
 as in the CAM+CRF literature (AffinityNet/PSA): alpha > 1 lets the pairwise terms grow the lesion.
@@ -17,10 +18,15 @@ own lesion-against-skin colour model to the map first (util/colour_model.py), an
 the CRF's mask with one of util/postprocess.py's rules (the CRF can grow the lesion into a marker or a
 ruler beside it, which test.py's own post-processing had removed).
 """
+import contextlib
+import hashlib
+import importlib.metadata
 import itertools
+import json
 import multiprocessing
 import os
 from dataclasses import asdict, dataclass, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
@@ -31,6 +37,7 @@ from util.colour_model import add_colour_evidence
 from util.metrics import confusion_counts, scores_from_counts
 from util.postprocess import POSTPROCESSING, foreground_mask, postprocess, resize_mask
 from util.progress import progress_bar
+from util.records import file_sha256
 from util.shutdown import init_pool_worker
 
 REFERENCE_SIDE = 256
@@ -306,17 +313,105 @@ def refine_arrays(pairs, params, pool=None):
     return pool.map(_refine_array_task, tasks)
 
 
+class Search(NamedTuple):
+    """What ``search_params`` found: ``best`` (index of the first combo of the highest mean), ``means`` (mean
+    DI per combo; NaN for a combo pruned once it could no longer win), ``at_most`` (a pruned combo's upper
+    bound on its mean, NaN for the others), ``before`` (mean DI of p >= 0.5 before the CRF)."""
+    best: int
+    means: np.ndarray
+    at_most: np.ndarray
+    before: float
+
+
+# Images scored with every combo before the leader is picked; then pruning is checked after each batch.
+PROBE_FRACTION, PROBE_MIN = 0.125, 4
+# A pruned combo's bound must fall below the leader's mean by more than float rounding of a mean of DIs.
+PRUNE_MARGIN = 1e-9
+
+
 def search_params(items, combos, num_workers=1):
-    """Score every combo on the selection set by mean DI; one task per image, so the pool is reused.
+    """Score the combos on the selection set by mean DI; the same choice as scoring every combo on every
+    image, with less work (exact pruning; tests/test_crf.py checks it against the full grid).
 
     items: sequence of (image_path, prob_path, label_path or None (a normal image), gated (its mask stays
-    empty)); combos: list of CRFParams.
-    Returns (best index (first of equal means), mean DI per combo as a float64 array, mean DI of
-    p >= 0.5 before the CRF).
+    empty)); combos: list of CRFParams. Returns a Search.
+
+    A combo's DI on an image is at most 1, so after ``done`` of ``n`` images its mean is at most
+    (its sum so far + n - done) / n. The leader (the best combo's CRF run on the first images, its siblings
+    differing in n_iter or post-processing) is scored on every image first; a combo whose bound falls below
+    the leader's mean cannot be the argmax and is dropped. The surviving combos are scored on every image,
+    and their means (summed image by image in the same order) are those of the full grid, bit for bit.
     """
-    combos = list(combos)
-    tasks = [(image, prob, label, gated, combos) for image, prob, label, gated in items]
-    results = _parallel_map(_score_task, tasks, num_workers, f'CRF search ({len(combos)} settings)')
-    before = float(np.mean([b for b, _ in results]))
-    means = np.mean(np.array([after for _, after in results], dtype=np.float64), axis=0)
-    return int(np.argmax(means)), means, before
+    combos, n = list(combos), len(items)
+    if not n or not combos:
+        raise ValueError('no images or no CRF settings to choose the CRF parameters on')
+    scores = np.full((n, len(combos)), np.nan)
+    before = np.zeros(n)
+    with _search_pool(num_workers, n) as pool, progress_bar(
+            total=n, desc=f'CRF search ({len(combos)} settings)', unit='img') as bar:
+        def score(rows, columns):
+            tasks = [(*items[i], [combos[c] for c in columns]) for i in rows]
+            for i, (b, after) in zip(rows, pool.map(_score_task, tasks) if pool else map(_score_task, tasks)):
+                before[i], scores[i, columns] = b, after
+        probe = list(range(min(n, max(PROBE_MIN, int(np.ceil(n * PROBE_FRACTION))))))
+        score(probe, list(range(len(combos))))
+        bar.update(len(probe))
+        leader_run = _crf_run(combos[int(np.argmax(scores[probe].sum(axis=0)))])
+        leaders = [c for c, combo in enumerate(combos) if _crf_run(combo) == leader_run]
+        rest = list(range(len(probe), n))
+        score(rest, leaders)
+        leading = np.mean(scores[:, leaders], axis=0).max() if n else 0.0
+        alive = [c for c in range(len(combos)) if c not in leaders]
+        at_most = np.full(len(combos), np.nan)
+        batch = max(1, num_workers) * 2
+        for start in range(0, len(rest), batch):
+            alive = _prune(scores, alive, at_most, leading, done=len(probe) + start)
+            score(rest[start:start + batch], alive)
+            bar.update(len(rest[start:start + batch]))
+    means = np.mean(scores, axis=0)
+    return Search(int(np.argmax(np.where(np.isnan(means), -np.inf, means))), means, at_most, float(np.mean(before)))
+
+
+def _prune(scores, alive, at_most, leading, done):
+    """The combos of ``alive`` that can still reach ``leading`` (their DIs on the first ``done`` images, 1 on
+    each other); the bound of each dropped one goes to ``at_most``, its column to NaN."""
+    n = scores.shape[0]
+    bounds = (scores[:done, alive].sum(axis=0) + (n - done)) / n
+    keep = bounds >= leading - PRUNE_MARGIN
+    for column, bound in zip(np.asarray(alive)[~keep], bounds[~keep]):
+        at_most[column], scores[:, column] = bound, np.nan
+    return [column for column, kept in zip(alive, keep) if kept]
+
+
+@contextlib.contextmanager
+def _search_pool(num_workers, n_images):
+    """One pool of CRF workers for the whole search (None: score in this process)."""
+    if num_workers <= 1 or n_images <= 1:
+        yield None
+        return
+    with _pool(min(num_workers, n_images)) as pool:
+        yield pool
+
+
+# Bump when the CRF, colour model, post-processing or scoring change what a search returns: a stored search
+# is reused only for the same inputs and the same code.
+SEARCH_VERSION = 1
+
+
+def search_digest(items, combos):
+    """SHA-256 of everything a search's result depends on: each image's, map's and label's bytes, whether the
+    gate emptied it, in order; the combos; SEARCH_VERSION and the CRF binding's version."""
+    digest = hashlib.sha256(json.dumps({'version': SEARCH_VERSION, 'binding': _binding_version(),
+                                        'combos': [c.as_dict() for c in combos]}, sort_keys=True).encode())
+    for image, prob, label, gated in items:
+        for path in (image, prob, label):
+            digest.update(file_sha256(path).encode() if path else b'none')
+        digest.update(b'gated' if gated else b'kept')
+    return digest.hexdigest()
+
+
+def _binding_version():
+    try:
+        return importlib.metadata.version('pydensecrf2')
+    except importlib.metadata.PackageNotFoundError:
+        return 'unknown'
