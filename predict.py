@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+from warnings import catch_warnings, simplefilter
 
 from util.shutdown import CTRL_C_STATUS, exit_quietly_on_ctrl_c
 
@@ -20,6 +21,7 @@ exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: second
 import nibabel as nib
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -85,10 +87,24 @@ def check_outputs(opt, inputs, manifest, keys):
                          f'--output')
 
 
+@contextlib.contextmanager
+def pil_pixel_limit(pixels):
+    """PIL's decompression-bomb limit set to ``pixels`` (None: off) inside, then put back: --max_megapixels
+    replaces it (PIL warns above its limit, refuses above twice it)."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels
+    try:
+        with catch_warnings():
+            simplefilter('ignore', Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def _size(path, kind):
     """(H, W) of an image or (X, Y, Z) of a volume from its header, else a one-line problem (str)."""
     if kind == 'image':
-        size, problem = header_size(path)
+        with pil_pixel_limit(None):  # a huge image is refused by size_problem, in its own words
+            size, problem = header_size(path)
         return str(problem) if problem else size[::-1]
     try:
         return open_volume(path).shape[:3]
@@ -387,12 +403,12 @@ def run(opt, table):
     return write_table(opt, table)
 
 
-def write_table(opt, table, complete=True):
+def write_table(opt, table):
     """Write predictions.csv (rows in --input's order) and its summary; print the summary; return the rows."""
     order = {item.path: index for index, item in enumerate(table['inputs'])}
     rows = sorted(table['rows'], key=lambda row: order[row['file']])
     print(write_predictions(os.path.join(opt.output, 'predictions.csv'), rows, scored=bool(opt.labels),
-                            complete=complete))
+                            files=len(order)))
     return rows
 
 
@@ -402,12 +418,12 @@ def main(argv=None):
     opt = parse(argv)
     apply_hardware_options(opt)
     table = {}
-    with exit_on_full_disk(RERUN):
+    with exit_on_full_disk(RERUN), pil_pixel_limit(int(opt.max_megapixels * 1e6)):
         try:
             return run(opt, table)
         except KeyboardInterrupt:
             if table:
-                write_table(opt, table, complete=False)
+                write_table(opt, table)
             print(f'predict.py: stopped by Ctrl-C after {len(table.get("rows", []))} of '
                   f'{len(table.get("inputs", [])) or "?"} files; every file written is complete; {RERUN}',
                   file=sys.stderr)

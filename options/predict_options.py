@@ -59,6 +59,24 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     """The description as written, each flag's default after its help."""
 
 
+def _add_check_arguments(parser):
+    """The flags of the per-file checks: inputs unlike the training data, and the work one file may take."""
+    g = parser.add_argument_group('checks per file')
+    g.add_argument('--refuse_unexpected', **FLAG,
+                   help='True: refuse (no mask; status "refused: ..." in predictions.csv) every file unlike the '
+                        'weights\' training data, e.g. an MRI volume whose background is not 0; False: predict it '
+                        'and warn (the input_check column)')
+    g.add_argument('--max_megapixels', type=_positive_float, default=MAX_MEGAPIXELS,
+                   help='images larger than this many million pixels are refused, per file (memory and time grow '
+                        'with the size: a 144-megapixel image took 4.6 GB); a 6000x4000 photograph is 24')
+    g.add_argument('--max_megavoxels', type=_positive_float, default=MAX_MEGAVOXELS,
+                   help='volumes larger than this many million voxels are refused, per file (a BraTS volume, '
+                        '240x240x155, is 8.9)')
+    g.add_argument('--min_slice_side', type=_positive, default=MIN_SLICE_SIDE,
+                   help='volumes whose axial slices are narrower than this many voxels are refused, per file: each '
+                        'slice costs a full 256 px prediction (a 1x1x500 volume took 5 minutes for nothing)')
+
+
 def build_parser():
     """The argparse parser of predict.py; every flag explained in --help."""
     parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=_Formatter)
@@ -67,7 +85,7 @@ def build_parser():
                    help='weights file with stored choices: weights/ISIC.pt (dermoscopy photographs), weights/BraTS.pt '
                         '(FLAIR MRI volumes or slices), a stage-1 or stage-2 file of weights/, or your own export')
     g.add_argument('--input', required=True, default=argparse.SUPPRESS,
-                   help='an image (PNG/JPG/BMP/TIFF, any size, grey/RGB/RGBA/16-bit), a NIfTI volume (.nii, .nii.gz), '
+                   help='an image (PNG/JPG/BMP/TIFF, grey/RGB/RGBA/16-bit/float), a NIfTI volume (.nii, .nii.gz), '
                         'or a folder of them; BraTS subject folders (<ID>/<ID>_flair.nii.gz) are found one level '
                         'down, their _seg and other sequences left out; *_segmentation images are left out too')
     g.add_argument('--output', required=True, default=argparse.SUPPRESS,
@@ -87,19 +105,6 @@ def build_parser():
     g.add_argument('--allow_other_dataset', **FLAG,
                    help='True: apply weights trained on ISIC photographs to NIfTI volumes, and weights trained on '
                         'MRI to colour images, with a warning (refused otherwise)')
-    g.add_argument('--refuse_unexpected', **FLAG,
-                   help='True: refuse (no mask; status "refused: ..." in predictions.csv) every file unlike the '
-                        'weights\' training data, e.g. an MRI volume whose background is not 0; False: predict it '
-                        'and warn (the input_check column)')
-    g.add_argument('--max_megapixels', type=_positive_float, default=MAX_MEGAPIXELS,
-                   help='images larger than this many million pixels are refused, per file (memory and time grow '
-                        'with the size: a 144-megapixel image took 4.6 GB); a 6000x4000 photograph is 24')
-    g.add_argument('--max_megavoxels', type=_positive_float, default=MAX_MEGAVOXELS,
-                   help='volumes larger than this many million voxels are refused, per file (a BraTS volume, '
-                        '240x240x155, is 8.9)')
-    g.add_argument('--min_slice_side', type=_positive, default=MIN_SLICE_SIDE,
-                   help='volumes whose axial slices are narrower than this many voxels are refused, per file: each '
-                        'slice costs a full 256 px prediction (a 1x1x500 volume took 5 minutes for nothing)')
     g.add_argument('--min_brain_frac', type=float, default=MIN_BRAIN_FRAC,
                    help='volumes: slices whose brain (non-zero voxels) covers no more than this fraction of the '
                         'slice get an empty mask unpredicted: tools/prepare_brats.py keeps no such slice for training '
@@ -130,6 +135,7 @@ def build_parser():
                    help='processes reading images ahead of the network (0 = the main process)')
     g.add_argument('--crf_workers', type=int, default=os.cpu_count() or 1,
                    help='CRF worker processes (0 or 1 = the main process)')
+    _add_check_arguments(parser)
     add_hardware_arguments(parser)
     return parser
 

@@ -201,7 +201,8 @@ def test_help_explains_every_flag_and_the_launcher_passes_arguments_on(capsys):
     assert info.value.code == 0
     for flag in ('--weights', '--input', '--output', '--recursive', '--labels', '--allow_other_dataset', '--crf',
                  '--save_prob', '--save_overlay', '--largest_3d', '--overwrite', '--skip_bad_images',
-                 '--min_brain_frac', '--batch_size', '--num_workers', '--crf_workers', '--device', '--amp'):
+                 '--min_brain_frac', '--refuse_unexpected', '--max_megapixels', '--max_megavoxels',
+                 '--min_slice_side', '--batch_size', '--num_workers', '--crf_workers', '--device', '--amp'):
         assert f'  {flag} ' in text, flag
     launched = subprocess.run(['bash', os.path.join(REPO_ROOT, 'start_predict.sh'), '--help'], capture_output=True,
                               text=True, cwd='/', env=dict(os.environ, PYTHON=sys.executable))

@@ -105,7 +105,8 @@ def test_slices_are_those_prepare_brats_writes_in_any_voxel_order(tmp_path, monk
         np.testing.assert_array_equal(seen[z - HEAD_SLICES[0]], image)
     # The same subject stored R, A, S (x and y flipped, as many tools write): the same slices, the same mask back.
     flair = _load(src / 'Brats18_A_1' / 'Brats18_A_1_flair.nii.gz')
-    ras = _save(tmp_path / 'ras' / 'ras.nii.gz', np.asanyarray(flair.dataobj)[::-1, ::-1], np.diag([1.0, 1.0, 2.0, 1.0]))
+    ras = _save(tmp_path / 'ras' / 'ras.nii.gz', np.asanyarray(flair.dataobj)[::-1, ::-1],
+                np.diag([1.0, 1.0, 2.0, 1.0]))
     seen.clear()
     _run(ras, tmp_path / 'ras_out')
     assert len(seen) == len(HEAD_SLICES) and all(np.array_equal(seen[z - 1], written[z]) for z in written)

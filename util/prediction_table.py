@@ -21,12 +21,12 @@ def _cell(value):
     return f'{value:.6g}' if isinstance(value, float) else value
 
 
-def summarise(rows, complete=True):
-    """The facts of predictions_summary.json: counts of the files by outcome, and the mean scores over the
-    labelled ones (with ``scored``: how many)."""
+def summarise(rows, files):
+    """The facts of predictions_summary.json: counts of the ``files`` inputs by outcome (``complete`` False when a
+    stop left some without a row), and the mean scores over the labelled ones (with ``scored``: how many)."""
     done = [row for row in rows if row['status'] == 'ok']
     with_scores = [row for row in done if 'DI' in row]
-    return {'complete': complete, 'files': len(rows), 'predicted': len(done),
+    return {'complete': len(rows) == files, 'files': files, 'predicted': len(done),
             'images': sum(row['kind'] == 'image' for row in done),
             'volumes': sum(row['kind'] == 'volume' for row in done),
             'with_lesion': sum(row.get('lesion', 0) for row in done),
@@ -38,12 +38,13 @@ def summarise(rows, complete=True):
             if with_scores else {}}
 
 
-def _console(summary, path):
-    """The summary as console lines."""
+def _console(summary, rows, path):
+    """The summary of ``rows`` as console lines."""
     lines = [f"{summary['predicted']} of {summary['files']} files predicted ({summary['images']} images, "
              f"{summary['volumes']} volumes), {summary['with_lesion']} with a lesion, "
              f"{summary['with_input_warning']} with an input warning; {summary['refused']} refused, "
-             f"{summary['skipped']} skipped"]
+             f"{summary['skipped']} skipped"
+             + ('' if summary['complete'] else f"; stopped before the other {summary['files'] - len(rows)}")]
     if summary['mean']:
         lines.append(f"mean over {summary['scored']} labelled: "
                      + ' '.join(f'{k} {v:.4f}' for k, v in summary['mean'].items()))
@@ -53,9 +54,9 @@ def _console(summary, path):
     return '\n'.join(lines)
 
 
-def write_predictions(path, rows, scored, complete=True):
-    """Write ``rows`` (dicts with COLUMNS, and SCORE_NAMES when ``scored``) as CSV at ``path`` and their
-    summary beside it as SUMMARY, atomically; returns the summary's console lines.
+def write_predictions(path, rows, scored, files):
+    """Write ``rows`` (dicts with COLUMNS, and SCORE_NAMES when ``scored``) of ``files`` inputs as CSV at
+    ``path`` and their summary beside it as SUMMARY, atomically; returns the summary's console lines.
 
     ``lesion_px`` counts pixels of an image or voxels of a volume; ``lesion_ml`` is the volume's lesion in mL;
     ``input_check`` says how an input differs from the weights' training data ('' when it does not).
@@ -66,6 +67,6 @@ def write_predictions(path, rows, scored, complete=True):
     writer.writeheader()
     writer.writerows({key: _cell(row.get(key)) for key in columns} for row in rows)
     write_text_atomic(path, text.getvalue())
-    summary = summarise(rows, complete)
+    summary = summarise(rows, files)
     write_json_atomic(os.path.join(os.path.dirname(path), SUMMARY), summary)
-    return _console(summary, path)
+    return _console(summary, rows, path)
