@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.image_io import (ImageReadError, is_image_file, list_images, read_image, read_mask,
+from data.image_io import (ImageReadError, is_image_file, list_images, non_finite_pixels, read_image, read_mask,
                            write_json_atomic, write_png_atomic, write_text_atomic)
 
 
@@ -32,6 +32,20 @@ def test_read_image_any_mode_gives_uint8_rgb(tmp_path, mode):
         # High-depth images are scaled by their maximum onto 0..255.
         assert out.max() == 255 and out.min() == 0
         assert np.all(np.diff(out[:, :, 0].ravel().astype(int)) >= 0)
+
+
+def test_nan_and_inf_pixels_of_a_float_image_read_as_0_and_are_counted(tmp_path):
+    values = _gradient().astype(np.float32) + 1
+    Image.fromarray(values).save(tmp_path / 'clean.tif')
+    values[0, :3] = [np.nan, np.inf, -np.inf]
+    Image.fromarray(values).save(tmp_path / 'broken.tif')
+    expected = read_image(tmp_path / 'clean.tif')
+    expected[0, :3] = 0
+    np.testing.assert_array_equal(read_image(tmp_path / 'broken.tif'), expected)
+    assert expected.max() == 255  # one inf no longer scales every other pixel to 0
+    assert non_finite_pixels(tmp_path / 'broken.tif') == 3 and non_finite_pixels(tmp_path / 'clean.tif') == 0
+    Image.fromarray(_gradient()).save(tmp_path / 'grey.png')
+    assert non_finite_pixels(tmp_path / 'grey.png') == 0
 
 
 def test_read_image_jpeg_and_bmp(tmp_path):

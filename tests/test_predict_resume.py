@@ -97,6 +97,13 @@ def test_a_half_written_file_is_redone_and_a_torn_record_is_ignored(photos, tmp_
     assert calls == [1]
     last = json.loads(manifest.read_text().splitlines()[-1])
     assert (last['name'], last['state']) == ('b', 'done')
+    labels = tmp_path / 'labels'  # labels given later score the finished masks without predicting again
+    labels.mkdir()
+    label = np.zeros((48, 48), np.uint8)
+    label[12:30, 10:26] = 255
+    Image.fromarray(label).save(labels / 'a_segmentation.png')
+    rows = predict.main(_argv(photos, out, '--labels', labels))
+    assert calls == [1] and 0 < rows[0]['DI'] <= 1 and 'DI' not in rows[1]
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_continues(photos, tmp_path, monkeypatch):
