@@ -79,7 +79,8 @@ class LogProgress:
         if not self.total:
             return f'{self.desc}: {self.n} {self.unit}, {speed}'
         left = tqdm.format_interval((self.total - self.n) / rate) if rate > 0 else '?'
-        return f'{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%), {speed}, {left} left'
+        share = f'{100 * self.n / self.total:.0f}%'
+        return f'{self.desc}: {self.n}/{self.total} {self.unit} ({share}), {speed}, {left} left'
 
     def _say(self, line, now):
         print(line, file=self.file, flush=True)
