@@ -23,9 +23,14 @@ image-level gate and the CRF of stage-2 runs also on the recipe's normal images 
 testA is only scored, at the end. <name>/pipeline.json records each step's command, input digests, output
 digests, time and machine: the same command again skips the steps that are up to date, continues an
 interrupted training with --resume, and redoes a step whose flags or inputs changed and every step
-after it. The pipeline sets --dataroot, --dataset, --folder, --name, --result_dir, --seed, --stage,
---pseudo, --weights, --splits, --select_few, --hold_out_normals, --resume, --reselect and --which_iter
-itself; every other flag comes from the recipe (util/recipe.py).
+after it. pipeline.json and the released file describe the steps of this run alone: the records of steps
+no longer in it (fewer rounds, a stage-1 file instead of training one) are kept under 'superseded', never
+released, and come back when the step does. Every recipe value is checked by its step's script before any
+step runs. Ctrl-C (or SIGTERM) stops the running step, which saves what it has; the exit status is then
+128 + the signal (130, 143) and the same command continues. The pipeline sets --dataroot, --dataset,
+--folder, --name, --result_dir, --seed, --stage, --pseudo, --weights, --splits, --select_few,
+--hold_out_normals, --resume, --reselect, --rechoose and --which_iter itself; every other flag comes from
+the recipe (util/recipe.py).
 """
 import argparse
 import os
@@ -36,12 +41,14 @@ import time
 
 from data.image_io import write_json_atomic
 from data.synthetic import make_demo_if_missing
-from options.base_options import default_folder
+from models.weights_file import read_state
+from options.base_options import check_folder_names, default_folder
+from util.full_disk import exit_on_full_disk
 from util.machine import machine
 from util.pipeline_record import PipelineRecord, current_commit, digest
-from util.pipeline_report import update_readme
-from util.recipe import RecipeError, read_recipe, recipe_relative, step_flags
-from util.records import crf_record_path, read_record, test_record_path
+from util.pipeline_report import check_readme, update_readme
+from util.recipe import RecipeError, check_step_flags, read_recipe, recipe_relative, step_flags
+from util.records import RecordError, crf_record_path, read_record, test_record_path
 from util.run_lock import RunLock
 from util.run_script import run_script
 
@@ -50,9 +57,28 @@ class Step:
     """One process of the pipeline: its command, the paths it reads and writes, and what to clear
     before it runs afresh."""
 
-    def __init__(self, name, argv, inputs, outputs, clears=(), trains=False):
+    def __init__(self, name, argv, inputs, outputs, clears=(), trains=False, section=None):
         self.name, self.argv, self.inputs, self.outputs = name, argv, list(inputs), list(outputs)
         self.clears, self.trains = list(clears), trains
+        self.section = section  # the recipe section its flags come from (None: the pipeline sets them all)
+
+
+def stop_signal(code):
+    """SIGINT or SIGTERM when a step's exit ``code`` says that signal stopped it (128 + it from a script that
+    saved and stopped, -it from a child the signal killed), else None."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if code in (128 + number, -number):
+            return number
+    return None
+
+
+class Stopped(BaseException):
+    """The pipeline was stopped by signal ``number`` (its exit status is 128 + it); like KeyboardInterrupt, no
+    ``except Exception`` on the way catches it."""
+
+    def __init__(self, number, step=None):
+        super().__init__(number)
+        self.number, self.step = number, step
 
 
 class Pipeline:
@@ -66,6 +92,7 @@ class Pipeline:
         self.record = PipelineRecord(os.path.join(self.folder, 'pipeline.json'))
         self.redo = False  # once a step runs, every later step runs too
         self.data_digest = None  # of the dataset folder, once it exists (run)
+        self.planned = None  # while planning (plan): the steps, which are listed instead of run
 
     def run_name(self, suffix):
         return f'{self.args.name}_{suffix}'
@@ -80,7 +107,10 @@ class Pipeline:
                 *step_flags(self.recipe, section)]
 
     def execute(self, step):
-        """Run ``step`` unless it is up to date; record it in pipeline.json."""
+        """Run ``step`` unless it is up to date; record it in pipeline.json (while planning: list it)."""
+        if self.planned is not None:
+            self.planned.append(step)
+            return
         plan = {'argv': step.argv, 'inputs': {path: digest(path) for path in step.inputs}}
         plan['inputs']['dataset'] = self.data_digest
         if not self.redo and self.record.is_current(step.name, plan):
@@ -103,8 +133,8 @@ class Pipeline:
         self.record.steps[step.name]['seconds_before'] = earlier + seconds
         if code != 0:
             self.record.save()
-            if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-                raise SystemExit(f'pipeline stopped in step {step.name}; the same command continues it')
+            if stop_signal(code):
+                raise Stopped(stop_signal(code), step.name)
             raise SystemExit(f'error: step {step.name} failed (exit {code}); fix what it printed above and run '
                              f'the same command again (finished steps are kept)')
         self.record.steps[step.name].update(
@@ -132,10 +162,10 @@ class Pipeline:
         self.execute(Step(f'{suffix}_test', ['test.py', *self.common(suffix, 'test'), '--splits', splits,
                                              *source, *few],
                           inputs=[checkpoints], outputs=[os.path.join(folder, 'test')],
-                          clears=[os.path.join(folder, 'test')]))
+                          clears=[os.path.join(folder, 'test')], section='test'))
         self.execute(Step(f'{suffix}_crf', ['crf.py', *self.common(suffix, 'crf'), '--splits', splits, *source],
                           inputs=[os.path.join(folder, 'test')], outputs=[os.path.join(folder, 'crf')],
-                          clears=[os.path.join(folder, 'crf')]))
+                          clears=[os.path.join(folder, 'crf')], section='crf'))
 
     def pseudo(self, suffix, weights=None):
         folder = self.run_folder(suffix)
@@ -143,26 +173,28 @@ class Pipeline:
         self.execute(Step(f'{suffix}_pseudo', ['pseudo.py', *self.common(suffix, 'pseudo'), *source],
                           inputs=[weights or os.path.join(folder, 'checkpoints'), test_record_path(folder),
                                   crf_record_path(folder)],
-                          outputs=[os.path.join(folder, 'pseudo')], clears=[os.path.join(folder, 'pseudo')]))
+                          outputs=[os.path.join(folder, 'pseudo')], clears=[os.path.join(folder, 'pseudo')],
+                          section='pseudo'))
 
     def export(self, name, run, out, extra=(), inputs=()):
         self.execute(Step(name, ['tools/export_weights.py', '--run', run, '--out', out, *extra],
                           inputs=[test_record_path(run), crf_record_path(run), *inputs], outputs=[out]))
 
+    def stage1_source(self):
+        """The stage-1 file to start from (--from_stage1, else the recipe's), or '' when stage 1 trains here."""
+        return self.args.from_stage1 or self.settings['from_stage1']
+
     def stage1(self):
         """Stage 1 trained here (and exported) or taken from the recipe's file; returns the file."""
-        from_file = self.args.from_stage1 or self.settings['from_stage1']
+        from_file = self.stage1_source()
         if from_file:
-            if not os.path.isfile(from_file):
-                raise SystemExit(f'error: stage-1 file {from_file} not found; fix from_stage1 in the recipe or '
-                                 f'--from_stage1, or leave both empty to train stage 1')
             self.test_crf('stage1', weights=from_file)
             self.pseudo('stage1', weights=from_file)
             return from_file
         folder = self.run_folder('stage1')
         checkpoints = os.path.join(folder, 'checkpoints')
         self.execute(Step('stage1', ['train.py', *self.common('stage1', 'stage1')], inputs=[],
-                          outputs=[checkpoints], clears=[folder], trains=True))
+                          outputs=[checkpoints], clears=[folder], trains=True, section='stage1'))
         self.test_crf('stage1')
         stage1_file = os.path.join(self.folder, 'stage1.pt')
         self.export('stage1_export', folder, stage1_file, inputs=[checkpoints])
@@ -181,14 +213,18 @@ class Pipeline:
             self.execute(Step(f'{suffix}_train', ['train.py', *self.common(suffix, 'stage2'), '--stage', '2',
                                                   '--pseudo', self.run_name(previous), *held_out],
                               inputs=[os.path.join(self.run_folder(previous), 'pseudo')],
-                              outputs=[os.path.join(folder, 'checkpoints')], clears=[folder], trains=True))
+                              outputs=[os.path.join(folder, 'checkpoints')], clears=[folder], trains=True,
+                              section='stage2'))
             self.test_crf(suffix)
             previous = suffix
             suffixes.append(suffix)
         return suffixes
 
     def choose_round(self, suffixes):
-        """The round whose val DI after the CRF is best (the earlier on a tie); recorded as step 'choose'."""
+        """The round whose val DI after the CRF is best (the earlier on a tie); recorded as step 'choose'.
+        While planning (no round has run): the first."""
+        if self.planned is not None:
+            return suffixes[0]
         ranking = []
         for suffix in suffixes:
             selection = read_record(crf_record_path(self.run_folder(suffix)))['selection']
@@ -209,39 +245,89 @@ class Pipeline:
                     inputs=[os.path.join(best_folder, 'checkpoints'), stage1_file])
         self.test_crf('release', weights=cascade, splits='val,testA,testB')
         snapshot = os.path.join(self.folder, 'steps.json')
-        self.write_snapshot(snapshot)
+        if self.planned is None:
+            self.write_snapshot(snapshot)
         self.export('release_export', self.run_folder('release'), self.args.out, ['--pipeline', snapshot],
                     inputs=[cascade, snapshot])
 
     def write_snapshot(self, path):
         """What the released file keeps under 'pipeline': the command, the recipe, the choice of the
-        round and every step's record so far (those do not change when the steps are up to date)."""
+        round and the record of every step of this run so far (those do not change when the steps are up to
+        date; pipeline.json holds only this run's steps, see ``run``)."""
         with open(self.args.recipe, encoding='utf-8') as handle:
             recipe_text = handle.read()
         snapshot = {'command': self.args.command, 'recipe_path': recipe_relative(self.args.recipe),
                     'recipe': recipe_text, 'seed': self.seed, 'choose': self.record.data.get('choose'),
                     'steps': {name: {k: step[k] for k in ('argv', 'commit', 'seconds', 'machine')}
                               for name, step in self.record.steps.items() if name != 'release_export'}}
-        if read_record(path) != snapshot:
+        if _read_snapshot(path) != snapshot:
             write_json_atomic(path, snapshot)
 
+    def plan(self):
+        """Every step of this run, in order, none of them run (the round the release takes counts as r1)."""
+        self.planned = []
+        try:
+            self.release(*self.train())
+            return self.planned
+        finally:
+            self.planned = None
+
+    def train(self):
+        """Stage 1, then the stage-2 rounds; returns the stage-1 file and the chosen round."""
+        stage1_file = self.stage1()
+        return stage1_file, self.choose_round(self.rounds())
+
+    def check(self):
+        """Before any step runs: the stage-1 file is one, and every step's script takes its recipe flags
+        (RecipeError naming the entry otherwise). Returns the planned steps."""
+        if self.stage1_source():
+            check_stage1_file(self.stage1_source())
+        steps = self.plan()
+        for step in steps:
+            if step.section:
+                check_step_flags(self.args.recipe, self.recipe, step.section, step.argv)
+        return steps
+
     def run(self):
+        steps = self.check()
         make_demo_if_missing(self.args.dataroot, self.args.dataset, self.args.folder)
         if not os.path.isdir(self.data_dir):
             raise SystemExit(f'error: {self.data_dir} not found; check --dataroot, --dataset and --folder')
         self.data_digest = digest(self.data_dir)
-        os.makedirs(self.folder, exist_ok=True)
         with RunLock(self.folder, 'pipeline.py'):
+            # The record describes this run's steps alone; those of an earlier step graph are set aside.
+            self.record.keep_only([step.name for step in steps])
             self.run_steps()
 
     def run_steps(self):
-        stage1_file = self.stage1()
-        best = self.choose_round(self.rounds())
-        self.release(stage1_file, best)
+        self.release(*self.train())
         if self.args.readme:
             update_readme(self.args.readme, self.args.dataset, self.args.out, self.record.data,
                           self.run_folder('release'), self.args.command)
         print(f'released {self.args.out}; steps recorded in {self.record.path}')
+
+
+def check_stage1_file(path):
+    """Exit with one line unless ``path`` is a stage-1 weights file (a CLTNet generator, as train.py's stage 1
+    and tools/export_weights.py write it), before any step runs."""
+    if not os.path.isfile(path):
+        raise SystemExit(f'error: stage-1 file {path} not found; fix from_stage1 in the recipe or '
+                         f'--from_stage1, or leave both empty to train stage 1')
+    model = (read_state(path).get('architecture') or {}).get('model')
+    if model != 'cltnet':
+        kinds = {'cascade': 'a two-stage (cascade) file', 'seg': 'a stage-2 (U-Net) file'}
+        kind = kinds.get(model, f'a {model} file')
+        raise SystemExit(f'error: {path} is {kind}, not a stage-1 file; from_stage1 takes a stage-1 generator file '
+                         f'(weights/ISIC_stage1.pt, or <name>/stage1.pt of a pipeline run): fix from_stage1 in the '
+                         f'recipe or --from_stage1')
+
+
+def _read_snapshot(path):
+    """The released file's record as steps.json holds it; None when it is missing or unreadable (then rewritten)."""
+    try:
+        return read_record(path)
+    except (OSError, ValueError):
+        return None
 
 
 def parse_args(argv=None):
@@ -268,22 +354,37 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=None, help="override the recipe's seed (every step's --seed)")
     args = parser.parse_args(argv)
     args.folder = args.folder or default_folder(args.dataset)
-    for flag in ('name', 'dataset'):
-        value = getattr(args, flag)
-        if not value or value in ('.', '..') or os.sep in value or '/' in value:
-            parser.error(f'--{flag} must be a single folder name, got {value!r}')
+    check_folder_names(parser, args)
     args.out = args.out or os.path.join(args.result_dir, args.dataset, args.folder, args.name, 'release.pt')
+    if args.readme:
+        check_readme(args.readme)  # now, not after hours of steps
     args.command = 'pipeline.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     return args
 
 
+def _terminated(number, frame):
+    raise Stopped(number)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # SIGTERM between steps stops the pipeline as Ctrl-C does (run_script passes it on to a running step).
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        recipe = read_recipe(args.recipe)
+        with exit_on_full_disk('run the same command again (finished steps are kept)'):
+            Pipeline(args, read_recipe(args.recipe)).run()
     except RecipeError as error:
         raise SystemExit(f'error: {error}') from None
-    Pipeline(args, recipe).run()
+    except RecordError as error:  # a step's record damaged since it ran: that step runs again without it
+        raise SystemExit(f'error: {error.path} {error.problem}: delete it and run the same command again') from None
+    except (KeyboardInterrupt, Stopped) as error:
+        stop = error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
+        where = f' in step {stop.step}' if stop.step else ''
+        print(f'pipeline stopped{where} by {signal.Signals(stop.number).name}; the same command continues it',
+              file=sys.stderr)
+        raise SystemExit(128 + stop.number) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == '__main__':

@@ -119,6 +119,26 @@ def test_pipelines_chosen_on_other_images_or_unfinished_are_refused_in_one_line(
         _choose(tmp_path / 'bare', results, 'held', 'old')
 
 
+@pytest.mark.parametrize('text, message', [
+    ('{"recipe": "[pipeline]\\nroun', 'is not readable JSON (JSONDecodeError: '),
+    ('[1, 2]', 'holds a JSON list, not the object its script writes: delete it and run pipeline.py again'),
+    ('{"recipe": 3}', 'holds no recipe of [sections] (3); run the pipeline new again'),
+    ('{"recipe": "[pipeline\\n"}', 'holds no recipe of [sections] ("[pipeline\\n"); run the pipeline new again'),
+    ('{"recipe": "rounds = 2\\n"}', 'holds no recipe of [sections] ("rounds = 2\\n"); run the pipeline new again '
+                                    'with its command (python pipeline.py ... --name new): its finished steps are '
+                                    'skipped and steps.json is written anew'),
+])
+def test_a_damaged_steps_json_is_refused_in_one_line_with_the_fix(dataroot, tmp_path, text, message):
+    results = tmp_path / 'runs'
+    _pipeline(results, 'old', [0.80, 0.80])
+    _pipeline(results, 'new', [0.90, 0.90])
+    snapshot = results / 'Toy' / 'toy_1' / 'new' / 'steps.json'
+    snapshot.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        _choose(dataroot, results, 'old', 'new')
+    assert str(info.value.code).startswith(f'error: {snapshot} {message}') and '\n' not in str(info.value.code)
+
+
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit) as exited:
         parse_args(['--help'])

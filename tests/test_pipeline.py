@@ -143,7 +143,8 @@ def test_released_file_serves_test_and_crf_on_test_splits_only(uninterrupted, ti
     ('[pipeline]\nrounds = 2\nspeed = 3\n', "unknown key 'speed' in [pipeline]"),
     ('[stage1]\nitertion = 5\n', '[stage1] itertion: not a flag of the stage1 step'),
     ('[crf]\nlr = 0.1\n', '[crf] lr: not a flag of the crf step'),
-    ('[common]\nitertion = 5\n', '[common] itertion: not a flag of any script'),
+    ('[common]\nitertion = 5\n', '[common] itertion: not a flag of any script; check the spelling against python '
+                                 'train.py --help (or test.py, crf.py, pseudo.py: [common] reaches all four)'),
     ('[test]\nname = "x"\n', '[test] name is set by the pipeline itself'),
     ('[extra]\na = 1\n', 'unknown section [extra]'),
     ('[pipeline]\nrounds = 0\n', '[pipeline] rounds must be at least 1, got 0'),
@@ -174,12 +175,17 @@ def test_held_out_normals_reach_every_stage2_training_only(tmp_path, monkeypatch
     assert all(step.argv[step.argv.index('--hold_out_normals') + 1] == '3' for step in steps if step.name in held)
 
 
-def test_committed_recipes_are_valid():
-    """Released recipes and the candidates tried against them (recipes/candidates/)."""
+def test_committed_recipes_are_valid(monkeypatch):
+    """Released recipes and the candidates tried against them (recipes/candidates/): every step of each takes
+    its flags, as pipeline.py checks before its first step (stage-1 files relative to the repository)."""
     paths = sorted(glob.glob(os.path.join(REPO_ROOT, 'recipes', '**', '*.toml'), recursive=True))
     assert len(paths) >= 6 and any(os.sep + 'candidates' + os.sep in path for path in paths)
+    monkeypatch.chdir(REPO_ROOT)
     for path in paths:
-        assert read_recipe(path)['pipeline']['rounds'] >= 1
+        recipe = read_recipe(path)
+        dataset = os.path.basename(path).split('_')[0].removesuffix('.toml')
+        steps = pipeline.Pipeline(pipeline.parse_args(['--dataset', dataset, '--recipe', path]), recipe).check()
+        assert len(steps) >= 10 and recipe['pipeline']['rounds'] >= 1
 
 
 def test_help_documents_every_flag(capsys):
@@ -194,10 +200,12 @@ def test_help_documents_every_flag(capsys):
     assert text.count('default') >= 5 and 'release_export' in text
 
 
-def test_the_run_name_is_one_folder(tmp_path):
+@pytest.mark.parametrize('flag, value', [('--name', '../x'), ('--folder', '../../ISIC/copy'), ('--dataset', '..')])
+def test_the_run_name_and_data_folders_are_one_folder_each(flag, value, capsys):
+    words = {'--dataset': 'demo', '--recipe': 'recipes/demo.toml', flag: value}
     with pytest.raises(SystemExit) as info:
-        pipeline.parse_args(['--dataset', 'demo', '--recipe', 'recipes/demo.toml', '--name', '../x'])
-    assert info.value.code == 2
+        pipeline.parse_args([word for pair in words.items() for word in pair])
+    assert info.value.code == 2 and f'{flag} must be one folder name' in capsys.readouterr().err
 
 
 def test_step_timer_records_seconds(monkeypatch, tmp_path):

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.image_io import write_json_atomic  # noqa: E402
 from data.layout import LayoutError, held_out_normals  # noqa: E402
 from util.pipeline_report import replace_section  # noqa: E402
-from util.records import crf_record_path, read_record, require_record, test_record_path  # noqa: E402
+from util.records import RecordError, crf_record_path, read_record, require_record, test_record_path  # noqa: E402
 from util.report_cells import read_metrics  # noqa: E402
 
 # Half the spread of the released recipes' val DI over three seeds (0.0093 ISIC, 0.0095 BraTS): a smaller
@@ -66,9 +66,21 @@ def pipeline_scores(result_folder, data_dir, name):
 
 def _recipe(snapshot):
     """The recipe a pipeline ran, flattened to {'section.key': value}, from the snapshot it keeps beside its
-    record (``steps.json``); {} when there is none."""
-    text = read_record(snapshot).get('recipe') or ''
-    return {f'{section}.{key}': value for section, keys in tomllib.loads(text).items() for key, value in keys.items()}
+    record (``steps.json``); {} when there is none; exit with one line when it is damaged."""
+    try:
+        text = read_record(snapshot).get('recipe') or ''
+    except RecordError as error:
+        raise SystemExit(f'error: {error}') from None
+    try:
+        sections = tomllib.loads(text) if isinstance(text, str) else None
+    except tomllib.TOMLDecodeError:
+        sections = None
+    if sections is None or not all(isinstance(keys, dict) for keys in sections.values()):
+        name = os.path.basename(os.path.dirname(snapshot))
+        raise SystemExit(f'error: {snapshot} holds no recipe of [sections] ({json.dumps(text)[:60]}); run the '
+                         f'pipeline {name} again with its command (python pipeline.py ... --name {name}): its '
+                         f'finished steps are skipped and steps.json is written anew')
+    return {f'{section}.{key}': value for section, keys in sections.items() for key, value in keys.items()}
 
 
 def recipe_changes(released, candidate):
