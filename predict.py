@@ -74,17 +74,16 @@ def check_outputs(opt, inputs, manifest, keys):
     if opt.overwrite:
         return
     states = {item.path: manifest.state(item.name, keys[item.path]) for item in inputs}
-    existing = [path for item in inputs if states[item.path] not in ('done', 'started')
+    existing = [(path, states[item.path]) for item in inputs if states[item.path] not in ('done', 'started')
                 for path in planned_outputs(item, opt) if os.path.exists(path)]
     if not manifest.existed:
-        existing += [path for path in (os.path.join(opt.output, name) for name in ('predictions.csv', SUMMARY))
+        existing += [(path, None) for path in (os.path.join(opt.output, name) for name in ('predictions.csv', SUMMARY))
                      if os.path.exists(path)]
     if existing:
-        more = f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
+        (path, state), more = existing[0], f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
         why = (f', made from another input, weights file or --crf/--largest_3d/--min_brain_frac ({MANIFEST})'
-               if 'other' in states.values() else '')
-        raise SystemExit(f'error: {existing[0]} exists{more}{why}; pass --overwrite True to replace it, or another '
-                         f'--output')
+               if state == 'other' else '')
+        raise SystemExit(f'error: {path} exists{more}{why}; pass --overwrite True to replace it, or another --output')
 
 
 @contextlib.contextmanager
