@@ -6,4 +6,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-$HERE/.venv/bin/python}"
 [[ -x "$PYTHON" ]] || PYTHON=python3
+# predict.py loads torch before util/ can set OpenMP's wait policy: set here, idle threads sleep instead of
+# spinning against other jobs (util/__init__.py says why).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" KMP_BLOCKTIME="${KMP_BLOCKTIME:-0}"
 exec "$PYTHON" "$HERE/predict.py" "$@"

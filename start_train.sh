@@ -14,10 +14,11 @@
 #   bash start_train.sh ISIC all         the whole pipeline with recipes/ISIC.toml (pipeline.py): stage 1,
 #                                        self-training rounds, the released two-stage file <run>/release.pt;
 #                                        RECIPE=my.toml picks another recipe; extra arguments go to pipeline.py
+# Paths are taken from where you run it (DATAROOT, RECIPE, and --dataroot, --result_dir, --weights, --recipe,
+# --out, --readme, --from_stage1 among the extra arguments); runs go to the repository's results/ by default.
 # The preset is 'paper' on a GPU and 'cpu' otherwise (python train.py --help lists every flag).
 set -euo pipefail
-cd "$(dirname "$0")"
-source tools/launcher_common.sh
+source "$(dirname "$0")/tools/launcher_common.sh"  # moves to the repository; paths stay the caller's
 if [[ "$STAGE" == all ]]; then
     exec "$PYTHON" pipeline.py --dataroot "$DATAROOT" --dataset "$DATASET" \
         --recipe "${RECIPE:-recipes/$DATASET.toml}" --name "$NAME" "${EXTRA[@]}"
