@@ -12,6 +12,7 @@ import test as test_script
 import train
 from conftest import REPO_ROOT, TINY_DATASET, TINY_FOLDER
 from data.image_io import read_mask
+from tools import export_weights
 from tools.export_weights import export, readme_section
 from util.checkpoints import list_checkpoints
 from util.crf_utils import read_prob
@@ -140,3 +141,33 @@ def test_readme_section_is_built_from_the_summaries_and_replaced_on_reexport(rel
     assert state['machine'] == machine() and f'Trained 2 steps in 0 min on: {machine()}, ' in text
     moved = dict(state, machine='another CPU, 64 logical cores')
     assert 'on: another CPU, 64 logical cores, ' in readme_section('tiny', run_folder(), released, selection, moved)
+
+
+STAGE1_STATE = {'step': 500, 'train_seconds': 660.0, 'machine': 'a CPU, 2 logical cores',
+                'options': {'iteration': 3000, 'num_threads': 1, 'command_line': 'train.py --iteration 3000'},
+                'selection': {'map_mode': 'cam'}}
+
+
+@pytest.mark.parametrize('newest, expected', [
+    ((3000, 5106.0), 'Trained 3000 steps (the schedule) in 85 min on: a CPU, 2 logical cores, 1 torch thread(s); '
+                     'val chose the checkpoint at step 500 (11 min in).'),
+    (None, "Trained to the 3000-step schedule on: a CPU, 2 logical cores, 1 torch thread(s); val chose the "
+           "checkpoint at step 500 (11 min in; the schedule's time is not recorded here)."),
+    ((500, 660.0), 'Trained to the 3000-step schedule on: a CPU, 2 logical cores, 1 torch thread(s); val chose the '
+                   "checkpoint at step 500 (11 min in; the schedule's time is not recorded here).")])
+def test_readme_says_the_schedule_and_the_checkpoint_val_chose_apart(monkeypatch, newest, expected):
+    """Issue 42 item 11: 'Trained 500 steps in 11 min' read as the whole training of a 3000-step schedule."""
+    monkeypatch.setattr(export_weights, '_newest_checkpoint', lambda run: newest)
+    assert export_weights.training_sentence('run', STAGE1_STATE) == expected
+
+
+def test_newest_checkpoint_reads_the_runs_last_step_and_time(released, run_folder):
+    step, seconds = export_weights._newest_checkpoint(run_folder())
+    assert step == 2 and seconds >= 0
+    assert export_weights._newest_checkpoint(os.path.dirname(run_folder())) is None  # no checkpoints there
+
+
+def test_a_two_stage_files_stage1_line_says_the_checkpoint_and_the_schedule():
+    lines = export_weights._stage1_lines({'stage1': STAGE1_STATE})
+    assert ('Stage 1 training command: `python train.py --iteration 3000` (its checkpoint at step 500 of the '
+            '3000-step schedule, reached in 11 min; alone, val chose map `cam`).') in lines

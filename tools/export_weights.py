@@ -23,6 +23,7 @@ from models.cascade_model import cascade_architecture  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
 from util.pipeline_report import replace_section, score_rows  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
+from util.checkpoints import list_checkpoints  # noqa: E402
 from util.full_disk import exit_on_full_disk  # noqa: E402
 from util.records import (crf_record_path, read_crf_selection, read_test_selection, require_record,  # noqa: E402
                           test_record_path)
@@ -112,28 +113,58 @@ def _stage1_lines(state):
     stage1 = state.get('stage1')
     if not stage1:
         return []
-    seconds, chosen = stage1.get('train_seconds'), stage1['selection']
+    seconds, chosen, planned = stage1.get('train_seconds'), stage1['selection'], stage1['options'].get('iteration')
+    schedule = f' of the {planned}-step schedule' if planned and planned != stage1['step'] else ''
     return ['Two stages: the CLTNet A->B generator (stage 1) and the U-Net trained on its pseudo-masks '
             '(stage 2), joined by `tools/export_weights.py --run STAGE2_RUN --generator STAGE1_FILE`; '
             '`test.py --weights` then chose among the maps of both on val.', '',
             f"Stage 1 training command: `python {stage1['options']['command_line']}` "
-            f"({stage1['step']} steps" + (f', {seconds / 60:.0f} min' if seconds else '') +
-            f"; alone, val chose map `{chosen['map_mode']}`).", '', 'Stage 2:', '']
+            f"(its checkpoint at step {stage1['step']}{schedule}"
+            + (f', reached in {_minutes(seconds)}' if seconds else '')
+            + f"; alone, val chose map `{chosen['map_mode']}`).", '', 'Stage 2:', '']
+
+
+def _minutes(seconds):
+    return f'{seconds / 60:.0f} min' if seconds is not None else 'a time not recorded'
+
+
+def _newest_checkpoint(run):
+    """(step, training seconds) of the newest checkpoint of the run folder ``run``, or None where it has none (a
+    test run of a weights file)."""
+    found = list_checkpoints(run)
+    if not found:
+        return None
+    state = read_state(found[-1][1])
+    return state.get('step', found[-1][0]), state.get('train_seconds')
+
+
+def training_sentence(run, state):
+    """What the README says of the training: the whole schedule (its steps and time, from the newest checkpoint
+    of ``run``) and, when val chose an earlier checkpoint (``state``), that step and when training reached it."""
+    options, chosen = state['options'], state['step']
+    where = (f"on: {state.get('machine', 'a machine not recorded')}, {options.get('num_threads') or 'default'} "
+             'torch thread(s)')
+    newest, planned = _newest_checkpoint(run), options.get('iteration')
+    if newest and newest[0] > chosen:
+        schedule = ' (the schedule)' if newest[0] == planned else ''
+        return (f'Trained {newest[0]} steps{schedule} in {_minutes(newest[1])} {where}; val chose the checkpoint '
+                f"at step {chosen} ({_minutes(state.get('train_seconds'))} in).")
+    if planned and planned > chosen:  # the schedule's later checkpoints are not in this folder
+        return (f'Trained to the {planned}-step schedule {where}; val chose the checkpoint at step {chosen} '
+                f"({_minutes(state.get('train_seconds'))} in; the schedule's time is not recorded here).")
+    return f"Trained {chosen} steps in {_minutes(state.get('train_seconds'))} {where}."
 
 
 def readme_section(dataset, run, out, selection, state, readme='weights/README.md'):
     """The weights README section of one file, built from the run's checkpoint and summaries."""
     options = state['options']
-    seconds = state.get('train_seconds')
-    trained = f'{seconds / 60:.0f} min' if seconds else 'not recorded'
     crf = selection.get('crf')
     val_label = (f"val + few_sample/{selection['select_few']}" if selection.get('select_few') else 'val') + (
         f" + {selection['hold_out_normals']} normal images held out of B_weak" if selection.get('hold_out_normals') else '')
     lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_stage1_lines(state),
              *_pseudo_lines(state),
              f"Training command: `python {options['command_line']}`", '',
-             f"Trained {state['step']} steps in {trained} on: {state.get('machine', 'a machine not recorded')}, "
-             f"{options.get('num_threads') or 'default'} torch thread(s).", '',
+             training_sentence(run, state), '',
              f"Chosen on {val_label}: checkpoint step {selection['step']}, map `{selection['map_mode']}`, "
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
              f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '')
