@@ -220,3 +220,20 @@ def test_every_column_is_explained_under_its_table(run_dir):
             assert f'<li><b>{title}</b>: ' in explained, (section, title)
     for term in ('thresholded JA', 'pooled', 'FP rate', 'mean area', 'AUC A vs B'):
         assert f'{term}' in text[text.index('<ul class="help">'):]
+
+
+@pytest.mark.parametrize('dataset, shown', [('ISIC', True), ('isic2018', True), ('BraTS', False), ('demo', False)])
+def test_isics_thresholded_ja_is_shown_for_isic_only(tmp_path, dataset, shown):
+    """Issue 42 item 15: the 0.65 cut is ISIC's convention; elsewhere the column read as a score of 0."""
+    run = make_fake_run(tmp_path / 'results' / dataset / 'f1' / 'demo')
+    path = write_run_report(run)
+    page, text = parse(path), open(path, encoding='utf-8').read()
+    header = page.texts['summary'][0]
+    assert ('thresholded JA' in header) == shown and ('thresholded JA' in text) == shown
+    rows = {(row[0], row[1], row[2]): row for row in page.texts['summary'][1:]}
+    if shown:  # after n, for each way of averaging that has it (the pooled figures have none)
+        column = header.index('thresholded JA')
+        assert header[column - 1] == 'n'
+        assert rows['test', 'val', 'mean'][column] == '0.3000' and rows['test', 'testA', 'mean'][column] == '0.2500'
+        assert rows['test', 'testA', 'pooled'][column] == ''
+    assert len({len(row) for row in page.texts['summary']}) == 1  # every row as wide as the header

@@ -125,10 +125,19 @@ def _legend():
             'full image.</p>')
 
 
-def _summary_section(summaries):
-    """The table of every summary: mean and pooled rows per test split, before/after rows per CRF split."""
+def shows_thresholded_ja(dataset):
+    """Whether the report shows ISIC's thresholded JA: for an ISIC dataset only (its name begins with ISIC, in
+    any case); elsewhere the 0.65 cut is no convention and the column read as a score of 0."""
+    return dataset.lower().startswith('isic')
+
+
+def _summary_section(summaries, thresholded):
+    """The table of every summary: mean and pooled rows per test split, before/after rows per CRF split; with
+    ``thresholded``, ISIC's thresholded JA after n."""
     extras = [(key, title) for key, title in EXTRA_SUMMARY_KEYS if any(key in s for _, _, s in summaries)]
-    titles = ['stage', 'split', 'values', *SCORES, 'n', 'thresholded JA'] + [title for _, title in extras]
+    if thresholded:
+        extras.insert(0, ('thresholded_JA', 'thresholded JA'))
+    titles = ['stage', 'split', 'values', *SCORES, 'n'] + [title for _, title in extras]
     rows = []
     for stage, split, summary in summaries:
         variants = [('mean' if stage == 'test' else 'after CRF (mean)', summary)]
@@ -138,10 +147,9 @@ def _summary_section(summaries):
             variants.insert(0, ('before CRF (mean)' if 'DI' in summary['before'] else 'before CRF',
                                 summary['before']))
         for label, values in variants:
-            cells = [stage, split, label] + [fmt(values.get(k)) for k in SCORES]
-            cells += [fmt(summary.get('n_images')), fmt(values.get('thresholded_JA'))]
+            cells = [stage, split, label] + [fmt(values.get(k)) for k in SCORES] + [fmt(summary.get('n_images'))]
             # Detection and speed belong to the split, not to one way of averaging: shown once, but for
-            # the figures before the CRF.
+            # the figures before the CRF (each variant has its own thresholded JA).
             cells += [fmt(values.get(key, summary.get(key) if values is summary else None)) for key, _ in extras]
             rows.append(text_row(cells))
     return ('<h2 id="summary">Summary</h2><table>' + header([(title, None) for title in titles]) + '<tbody>'
@@ -258,7 +266,8 @@ def write_run_report(run_dir):
     run_dir = os.path.abspath(run_dir)
     name = os.path.basename(run_dir)
     folder = os.path.dirname(run_dir)
-    dataset = f'{os.path.basename(os.path.dirname(folder))} / {os.path.basename(folder)}'
+    dataset_name = os.path.basename(os.path.dirname(folder))
+    dataset = f'{dataset_name} / {os.path.basename(folder)}'
     by_split = {}
     for stage in ('test', 'crf'):
         for split in _splits(os.path.join(run_dir, stage)):
@@ -269,7 +278,7 @@ def write_run_report(run_dir):
         return _is_normal(split, by_split.get(('test', split)) or by_split.get(('crf', split)))
     sections = [_split_section(run_dir, s, normal(s)) for s in _splits(os.path.join(run_dir, 'test'))]
     sections += [_crf_section(run_dir, s, normal(s)) for s in _splits(os.path.join(run_dir, 'crf'))]
-    body = [_summary_section(summaries)] if summaries else []
+    body = [_summary_section(summaries, shows_thresholded_ja(dataset_name))] if summaries else []
     body += [choices_section(run_dir, summaries)] + sections + [_commands_section(summaries)]
     body = [part for part in body if part]
     if not body:
