@@ -47,6 +47,7 @@ from util.full_disk import exit_on_full_disk
 from util.machine import machine
 from util.pipeline_record import PipelineRecord, current_commit, digest
 from util.pipeline_report import check_readme, update_readme
+from util.preflight import check_output_dir
 from util.recipe import RecipeError, check_step_flags, read_recipe, recipe_relative, step_flags
 from util.records import RecordError, crf_record_path, read_record, test_record_path
 from util.run_lock import RunLock
@@ -294,6 +295,7 @@ class Pipeline:
         if not os.path.isdir(self.data_dir):
             raise SystemExit(f'error: {self.data_dir} not found; check --dataroot, --dataset and --folder')
         self.data_digest = digest(self.data_dir)
+        check_output_dir(self.folder)
         with RunLock(self.folder, 'pipeline.py'):
             # The record describes this run's steps alone; those of an earlier step graph are set aside.
             self.record.keep_only([step.name for step in steps])

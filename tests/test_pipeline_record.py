@@ -15,7 +15,7 @@ import fake_pipeline
 import pipeline
 from conftest import REPO_ROOT, wait_until
 from models.base_model import CHECKPOINT_FORMAT
-from util import pipeline_record, run_lock
+from util import pipeline_record
 from util.atomic import atomic_write
 
 DATASET, FOLDER = 'mine', 'mine_1'
@@ -164,17 +164,19 @@ def test_a_full_disk_on_the_record_gives_one_line(work, monkeypatch):
 
 
 def test_a_read_only_result_folder_gives_one_line(work, monkeypatch):
+    """As on a read-only mount of the working folder (chmod does not stop root, so the refusal is simulated)."""
     real_open = os.open
 
-    def read_only(path, *args, **kwargs):
-        if str(path).endswith(run_lock.LOCK_NAME):
+    def read_only(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR) and os.path.abspath(path).startswith(str(work)):
             raise OSError(errno.EROFS, 'Read-only file system', path)
-        return real_open(path, *args, **kwargs)
-    monkeypatch.setattr(run_lock.os, 'open', read_only)
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, 'open', read_only)
     with pytest.raises(SystemExit) as info:
         pipeline.main(argv(recipe('one.toml')))
-    assert info.value.code == (f'error: cannot write {os.path.join(folder(), run_lock.LOCK_NAME)} (Read-only file '
-                               f'system); pass a --result_dir you can write to, or make that folder writable')
+    assert info.value.code == (f'error: cannot write in {work} (Read-only file system); pass a writable --result_dir '
+                               f'or fix the folder permissions')
+    assert not os.path.exists('results')
 
 
 @pytest.mark.parametrize('text, problem', [

@@ -78,8 +78,8 @@ def test_a_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path, monkey
     path = tmp_path / 'run' / LOCK_NAME
     with pytest.raises(SystemExit) as info:
         RunLock(str(tmp_path / 'run'), 'test.py').acquire()
-    assert info.value.code == (f'error: cannot write {path} (Read-only file system); pass a --result_dir you can '
-                               'write to, or make that folder writable')
+    assert info.value.code == (f'error: cannot write {path} (Read-only file system); pass a writable --result_dir '
+                               'or fix the folder permissions')
     monkeypatch.setattr(os, 'open', lambda *args, **kwargs: exec('raise OSError(errno.ENOSPC, "full", "x")'))
     with pytest.raises(OSError) as full:
         RunLock(str(tmp_path / 'run'), 'test.py').acquire()

@@ -105,8 +105,8 @@ class RunLock:
         except OSError as error:
             if error.errno not in NOT_WRITABLE:
                 raise
-            raise SystemExit(f'error: cannot write {error.filename} ({error.strerror}); pass a --result_dir '
-                             f'you can write to, or make that folder writable') from None
+            raise SystemExit(f'error: cannot write {error.filename} ({error.strerror}); pass a writable '
+                             f'--result_dir or fix the folder permissions') from None
 
     def release(self):
         """Give the lock up: remove the file, then the folders taking it created if they stayed empty."""
