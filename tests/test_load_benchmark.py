@@ -36,9 +36,9 @@ def test_every_load_and_policy_gets_a_row_of_figures(report):
 def test_printed_report_names_each_row_and_the_choice(report, capsys):
     print(load_benchmark.format_report(report.result))
     out = capsys.readouterr().out
-    assert 'Demo model training (32 px, ch 4), 1 steps per row' in out and 'machine: ' in out
-    rows = [line.split()[:3] for line in out.splitlines() if line.split()[1:2] in (['old'], ['new'])]
-    assert [row[:2] for row in rows] == [['1', 'old'], ['1', 'new']] and all(row[2].isdigit() for row in rows)
+    assert 'Demo model training (32 px, ch 4), up to 1 steps per row' in out and 'machine: ' in out
+    rows = [line.split()[:4] for line in out.splitlines() if line.split()[1:2] in (['old'], ['new'])]
+    assert [row[:2] for row in rows] == [['1', 'old'], ['1', 'new']] and all(row[3] == '1' for row in rows)
     assert '1 busy, new: torch threads: ' in out
 
 
@@ -70,7 +70,8 @@ def test_a_failing_worker_stops_the_benchmark_with_one_line(monkeypatch):
 
 @pytest.mark.parametrize('argv, expected', [(['--loads', 'x'], "--loads: expected comma-separated whole numbers"),
                                             (['--policies', 'fast'], '--policies: expected some of old, passive, new'),
-                                            (['--steps', '0'], '--steps must be at least 1')])
+                                            (['--steps', '0'], '--steps must be at least 1'),
+                                            (['--row_seconds', '0'], '--row_seconds above 0, got 8, 2 and 0.0')])
 def test_bad_values_exit_with_a_message(argv, expected, capsys):
     with pytest.raises(SystemExit) as info:
         load_benchmark.main(argv)
@@ -85,3 +86,10 @@ def test_help_explains_every_flag(capsys):
         if action.help != argparse.SUPPRESS:
             assert action.help and all(flag in out for flag in action.option_strings)
     assert 'old' in out and 'passive' in out and 'new' in out
+
+
+def test_a_row_stops_after_row_seconds(monkeypatch):
+    """A collapsed policy's row ends once its steps took --row_seconds (here: at once, after one step)."""
+    monkeypatch.setattr(load_benchmark, 'apply_hardware_options', lambda opt: False)  # malloc policy: process-wide
+    row = load_benchmark.measure('old', steps=5, warmup=0, img_size=32, ch=4, row_seconds=1e-9)
+    assert len(row['seconds']) == 1 and row['cpu_per_step'] > 0

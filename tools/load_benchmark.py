@@ -12,9 +12,10 @@ images) after --warmup unmeasured ones:
   passive  the same threads, idle OpenMP threads sleeping (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0);
   new      today's default: passive waits and one thread per core free when the process starts
            (util/hardware.py, which says what it chose).
-It prints, per row, the threads used, seconds per step (median and range) and the CPU seconds the process
-spent per step (above the seconds per step: threads that computed in parallel, or spun). Only the rows of
-one run are comparable: other jobs on the machine change them (the load average is printed).
+It prints, per row, the threads used, the steps measured (fewer than --steps once they took --row_seconds),
+seconds per step (median and range) and the CPU seconds the process spent per step (above the seconds per
+step: threads that computed in parallel, or spun). Only the rows of one run are comparable: other jobs on
+the machine change them (the load average is printed).
 """
 import argparse
 import json
@@ -52,6 +53,9 @@ def build_parser():
                              'core)')
     parser.add_argument('--policies', default='old,new', help=f"comma-separated thread policies: {', '.join(POLICIES)}")
     parser.add_argument('--steps', type=int, default=8, help='measured training steps per row')
+    parser.add_argument('--row_seconds', type=float, default=60.0,
+                        help='a row stops measuring once its measured steps took this long (a collapsed policy '
+                             'would otherwise take minutes), after one step at least')
     parser.add_argument('--warmup', type=int, default=2, help='unmeasured training steps before them')
     parser.add_argument('--img_size', type=int, default=64, help="image side in pixels (the demo's 64)")
     parser.add_argument('--ch', type=int, default=16, help="base channel number of the networks (the demo's 16)")
@@ -77,8 +81,9 @@ def parse(argv):
     opt.policies = [p.strip() for p in opt.policies.split(',') if p.strip()]
     if not opt.policies or set(opt.policies) - set(POLICIES):
         parser.error(f"--policies: expected some of {', '.join(POLICIES)}, got {','.join(opt.policies)!r}")
-    if opt.steps < 1 or opt.warmup < 0:
-        parser.error(f'--steps must be at least 1 and --warmup at least 0, got {opt.steps} and {opt.warmup}')
+    if opt.steps < 1 or opt.warmup < 0 or opt.row_seconds <= 0:
+        parser.error(f'--steps must be at least 1, --warmup at least 0 and --row_seconds above 0, got {opt.steps}, '
+                     f'{opt.warmup} and {opt.row_seconds}')
     return opt
 
 
@@ -89,8 +94,9 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(policy, steps, warmup, img_size, ch):
-    """Train the demo model ``steps`` steps under ``policy`` in this process; its figures."""
+def measure(policy, steps, warmup, img_size, ch, row_seconds):
+    """Train the demo model ``steps`` steps (fewer once they took ``row_seconds``) under ``policy`` in this
+    process; its figures."""
     threads = 0 if policy == 'new' else torch.get_num_threads()
     opt = TrainOptions().parse(['--dataset', 'demo', '--img_size', str(img_size), '--ch', str(ch), '--device', 'cpu',
                                 '--num_workers', '0', '--display_id', '0', '--num_threads', str(threads)])
@@ -108,10 +114,12 @@ def measure(policy, steps, warmup, img_size, ch):
         model.optimize_parameters()
         if step >= warmup:
             seconds.append(time.perf_counter() - started)
+            if sum(seconds) >= row_seconds:
+                break
     return {'policy': policy, 'threads': torch.get_num_threads(),
             'wait_policy': os.environ.get('OMP_WAIT_POLICY', 'default') if policy != 'old' else 'default',
             'seconds': seconds, 'median': statistics.median(seconds), 'min': min(seconds), 'max': max(seconds),
-            'cpu_per_step': (_cpu_seconds() - cpu) / steps}
+            'cpu_per_step': (_cpu_seconds() - cpu) / len(seconds)}
 
 
 def policy_environment(policy):
@@ -125,7 +133,7 @@ def policy_environment(policy):
 def run_row(policy, opt):
     """Measure ``policy`` in a fresh worker process; its figures."""
     spec = json.dumps({'policy': policy, 'steps': opt.steps, 'warmup': opt.warmup, 'img_size': opt.img_size,
-                       'ch': opt.ch})
+                       'ch': opt.ch, 'row_seconds': opt.row_seconds})
     done = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', spec], stdout=subprocess.PIPE,
                           text=True, cwd=ROOT, env=policy_environment(policy))
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
@@ -160,13 +168,13 @@ def measure_load(load, opt):
 
 
 def format_report(report):
-    lines = [f"Demo model training ({report['img_size']} px, ch {report['ch']}), {report['steps']} steps per row, "
-             f"{report['cores']} usable cores", f"machine: {report['machine']}", '',
-             f"{'busy procs':>10} {'policy':<8} {'threads':>7} {'s/step: median [range]':<26} {'CPU s/step':>10} "
-             f"{'load avg':>8}"]
+    lines = [f"Demo model training ({report['img_size']} px, ch {report['ch']}), up to {report['steps']} steps per "
+             f"row, {report['cores']} usable cores", f"machine: {report['machine']}", '',
+             f"{'busy procs':>10} {'policy':<8} {'threads':>7} {'steps':>5} {'s/step: median [range]':<26} "
+             f"{'CPU s/step':>10} {'load avg':>8}"]
     for row in report['rows']:
         timing = f"{row['median']:.3f} [{row['min']:.3f} - {row['max']:.3f}]"
-        lines.append(f"{row['load']:>10} {row['policy']:<8} {row['threads']:>7} {timing:<26} "
+        lines.append(f"{row['load']:>10} {row['policy']:<8} {row['threads']:>7} {len(row['seconds']):>5} {timing:<26} "
                      f"{row['cpu_per_step']:>10.3f} {row['load_average']:>8.2f}")
     lines += [f"{row['load']} busy, new: {row['chosen']}" for row in report['rows'] if row.get('chosen')]
     return '\n'.join(lines)
