@@ -15,8 +15,9 @@ mkdir -p "$ENV_PATH"
 # (then it warns that the page stays blank).
 bash tools/install_visdom_assets.sh --offline "$PYTHON" >/dev/null
 echo "visdom: http://127.0.0.1:$PORT  (train with --display_port $PORT; Ctrl-C to stop)"
-# The root page shows the empty env 'main'; each run plots into the env named after it (--name).
-echo "a run's curves: http://127.0.0.1:$PORT/env/<run name> (start_train.sh's default: /env/cltnet)," \
+# The root page shows the empty env 'main'; each run plots into the env of its dataset, folder and name.
+echo "a run's curves: http://127.0.0.1:$PORT/env/<dataset>_<folder>_<name> (start_train.sh's demo:" \
+     "/env/demo_demo_1_cltnet; train.py --display_env sets another)," \
      "or pick the run in the page's Environment box"
 # The server replaces this shell (signals reach it directly); Ctrl-C and SIGTERM end it with one line
 # instead of a traceback. Like visdom itself it keeps plots in memory (saved to results/visdom/ only

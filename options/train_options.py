@@ -130,7 +130,9 @@ class TrainOptions(BaseOptions):
         g.add_argument('--display_id', type=int, default=1, help='visdom display id; 0 turns visdom off')
         g.add_argument('--display_server', default='http://localhost', help='visdom server address')
         g.add_argument('--display_port', type=int, default=8097, help='visdom server port')
-        g.add_argument('--display_env', default=None, help='visdom environment (default: the run name)')
+        g.add_argument('--display_env', default=None,
+                       help="visdom environment (default: DATASET_FOLDER_NAME, e.g. ISIC_isic_1_cltnet, so runs of "
+                            "one name on other data keep their own plots)")
 
     def default_texts(self, parser):
         texts = super().default_texts(parser)
@@ -184,4 +186,4 @@ class TrainOptions(BaseOptions):
         if not 0 < opt.lr <= FLOAT32_MAX:
             parser.error(f'--lr must be positive and at most {FLOAT32_MAX:.4g} (float32), got {opt.lr}')
         if opt.display_env is None:
-            opt.display_env = opt.name
+            opt.display_env = f'{opt.dataset}_{opt.folder}_{opt.name}'

@@ -95,9 +95,9 @@ def test_cuda_device_without_gpu_is_a_clear_error():
         TrainOptions().parse(['--device', 'cuda'])
 
 
-def test_display_env_defaults_to_the_run_name_and_run_dir(tmp_path):
+def test_display_env_defaults_to_dataset_folder_and_run_name_and_run_dir(tmp_path):
     opt = parse('--name', 'exp1', '--dataset', 'ISIC', '--result_dir', str(tmp_path))
-    assert opt.display_env == 'exp1' and opt.is_train
+    assert opt.display_env == 'ISIC_isic_1_exp1' and opt.is_train
     assert run_dir(opt) == str(tmp_path / 'ISIC' / 'isic_1' / 'exp1')
     text = format_options(opt)
     assert ' name: exp1\n' in text

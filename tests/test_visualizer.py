@@ -173,3 +173,15 @@ def test_plots_resume_after_server_restart(visdom_server, tmp_path):
     finally:
         vis.close()
         restarted.stop()
+
+
+def test_runs_of_one_name_on_other_data_plot_into_their_own_environments(tmp_path):
+    """Issue 42 item 15: the demo's and ISIC's 'cltnet' runs shared one visdom environment (the run name)."""
+    from options.train_options import TrainOptions
+
+    def env(*argv):
+        return TrainOptions().parse(['--result_dir', str(tmp_path), '--device', 'cpu', *argv]).display_env
+    assert env('--dataset', 'demo', '--name', 'cltnet') == 'demo_demo_1_cltnet'
+    assert env('--dataset', 'ISIC', '--name', 'cltnet') == 'ISIC_isic_1_cltnet'
+    assert env('--dataset', 'ISIC', '--folder', 'isic_2', '--name', 'cltnet') == 'ISIC_isic_2_cltnet'
+    assert env('--dataset', 'ISIC', '--name', 'cltnet', '--display_env', 'mine') == 'mine'  # the override
