@@ -86,7 +86,9 @@ def build_parser(prog='tools/speed_benchmark.py'):
     g.add_argument('--light', type=str2bool, default=None, help='True: the light U-GAT-IT gamma/beta MLP')
     g.add_argument('--batch_size', type=int, default=None, help='training images per domain and step')
     g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument('--num_threads', type=int, default=0, help='CPU threads for torch (0 = torch default)')
+    g.add_argument('--num_threads', type=int, default=0,
+                   help='CPU threads for torch (0: one per core not busy with other processes when the script '
+                        'starts, at most torch\'s default; it prints what it chose and why)')
     g.add_argument('--compile', type=str2bool, default=False,
                    help='True: the fast path compiles its networks with torch.compile (the plain path never does)')
     g.add_argument('--recompute', type=str2bool, default=False,
