@@ -5,8 +5,8 @@ OpenMP runtime reads it once, when ``import torch`` loads it, so it must be in t
 train.py, test.py, crf.py and pseudo.py import a util module first, and the processes they and pipeline.py
 start inherit it. Why: by default each idle OpenMP thread spins for a while after every parallel region;
 on a machine shared with other jobs those spinning threads take the cores the working threads need (the
-demo's training step: 6.4 s instead of 1.4 s beside two busy processes on 2 cores), and on an idle machine
-passive waiting costs nothing measurable (docs/PERFORMANCE.md).
+demo's training step on 2 busy cores: about 4x slower than with passive waits), and on an idle machine
+passive waiting costs nothing measurable (docs/PERFORMANCE.md, tools/load_benchmark.py).
 """
 import os
 import sys
