@@ -35,7 +35,6 @@ import time
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
-from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -47,6 +46,7 @@ from options.base_options import PRESETS, default_folder, str2bool  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from util.hardware import apply_hardware_options  # noqa: E402
 from util.machine import machine  # noqa: E402
+from util.progress import progress_bar  # noqa: E402
 from util.run_script import run_script  # noqa: E402
 
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
@@ -142,7 +142,7 @@ def _timed_calls(func, iters, warmup, sync, desc):
     """(seconds of each of ``iters`` calls of ``func`` after ``warmup`` unmeasured ones, the process's
     minor page faults per measured call)."""
     seconds = []
-    for i in tqdm(range(warmup + iters), desc=desc, unit='it', file=sys.stderr, dynamic_ncols=True):
+    for i in progress_bar(range(warmup + iters), desc=desc, unit='it'):
         if i == warmup:
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         started = time.perf_counter()
