@@ -24,8 +24,8 @@ testA is only scored, at the end. <name>/pipeline.json records each step's comma
 digests, time and machine: the same command again skips the steps that are up to date, continues an
 interrupted training with --resume, and redoes a step whose flags or inputs changed and every step
 after it. The pipeline sets --dataroot, --dataset, --folder, --name, --result_dir, --seed, --stage,
---pseudo, --weights, --splits, --select_few, --hold_out_normals, --resume, --reselect and --which_iter
-itself; every other flag comes from the recipe (util/recipe.py).
+--pseudo, --weights, --splits, --select_few, --hold_out_normals, --hold_out_group, --resume, --reselect and
+--which_iter itself; every other flag comes from the recipe (util/recipe.py).
 """
 import argparse
 import os
@@ -118,8 +118,8 @@ class Pipeline:
 
     def hold_out_normals(self):
         """The words that hold the recipe's normal images out of a stage-2 training, or none."""
-        count = self.settings['hold_out_normals']
-        return ['--hold_out_normals', str(count)] if count else []
+        count, group = self.settings['hold_out_normals'], self.settings['hold_out_group']
+        return (['--hold_out_normals', str(count)] + (['--hold_out_group', group] if group else [])) if count else []
 
     def test_crf(self, suffix, weights=None, splits='val'):
         """The test.py and crf.py steps of run ``suffix`` (choices on the selection set; stage-2 runs
