@@ -103,6 +103,11 @@ class BaseModel:
         self.optimizers = {}
         self.scalers = {}
 
+    @classmethod
+    def served_nets(cls, architecture):
+        """The networks a released-weights file of this ``architecture`` holds (what test.py needs)."""
+        return cls.inference_nets or cls.model_names
+
     def autocast(self):
         """Autocast context for the forward passes (a no-op in full precision)."""
         if self.dtype is None:
