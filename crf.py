@@ -24,7 +24,7 @@ exit_quietly_on_ctrl_c(__name__)  # before the slow imports below
 import numpy as np
 
 from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals
+from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals, hold_out_spec
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
 from util.crf_utils import CRFParams, Search, param_grid, read_prob, refine_many, search_digest, search_params
@@ -76,7 +76,7 @@ def split_items(opt, test_root, split, rule=None):
     if rule:
         few = rule.get('select_few', '')
         pairs += few_shot_pairs(data_dir, few) if few else []
-        pairs += [(image, None) for image in held_out_normals(data_dir, rule.get('hold_out_normals', 0))]
+        pairs += [(image, None) for image in held_out_normals(data_dir, **hold_out_spec(rule))]
     prob_dir = os.path.join(test_root, split, 'prob')
     gated = set(read_record(os.path.join(test_root, split, 'summary.json')).get('gated', []))
     items = []

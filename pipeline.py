@@ -29,8 +29,8 @@ released, and come back when the step does. Every recipe value is checked by its
 step runs. Ctrl-C (or SIGTERM) stops the running step, which saves what it has; the exit status is then
 128 + the signal (130, 143) and the same command continues. The pipeline sets --dataroot, --dataset,
 --folder, --name, --result_dir, --seed, --stage, --pseudo, --weights, --splits, --select_few,
---hold_out_normals, --resume, --reselect, --rechoose and --which_iter itself; every other flag comes from
-the recipe (util/recipe.py).
+--hold_out_normals, --hold_out_group, --resume, --reselect, --rechoose and --which_iter itself; every other
+flag comes from the recipe (util/recipe.py).
 """
 import argparse
 import os
@@ -41,6 +41,7 @@ import time
 
 from data.image_io import write_json_atomic
 from data.synthetic import make_demo_if_missing
+from models.cascade_model import STAGE1_MODELS
 from models.weights_file import read_state
 from options.base_options import check_folder_names, default_folder
 from util.full_disk import exit_on_full_disk
@@ -149,8 +150,8 @@ class Pipeline:
 
     def hold_out_normals(self):
         """The words that hold the recipe's normal images out of a stage-2 training, or none."""
-        count = self.settings['hold_out_normals']
-        return ['--hold_out_normals', str(count)] if count else []
+        count, group = self.settings['hold_out_normals'], self.settings['hold_out_group']
+        return (['--hold_out_normals', str(count)] + (['--hold_out_group', group] if group else [])) if count else []
 
     def test_crf(self, suffix, weights=None, splits='val'):
         """The test.py and crf.py steps of run ``suffix`` (choices on the selection set; stage-2 runs
@@ -310,13 +311,14 @@ class Pipeline:
 
 
 def check_stage1_file(path):
-    """Exit with one line unless ``path`` is a stage-1 weights file (a CLTNet generator, as train.py's stage 1
-    and tools/export_weights.py write it), before any step runs."""
+    """Exit with one line unless ``path`` is a stage-1 weights file (a CLTNet generator or another stage-1
+    localisation model such as CAM, as train.py's stage 1 and tools/export_weights.py write it), before any
+    step runs."""
     if not os.path.isfile(path):
         raise SystemExit(f'error: stage-1 file {path} not found; fix from_stage1 in the recipe or '
                          f'--from_stage1, or leave both empty to train stage 1')
     model = (read_state(path).get('architecture') or {}).get('model')
-    if model != 'cltnet':
+    if model not in STAGE1_MODELS:
         kinds = {'cascade': 'a two-stage (cascade) file', 'seg': 'a stage-2 (U-Net) file'}
         kind = kinds.get(model, f'a {model} file')
         raise SystemExit(f'error: {path} is {kind}, not a stage-1 file; from_stage1 takes a stage-1 generator file '

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from data.image_io import write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals
+from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals, hold_out_spec
 from data.synthetic import make_demo_if_missing
 from models import find_model_class
 from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state, stored_choices
@@ -105,7 +105,7 @@ def normals_to_choose_on(options, data_dir):
     """The normal images the run held out of training (train.py --hold_out_normals, in its ``options``), to
     choose the gate and the CRF on; [] when none."""
     try:
-        return held_out_normals(data_dir, options.get('hold_out_normals', 0))
+        return held_out_normals(data_dir, **hold_out_spec(options))
     except LayoutError:
         print(f'note: {data_dir} has no <M>_B_weak folder to take the normal images held out of training from: '
               f'choosing without them')
@@ -121,18 +121,19 @@ def selection_items(model, pairs, normals, opt, desc, keep_visuals=False):
     return items
 
 
-def with_gate(opt, selection, pairs, normals):
-    """``selection`` with the image-level gate chosen on ``pairs`` and the held-out ``normals`` (util/gate.py),
-    or none and why. The score is that of the stage giving the chosen map: it must not have trained on them."""
+def with_gate(opt, selection, pairs, normals, held_out):
+    """``selection`` with the image-level gate chosen on ``pairs`` and the held-out ``normals`` (util/gate.py;
+    ``held_out``: how the run held them out, ``hold_out_spec``), or none and why. The score is that of the
+    stage giving the chosen map: it must not have trained on them."""
     mode = selection['map_mode']
     state = serving_state(read_state(selection['checkpoint']), mode)
-    selection = dict(selection, hold_out_normals=len(normals),
+    selection = dict(selection, **held_out,
                      chosen_on=f"{selection['chosen_on']} + {len(normals)} normal images held out of B_weak")
-    held = (state.get('options') or {}).get('hold_out_normals', 0)
-    if held != len(normals):
+    held = hold_out_spec(state.get('options') or {})
+    if held != held_out:
         return dict(selection, gate=None, gate_choice={
             'reason': f'the image-level score of map {mode} comes from a network that trained on those normal '
-                      f'images (it held out {held}), so they cannot judge a gate on it'})
+                      f'images (it held out {held["hold_out_normals"]}), so they cannot judge a gate on it'})
     items = selection_items(build_model(opt, state, selection['checkpoint']), pairs, normals, opt, 'gate')
     if any(item['score'] is None for item in items):
         return dict(selection, gate=None, gate_choice={'reason': 'the model gives no image-level score'})
@@ -189,7 +190,7 @@ def choose(opt, folder, data_dir, candidates):
     if few:
         selection.update(select_few=few, chosen_on=f'val + few_sample/{few}')
     if normals:
-        selection = with_gate(opt, selection, val, normals)
+        selection = with_gate(opt, selection, val, normals, hold_out_spec(options))
     if earlier and without_ranking(earlier.get('selection', {})) != without_ranking(selection):
         print(f'note: {record_path} held another decision ({describe(earlier["selection"])}); '
               f'it now records this one ({describe(selection)})')
@@ -314,7 +315,7 @@ def evaluate(opt):
                  else split_pairs(data_dir, split, opt))
         if pairs is None:
             continue
-        normals = held_out_normals(data_dir, rule.get('hold_out_normals', 0)) if split == 'val' else []
+        normals = held_out_normals(data_dir, **hold_out_spec(rule)) if split == 'val' else []
         started = time.time()
         items = selection_items(model, pairs, normals, opt, split, keep_visuals=True)
         summary = write_split(items, rule, os.path.join(folder, 'test', split), opt, time.time() - started)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.image_io import write_text_atomic
-from data.layout import LayoutError, check_training_layout, few_shot_pairs, held_out_normals
+from data.layout import LayoutError, check_training_layout, few_shot_pairs, held_out_normals, hold_out_spec
 from data.pseudo_dataset import PSEUDO_FOLDER, PseudoMaskDataset, few_shot_items, pseudo_items
 from data.step_sampler import SeededItems, StepSampler
 from data.synthetic import make_demo_if_missing
@@ -104,10 +104,18 @@ def trained_normals(opt, paths_B, folder_dir):
     if opt.hold_out_normals >= len(paths_B):
         raise SystemExit(f'error: --hold_out_normals {opt.hold_out_normals} leaves none of the {len(paths_B)} normal '
                          f'training images to train on; pass fewer')
-    held_out = {os.path.basename(path) for path in held_out_normals(folder_dir, opt.hold_out_normals)}
-    print(f'--hold_out_normals {opt.hold_out_normals}: the last {len(held_out)} of {len(paths_B)} normal images '
+    try:
+        held_out = {os.path.basename(path) for path in held_out_normals(folder_dir, **hold_out_spec(vars(opt)))}
+    except LayoutError as error:
+        raise SystemExit(f'error: {error}') from None
+    kept = [path for path in paths_B if os.path.basename(path) not in held_out]
+    if not kept:
+        raise SystemExit(f'error: --hold_out_normals {opt.hold_out_normals} --hold_out_group {opt.hold_out_group!r} '
+                         f'holds out all {len(paths_B)} normal training images; pass fewer')
+    which = 'every image of the last patients by --hold_out_group' if opt.hold_out_group else 'the last'
+    print(f'--hold_out_normals {opt.hold_out_normals}: {which} {len(held_out)} of {len(paths_B)} normal images '
           f'held out of training for test.py and crf.py to choose on')
-    return [path for path in paths_B if os.path.basename(path) not in held_out]
+    return kept
 
 
 def step_input(batch_A, batch_B):

@@ -12,6 +12,7 @@ Layout (see docs/DESIGN.md)::
                                   testA/{images,labels}/, testB/ (or testB/images/)
 """
 import os
+import re
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -147,13 +148,46 @@ def few_shot_pairs(folder_dir, name):
     return pairs
 
 
-def held_out_normals(folder_dir, count):
-    """The last ``count`` images, by sorted file name, of the <M>_B_weak folder of ``folder_dir``: the normal
-    images train.py --hold_out_normals leaves out of stage-2 training, for test.py and crf.py to choose the
-    image-level gate on. [] for ``count`` 0; LayoutError when there is no single B_weak folder."""
-    if not count:
+def hold_out_spec(record):
+    """How a run held normal images out of stage-2 training, from its options or a selection record that
+    copied them: {'hold_out_normals': N} and, when it held out whole patients, 'hold_out_group' (the keyword
+    arguments of ``held_out_normals``)."""
+    spec = {'hold_out_normals': record.get('hold_out_normals') or 0}
+    if record.get('hold_out_group'):
+        spec['hold_out_group'] = record['hold_out_group']
+    return spec
+
+
+def image_group(path, pattern):
+    """The patient (or other group) a file name belongs to: the first group of regular expression
+    ``pattern`` found in the name, else its whole match; LayoutError naming the file when it has none."""
+    match = re.search(pattern, os.path.basename(path))
+    if not match:
+        raise LayoutError([Problem(path, f'its name does not match --hold_out_group {pattern!r}, which names the '
+                                         f'patient of every normal training image; fix the pattern')])
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def held_out_normals(folder_dir, hold_out_normals=0, hold_out_group=''):
+    """The normal images of the <M>_B_weak folder of ``folder_dir`` that train.py --hold_out_normals leaves out
+    of stage-2 training, for test.py and crf.py to choose the image-level gate on: the last
+    ``hold_out_normals`` by sorted file name or, with ``hold_out_group``, every image of the last patients by
+    sorted ID until there are at least that many, so the gate is judged on patients stage 2 never saw
+    (slices of a patient resemble each other). [] for 0; LayoutError when there is no single B_weak folder."""
+    if not hold_out_normals:
         return []
-    return list_images(find_weak_folders(folder_dir)[1])[-count:]
+    paths = list_images(find_weak_folders(folder_dir)[1])
+    if not hold_out_group:
+        return paths[-hold_out_normals:]
+    groups = {}
+    for path in paths:
+        groups.setdefault(image_group(path, hold_out_group), []).append(path)
+    held = []
+    for name in sorted(groups, reverse=True):
+        if len(held) >= hold_out_normals:
+            break
+        held += groups[name]
+    return sorted(held)
 
 
 def header_size(path):

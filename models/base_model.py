@@ -86,6 +86,9 @@ class BaseModel:
     inference_nets = None
     # The options that shape the networks (checked when a checkpoint loads).
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch', 'n_res', 'n_dis', 'light')
+    # Shape options recorded only when not at this default: files written before such an option existed
+    # (which have no entry for it) still load.
+    optional_architecture = {}
     loss_names = []
     loss_groups = {}
     visual_names = []
@@ -99,6 +102,11 @@ class BaseModel:
             check_compile(self.device)
         self.optimizers = {}
         self.scalers = {}
+
+    @classmethod
+    def served_nets(cls, architecture):
+        """The networks a released-weights file of this ``architecture`` holds (what test.py needs)."""
+        return cls.inference_nets or cls.model_names
 
     def autocast(self):
         """Autocast context for the forward passes (a no-op in full precision)."""
@@ -182,9 +190,13 @@ class BaseModel:
         return {name: getattr(self, name).detach().float() for name in self.visual_names}
 
     def architecture(self):
-        """The options that fix tensor shapes (``architecture_keys``); a checkpoint loads only into
-        the same architecture."""
-        return {key: getattr(self.opt, key) for key in self.architecture_keys}
+        """The options that fix tensor shapes (``architecture_keys``, and ``optional_architecture``'s keys
+        whose value is not their default); a checkpoint loads only into the same architecture."""
+        architecture = {key: getattr(self.opt, key) for key in self.architecture_keys}
+        for key, default in self.optional_architecture.items():
+            if getattr(self.opt, key, default) != default:
+                architecture[key] = getattr(self.opt, key)
+        return architecture
 
     def wrap_distributed(self, wrap):
         """Replace every network by ``wrap(net)`` (DistributedDataParallel)."""

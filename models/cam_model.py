@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone import PretrainedEncoder
 from .base_model import BaseModel, _unwrap
 
 
@@ -63,6 +64,28 @@ class CAMClassifier(nn.Module):
         return torch.einsum('bkhw,k->bhw', features.float(), self.fc.weight[0].float())
 
 
+class PretrainedCAMClassifier(CAMClassifier):
+    """The same classifier on ImageNet-pretrained EfficientNet-Lite0 features (``--encoder``), its deepest
+    stage kept at stride 16 so the activation map is 1/16 of the input (16 x 16 at 256 px), not 1/32.
+    ``ch`` is unused: the encoder fixes the width (320 channels)."""
+
+    def __init__(self, pretrained=True):
+        nn.Module.__init__(self)
+        self.encoder = PretrainedEncoder(pretrained=pretrained, last_stride=1)
+        self.fc = nn.Linear(self.encoder.channels[-1], 1)
+
+    def forward(self, images):
+        features = self.encoder(images)[-1]
+        return self.fc(features.mean((2, 3)))[:, 0], features
+
+
+def classifier_network(opt):
+    """The classifier ``opt.encoder`` names (ImageNet weights loaded only to train: a served file holds all)."""
+    if getattr(opt, 'encoder', 'scratch') == 'scratch':
+        return CAMClassifier(img_ch=opt.img_ch, ch=opt.ch)
+    return PretrainedCAMClassifier(pretrained=opt.is_train)
+
+
 def class_activation_map(classifier, features, size):
     """ReLU of the CAM, upsampled (bilinear) to ``size`` (H, W) and divided by its per-image maximum:
     B x H x W in [0, 1] (all zero where no position speaks for a lesion)."""
@@ -82,10 +105,11 @@ class CAMModel(BaseModel):
     map_modes = ('cam',)
     # No residual generator or discriminators: only these shape the classifier.
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
+    optional_architecture = {'encoder': 'scratch'}
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.classifier = self.place(CAMClassifier(img_ch=opt.img_ch, ch=opt.ch))
+        self.classifier = self.place(classifier_network(opt))
         if opt.is_train:
             self.single_adam('cls', self.classifier)
 

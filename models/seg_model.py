@@ -123,11 +123,7 @@ class SegModel(BaseModel):
     # training augments with), each flipped back; val chooses between it and the plain map.
     map_modes = ('seg', 'seg-flips')
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
-
-    def architecture(self):
-        # Recorded only for a pretrained encoder: files of the scratch U-Net read as they were written.
-        encoder = getattr(self.opt, 'encoder', 'scratch')
-        return dict(super().architecture(), **({} if encoder == 'scratch' else {'encoder': encoder}))
+    optional_architecture = {'encoder': 'scratch'}
 
     def __init__(self, opt):
         super().__init__(opt)

@@ -1,5 +1,6 @@
 """Training flags (train.py): schedule, loss weights, logging and visdom."""
 import argparse
+import re
 
 import torch
 
@@ -107,6 +108,11 @@ class TrainOptions(BaseOptions):
                             'the training images; efficientnet-lite0: it stands on ImageNet-pretrained '
                             'EfficientNet-Lite0 features (weights inside the pip package, never downloaded), '
                             'with --ch the width of what is trained on top (recorded in the checkpoints)')
+        g.add_argument('--hold_out_group', default='',
+                       help='stage 2, with --hold_out_normals N: hold out whole patients instead of the last N '
+                            'names, so the gate is judged on patients never trained on: a regular expression whose '
+                            'first group (else whole match) in a file name is its patient, e.g. "^(.*)_flair" for '
+                            'BraTS slices; the last patients by sorted ID are held out until N images; empty: by name')
         g.add_argument('--few_weight', type=float, default=1.0,
                        help='stage 2: loss weight of each few-shot labelled pixel (pseudo-mask pixels weigh 1)')
         g = parser.add_argument_group("loss weights of stage 1 (the original code's, per dataset)")
@@ -169,6 +175,13 @@ class TrainOptions(BaseOptions):
                          'and held out to choose on')
         if opt.hold_out_normals < 0:
             parser.error(f'--hold_out_normals is a number of normal images, got {opt.hold_out_normals}')
+        if opt.hold_out_group and not opt.hold_out_normals:
+            parser.error('--hold_out_group names the patients of held-out normal images; it needs --hold_out_normals N')
+        if opt.hold_out_group:
+            try:
+                re.compile(opt.hold_out_group)
+            except re.error as error:
+                parser.error(f'--hold_out_group {opt.hold_out_group!r} is not a regular expression ({error})')
         if opt.hold_out_normals and opt.stage != 2:
             parser.error('--hold_out_normals holds normal images out of stage-2 training; it needs --stage 2')
         if not 0 <= opt.min_confidence <= 1:

@@ -129,3 +129,15 @@ def test_test_rejects_a_map_mode_the_model_does_not_have(tiny_argv, tiny_test_ar
     assert train.main(tiny_argv('--model', 'cam', '--iteration', 1)) == 0
     with pytest.raises(SystemExit, match="--map_mode attention: this model's maps are cam$"):
         test_script.main(tiny_test_argv('--map_mode', 'attention'))  # the model comes from the checkpoint
+
+
+def test_pretrained_classifier_keeps_the_cam_identity_at_stride_16_and_records_its_encoder():
+    torch.manual_seed(0)
+    model = _train_model('--encoder', 'efficientnet-lite0')
+    assert model.architecture()['encoder'] == 'efficientnet-lite0'
+    assert 'encoder' not in _train_model().architecture()  # scratch files read as they were written
+    classifier = model.classifier.eval()
+    with torch.no_grad():
+        logits, features = classifier(torch.rand(2, 1, 64, 64) * 2 - 1)  # grey: three equal channels
+        assert features.shape == (2, 320, 4, 4)
+        torch.testing.assert_close(classifier.activation_map(features).mean((1, 2)) + classifier.fc.bias, logits)

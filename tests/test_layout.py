@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from data.layout import (LayoutError, SplitFiles, TrainingFiles, check_split, check_training_layout,
-                         find_weak_folders, label_path_for)
+                         find_weak_folders, held_out_normals, hold_out_spec, label_path_for)
 
 
 def _png(path, size=(8, 8), value=100):
@@ -173,3 +173,28 @@ def test_check_split_skip_bad_still_raises_when_nothing_is_left(tmp_path):
     (tmp_path / 'val' / 'labels' / 'only_segmentation.png').unlink()
     with pytest.raises(LayoutError, match='at least one usable image'):
         check_split(tmp_path, 'val', skip_bad=True)
+
+
+def _normal_folder(tmp_path, names):
+    folder = tmp_path / 'data'
+    (folder / '9_A_weak').mkdir(parents=True)
+    (folder / f'{len(names)}_B_weak').mkdir()
+    for name in names:
+        Image.new('L', (4, 4)).save(folder / f'{len(names)}_B_weak' / name)
+    return str(folder)
+
+
+def test_held_out_normals_by_patient_takes_whole_patients_from_the_end(tmp_path):
+    names = [f'P{patient}_flair.nii_{index:03d}.png' for patient, count in ((1, 3), (2, 2), (3, 4))
+             for index in range(count)]
+    folder = _normal_folder(tmp_path, names)
+    # By name: the last 3, two of them slices of P3 whose other slices would be trained on.
+    assert [os.path.basename(p) for p in held_out_normals(folder, 3)] == names[-3:]
+    # By patient: all of P3 (4 >= 3); 5 needs P2 as well; hold_out_spec carries the rule between records.
+    spec = hold_out_spec({'hold_out_normals': 5, 'hold_out_group': r'^(.*)_flair', 'other': 1})
+    assert spec == {'hold_out_normals': 5, 'hold_out_group': r'^(.*)_flair'}
+    assert [os.path.basename(p) for p in held_out_normals(folder, **spec)] == names[3:]
+    assert [os.path.basename(p) for p in held_out_normals(folder, 3, r'^(.*)_flair')] == names[5:]
+    assert hold_out_spec({}) == {'hold_out_normals': 0} and held_out_normals(folder, **hold_out_spec({})) == []
+    with pytest.raises(LayoutError, match='does not match --hold_out_group'):
+        held_out_normals(folder, 3, r'^(Q\d+)_')

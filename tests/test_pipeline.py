@@ -173,6 +173,17 @@ def test_held_out_normals_reach_every_stage2_training_only(tmp_path, monkeypatch
     held = {step.name for step in steps if '--hold_out_normals' in step.argv}
     assert held == {'r1_train', 'r2_train'} and len(steps) == 7  # each round: train, test, crf; r1 also pseudo
     assert all(step.argv[step.argv.index('--hold_out_normals') + 1] == '3' for step in steps if step.name in held)
+    assert not any('--hold_out_group' in step.argv for step in steps)
+
+
+def test_held_out_patients_reach_stage2_training_with_their_count(tmp_path, monkeypatch):
+    recipe = tiny_recipe(tmp_path / 'recipe.toml', hold_out_normals=3, hold_out_group='^(.*)_')
+    steps = []
+    monkeypatch.setattr(pipeline.Pipeline, 'execute', lambda self, step: steps.append(step))
+    pipeline.Pipeline(pipeline.parse_args(['--dataset', 'demo', '--recipe', recipe]), read_recipe(recipe)).rounds()
+    train_argv = next(step.argv for step in steps if step.name == 'r1_train')
+    assert train_argv[train_argv.index('--hold_out_normals'):][:4] == ['--hold_out_normals', '3', '--hold_out_group',
+                                                                       '^(.*)_']
 
 
 def test_committed_recipes_are_valid(monkeypatch):

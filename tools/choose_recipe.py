@@ -22,7 +22,7 @@ import tomllib
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_io import write_json_atomic  # noqa: E402
-from data.layout import LayoutError, held_out_normals  # noqa: E402
+from data.layout import LayoutError, held_out_normals, hold_out_spec  # noqa: E402
 from util.pipeline_report import replace_section  # noqa: E402
 from util.records import RecordError, crf_record_path, read_record, require_record, test_record_path  # noqa: E402
 from util.report_cells import read_metrics  # noqa: E402
@@ -43,9 +43,9 @@ def pipeline_scores(result_folder, data_dir, name):
     hint = f'finish the pipeline first (python pipeline.py ... --name {name})'
     require_record(os.path.join(result_folder, name, 'pipeline.json'), hint)
     require_record(crf_record_path(release), hint)
-    held = require_record(test_record_path(release), hint)['selection'].get('hold_out_normals') or 0
+    held = hold_out_spec(require_record(test_record_path(release), hint)['selection'])
     try:
-        normal_paths = held_out_normals(data_dir, held)
+        normal_paths = held_out_normals(data_dir, **held)
     except LayoutError as error:
         raise SystemExit(f'error: {error}\n(pass the --dataroot/--dataset/--folder the pipeline {name} ran on)')
     normal_names = {os.path.splitext(os.path.basename(path))[0] for path in normal_paths}

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
 from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
-from models.cascade_model import cascade_architecture  # noqa: E402
+from models.cascade_model import STAGE1_MODELS, cascade_architecture  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
 from util.pipeline_report import replace_section, score_rows  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
@@ -40,16 +40,20 @@ def _read_json(path, what, key):
 
 
 def cascade_state(seg_state, generator):
-    """A stage-2 (U-Net) checkpoint state joined with the A->B generator of the stage-1 weights file
-    ``generator``: the nets and architecture of models/cascade_model.py."""
+    """A stage-2 (U-Net) checkpoint state joined with the networks of the stage-1 weights file
+    ``generator`` (CLTNet's A->B generator, or another localisation model such as the CAM classifier):
+    the nets and architecture of models/cascade_model.py."""
     if seg_state['architecture']['model'] != 'seg':
         raise SystemExit('error: --generator needs a stage-2 run (train.py --stage 2); this run trained '
                          f"--model {seg_state['architecture']['model']}")
     stage1 = read_state(generator)
-    if stage1['architecture']['model'] != 'cltnet':
-        raise SystemExit(f'error: {generator} holds no CLTNet generator; pass a stage-1 file such as weights/ISIC.pt')
+    stage1_model = stage1['architecture']['model']
+    if stage1_model not in STAGE1_MODELS:
+        raise SystemExit(f'error: {generator} holds a --model {stage1_model} file, not a stage-1 model '
+                         f"({', '.join(STAGE1_MODELS)}); pass a stage-1 file such as weights/ISIC_stage1.pt")
+    names = find_model_class(stage1_model).served_nets(stage1['architecture'])
     architecture = cascade_architecture(stage1['architecture'], seg_state['architecture'])
-    return dict(seg_state, architecture=architecture, nets={'G_AB': stage1['nets']['G_AB'], **seg_state['nets']},
+    return dict(seg_state, architecture=architecture, nets={**{n: stage1['nets'][n] for n in names}, **seg_state['nets']},
                 stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
 
 
@@ -72,7 +76,7 @@ def export(run, out, generator=None, pipeline=None):
     if command:
         state = dict(state, pseudo_command=command)  # read once; the README section reuses it
     model_class = find_model_class(state['architecture']['model'])
-    names = model_class.inference_nets or model_class.model_names
+    names = model_class.served_nets(state['architecture'])
     nets = {name: {k: v.half() if v.is_floating_point() else v for k, v in state['nets'][name].items()}
             for name in names}
     selection['checkpoint'] = os.path.basename(selection['checkpoint'])

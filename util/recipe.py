@@ -4,7 +4,8 @@
                 (a few-shot folder held out of training and added to val for every choice; '' = val
                 alone), from_stage1 (a stage-1 weights file to start from instead of training one),
                 hold_out_normals (normal images left out of every stage-2 training, for the image-level
-                gate and the CRF to be chosen on; 0 = none)
+                gate and the CRF to be chosen on; 0 = none), hold_out_group (train.py --hold_out_group: hold
+                out whole patients, named by this pattern in the file names)
     [common]    flags given to every script (train.py, test.py, crf.py, pseudo.py); each uses those it has
     [stage1] [stage2] [test] [crf] [pseudo]   flags of that step alone
 
@@ -25,13 +26,16 @@ from options.pseudo_options import PseudoOptions
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 
-PIPELINE_KEYS = {'seed': int, 'rounds': int, 'select_few': str, 'from_stage1': str, 'hold_out_normals': int}
-PIPELINE_DEFAULTS = {'seed': 0, 'rounds': 1, 'select_few': '', 'from_stage1': '', 'hold_out_normals': 0}
+PIPELINE_KEYS = {'seed': int, 'rounds': int, 'select_few': str, 'from_stage1': str, 'hold_out_normals': int,
+                 'hold_out_group': str}
+PIPELINE_DEFAULTS = {'seed': 0, 'rounds': 1, 'select_few': '', 'from_stage1': '', 'hold_out_normals': 0,
+                     'hold_out_group': ''}
 STEP_OPTIONS = {'stage1': TrainOptions, 'stage2': TrainOptions, 'test': TestOptions, 'crf': CRFOptions,
                 'pseudo': PseudoOptions}
 # Flags that tie the steps together: the pipeline sets them, so a recipe must not.
 PIPELINE_FLAGS = ('dataroot', 'dataset', 'folder', 'name', 'result_dir', 'seed', 'stage', 'pseudo', 'weights',
-                  'splits', 'select_few', 'hold_out_normals', 'resume', 'reselect', 'rechoose', 'which_iter')
+                  'splits', 'select_few', 'hold_out_normals', 'hold_out_group', 'resume', 'reselect', 'rechoose',
+                  'which_iter')
 
 
 class RecipeError(ValueError):
