@@ -213,16 +213,15 @@ def _before(test_root, split, items):
     return scores.mean()
 
 
-def refine_split(opt, test_root, crf_root, split, params, selection, rule):
-    """Refine one split with ``params``, write its outputs and return its summary dict; an image test.py's
-    gate emptied keeps its empty mask.
+def refine_split(opt, test_root, crf_root, split, items, params, selection):
+    """Refine one split's ``items`` (``split_items``) with ``params``, write its outputs and return its summary
+    dict; an image test.py's gate emptied keeps its empty mask.
 
     testB and the held-out normal images have no labels: they are scored against empty masks in
     metrics.csv, and testB's summary gives ``fp_rate`` and ``mean_area`` instead of the five means. val
     also takes the images test.py's decision ``rule`` chose on, so its figures before and after cover
     the same images.
     """
-    items = split_items(opt, test_root, split, rule if split == 'val' else None)
     start = time.perf_counter()
     refined = iter(refine_many([(item.image, item.prob) for item in items if not item.gated], params,
                                opt.num_workers, desc=f'CRF {split}'))
@@ -283,6 +282,9 @@ def refine_run(opt, run):
     rule = read_test_selection(test_record_path(run), _test_hint(opt))
     print(format_options(opt))
     try:
+        # Every split's files are checked before anything is written: bad input leaves earlier outputs as they were.
+        items = {split: split_items(opt, test_root, split, rule if split == 'val' else None)
+                 for split in splits_to_refine(opt, test_root)}
         params, selection = choose_params(opt, test_root, crf_root, rule)
         write_record(crf_record_path(run), {'selection': selection,
                                             'test_record_sha256': file_sha256(test_record_path(run))},
@@ -290,8 +292,8 @@ def refine_run(opt, run):
         print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
               + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
                  if selection['val_DI_after'] is not None else ''))
-        summaries = {split: refine_split(opt, test_root, crf_root, split, params, selection, rule)
-                     for split in splits_to_refine(opt, test_root)}
+        summaries = {split: refine_split(opt, test_root, crf_root, split, split_list, params, selection)
+                     for split, split_list in items.items()}
     except LayoutError as err:
         hint = '\n(use --skip_bad_images True to go on without the listed files)' if err.skippable else ''
         raise SystemExit(f'error: {err}{hint}') from None

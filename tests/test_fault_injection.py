@@ -791,7 +791,7 @@ def private_tmpfs(tmp_path_factory):
 # for: a checkpoint (through torch's zip writer) or a PNG, the advice of its line)
 FULL_DISK_CASES = {'train': ('64k', [], 'checkpoints/iter_0000001.pt', 'continue with --resume True'),
                    'test': ('16k', ['checkpoints'], 'test/val/overlays/val_0000.png', 'run test.py again'),
-                   'crf': ('8k', ['test'], 'crf/testA/masks/testA_0000.png', 'run crf.py again')}
+                   'crf': ('8k', ['test'], 'crf/val/masks/val_0000.png', 'run crf.py again')}
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
