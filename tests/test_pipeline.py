@@ -12,6 +12,7 @@ import tomllib
 
 import pytest
 import torch
+import torch
 
 import crf
 import pipeline
@@ -246,3 +247,20 @@ def test_start_train_all_runs_the_pipeline_with_the_datasets_recipe(tmp_path):
     ran = subprocess.run(['bash', script, 'all'], env=dict(env, RECIPE='my.toml'), capture_output=True, text=True,
                          check=True).stdout.split()
     assert ran[:7] == ['pipeline.py', '--dataroot', './dataset', '--dataset', 'demo', '--recipe', 'my.toml']
+
+
+def test_a_cam_stage1_and_a_pretrained_unet_make_a_released_file(tiny_dataroot, tmp_path):
+    """Stage 1 from another localisation model ([stage1] model = "cam") and stage 2 on the pretrained
+    encoder: the pipeline joins them into a two-stage file that test.py serves with its stored choices."""
+    recipe = tiny_recipe(tmp_path / 'cam.toml')
+    text = open(recipe).read().replace('[stage1]\n', '[stage1]\nmodel = "cam"\n')
+    text = text.replace('[stage2]\n', '[stage2]\nencoder = "efficientnet-lite0"\n')
+    text = text.replace('[crf]\n', '[crf]\ncrf_params = "n_iter=2"\n')
+    (tmp_path / 'cam.toml').write_text(text)
+    with open(tmp_path / 'log.txt', 'w') as log:
+        code = start(pipeline_argv(tiny_dataroot, recipe), tmp_path, log).wait(timeout=280)
+    assert code == 0, (tmp_path / 'log.txt').read_text()[-3000:]
+    state = torch.load(tmp_path / 'results' / TINY_DATASET / TINY_FOLDER / 'p' / 'release.pt', weights_only=True)
+    assert state['architecture']['stage1_model'] == 'cam'
+    assert state['architecture']['seg_encoder'] == 'efficientnet-lite0'
+    assert set(state['nets']) == {'classifier', 'seg'} and state['selection']['map_mode'] in ('cam', 'seg', 'seg-flips')
