@@ -23,6 +23,10 @@ def run_script(argv, deadline=None):
     """
     child = subprocess.Popen([sys.executable, os.path.join(ROOT, argv[0]), *map(str, argv[1:])])
     previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    # The child got the same Ctrl-C and decides how to stop; its exit code says so. A KeyboardInterrupt here
+    # could land between the child's exit and its reaping, and subprocess then reports the lost status as 0:
+    # a stopped step taken for a finished one. So Ctrl-C only interrupts the wait, which goes on.
+    previous_int = signal.signal(signal.SIGINT, lambda *_: None)
     ends = None if deadline is None else time.monotonic() + deadline
     try:
         while True:
@@ -31,7 +35,6 @@ def run_script(argv, deadline=None):
             except subprocess.TimeoutExpired:
                 child.send_signal(signal.SIGINT)
                 ends = None
-            except KeyboardInterrupt:
-                continue  # the child got the same Ctrl-C and is saving; wait for it
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
