@@ -26,7 +26,8 @@ def test_a_cam_stage1_and_a_pretrained_unet_make_a_cascade_served_whole_or_by_st
     atomic_torch_save(_state(cam), str(tmp_path / 'cam.pt'))
     state = cascade_state(_state(seg), str(tmp_path / 'cam.pt'))
     assert state['architecture'] == dict(model='cascade', img_size=64, img_ch=3, ch=4, encoder='efficientnet-lite0',
-                                         stage1_model='cam', seg_ch=4, seg_img_size=96, seg_encoder='efficientnet-lite0')
+                                         stage1_model='cam', seg_ch=4, seg_img_size=96,
+                                         seg_encoder='efficientnet-lite0')
     assert split_architecture(state['architecture']) == (cam.architecture(), seg.architecture())
     assert set(state['nets']) == {'classifier', 'seg'} == set(CascadeModel.served_nets(state['architecture']))
     path = str(tmp_path / 'cascade.pt')

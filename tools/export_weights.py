@@ -53,7 +53,8 @@ def cascade_state(seg_state, generator):
                          f"({', '.join(STAGE1_MODELS)}); pass a stage-1 file such as weights/ISIC_stage1.pt")
     names = find_model_class(stage1_model).served_nets(stage1['architecture'])
     architecture = cascade_architecture(stage1['architecture'], seg_state['architecture'])
-    return dict(seg_state, architecture=architecture, nets={**{n: stage1['nets'][n] for n in names}, **seg_state['nets']},
+    nets = {**{name: stage1['nets'][name] for name in names}, **seg_state['nets']}
+    return dict(seg_state, architecture=architecture, nets=nets,
                 stage1={key: stage1.get(key) for key in ('options', 'selection', 'step', 'train_seconds')})
 
 
