@@ -101,17 +101,15 @@ def trained_normals(opt, paths_B, folder_dir):
     """The normal images stage 2 trains on: all but the --hold_out_normals ones test.py chooses its gate on."""
     if not opt.hold_out_normals:
         return paths_B
-    if opt.hold_out_normals >= len(paths_B):
-        raise SystemExit(f'error: --hold_out_normals {opt.hold_out_normals} leaves none of the {len(paths_B)} normal '
-                         f'training images to train on; pass fewer')
     try:
         held_out = {os.path.basename(path) for path in held_out_normals(folder_dir, **hold_out_spec(vars(opt)))}
     except LayoutError as error:
         raise SystemExit(f'error: {error}') from None
     kept = [path for path in paths_B if os.path.basename(path) not in held_out]
     if not kept:
-        raise SystemExit(f'error: --hold_out_normals {opt.hold_out_normals} --hold_out_group {opt.hold_out_group!r} '
-                         f'holds out all {len(paths_B)} normal training images; pass fewer')
+        group = f' --hold_out_group {opt.hold_out_group!r}' if opt.hold_out_group else ''
+        raise SystemExit(f'error: --hold_out_normals {opt.hold_out_normals}{group} leaves none of the {len(paths_B)} '
+                         f'normal training images to train on; pass fewer')
     which = 'every image of the last patients by --hold_out_group' if opt.hold_out_group else 'the last'
     print(f'--hold_out_normals {opt.hold_out_normals}: {which} {len(held_out)} of {len(paths_B)} normal images '
           f'held out of training for test.py and crf.py to choose on')

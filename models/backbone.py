@@ -64,7 +64,7 @@ class PretrainedEncoder(nn.Module):
         self.blocks = net._blocks[:TAPS[-1] + 1]
         if last_stride == 1:
             self.blocks[TAPS[3] + 1]._depthwise_conv.stride = (1, 1)
-        self.strides = (2, 4, 8, 16, 32 // (2 // last_stride))
+        self.strides = (2, 4, 8, 16, 16 * last_stride)
 
     def train(self, mode=True):
         super().train(mode)

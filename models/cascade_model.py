@@ -68,12 +68,13 @@ class CascadeModel(BaseModel):
         sizes = (stage1_architecture['img_size'], seg_architecture['img_size'])
         super().__init__(argparse.Namespace(**dict(vars(opt), img_size=max(sizes))))
         stage1 = create_model(argparse.Namespace(**dict(vars(opt), **stage1_architecture)))
+        # opt.encoder is the stage-1 model's (a pretrained CAM); the U-Net's is seg_encoder, scratch when absent.
         stage2 = SegModel(argparse.Namespace(**{**vars(opt), 'encoder': 'scratch', **seg_architecture}))
-        self.model_names = self.inference_nets = [*stage1_class.served_nets(stage1_architecture), 'seg']
+        self.stages = (stage1, stage2)
+        self.model_names = self.inference_nets = self.served_nets(self.architecture())
         for name in self.model_names:
             setattr(self, name, getattr(stage2 if name == 'seg' else stage1, name))
         self.map_modes = stage1.map_modes + SegModel.map_modes
-        self.stages = (stage1, stage2)
 
     @classmethod
     def served_nets(cls, architecture):
