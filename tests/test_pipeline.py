@@ -12,7 +12,6 @@ import tomllib
 
 import pytest
 import torch
-import torch
 
 import crf
 import pipeline
