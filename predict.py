@@ -41,10 +41,11 @@ from util.inference import available_map_modes
 from util.metrics import SegmentationScores
 from util.overlay import draw_overlay
 from util.postprocess import largest_component
-from util.predict_manifest import MANIFEST, Manifest, file_digest, file_key
+from util.predict_manifest import MANIFEST, Manifest, file_key
 from util.prediction_table import SUMMARY, write_predictions
 from util.predictor import Predictor
 from util.preflight import check_output_dir
+from util.records import file_sha256
 
 SKIP_HINT = '--skip_bad_images True goes on without such files'
 RERUN = 'run the same command again: the files already done are skipped'
@@ -331,11 +332,11 @@ def find_some_labels(inputs, opt):
 
 def input_keys(inputs, opt):
     """{input path: what its outputs are made from (util.predict_manifest.file_key), None if unreadable}."""
-    weights = file_digest(opt.weights)
+    weights = file_sha256(opt.weights)
     keys = {}
     for item in tqdm(inputs, desc='digest', unit='file', leave=False, dynamic_ncols=True):
         try:
-            keys[item.path] = file_key(file_digest(item.path), weights, opt)
+            keys[item.path] = file_key(file_sha256(item.path), weights, opt)
         except OSError:
             keys[item.path] = None
     return keys

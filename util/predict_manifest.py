@@ -17,15 +17,6 @@ MANIFEST = 'predict_manifest.jsonl'
 KEY_FLAGS = ('crf', 'largest_3d', 'min_brain_frac')
 
 
-def file_digest(path, chunk=2 ** 20):
-    """sha256 of the bytes of ``path``."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_key(input_digest, weights_digest, opt):
     """What a finished file's outputs were made from: its input's and the weights' bytes, the KEY_FLAGS."""
     made_from = {'input': input_digest, 'weights': weights_digest, **{flag: getattr(opt, flag) for flag in KEY_FLAGS}}
