@@ -392,12 +392,11 @@ def run(opt, table):
     manifest = Manifest(opt.output, fresh=opt.overwrite)
     keys = input_keys(inputs, opt)
     check_outputs(opt, inputs, manifest, keys)
-    rows = list(check_inputs(inputs, labels, opt).values())
-    done = finished_rows([item for item in inputs if item.path not in {r['file'] for r in rows}], opt, manifest,
-                         keys, labels)
-    rows += done.values()
+    left_out = check_inputs(inputs, labels, opt)
+    done = finished_rows([item for item in inputs if item.path not in left_out], opt, manifest, keys, labels)
+    rows = [*left_out.values(), *done.values()]
     table.update(inputs=inputs, rows=rows)
-    todo = [item for item in inputs if item.path not in {row['file'] for row in rows}]
+    todo = [item for item in inputs if item.path not in left_out and item.path not in done]
     if todo:
         predict_all(Job(opt, profile(state), labels, manifest, keys), state, choices, todo, rows)
     return write_table(opt, table)
