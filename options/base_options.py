@@ -35,6 +35,9 @@ MAX_SEED = 2 ** 32 - 1
 MIN_IMG_SIZE = 16
 # The largest: 8x the paper's 256 px; a CLTNet step at 100000 px would ask for ~171 GB at once.
 MAX_IMG_SIZE = 2048
+# --num_threads of every script that runs a model (tools/speed_benchmark.py's too); util/hardware.py applies it.
+NUM_THREADS_HELP = ('CPU threads for torch (0: one per core not busy with other processes when the script starts, '
+                    "at most torch's default; it prints what it chose and why)")
 
 
 def str2bool(value):
@@ -84,9 +87,7 @@ def add_hardware_arguments(parser):
     only takes them hidden): --device, --num_threads, --keep_freed_memory, --amp, --channels_last, --compile."""
     g = parser.add_argument_group('hardware')
     g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument('--num_threads', type=int, default=0,
-                   help='CPU threads for torch (0: one per core not busy with other processes when the script '
-                        'starts, at most torch\'s default; it prints what it chose and why)')
+    g.add_argument('--num_threads', type=int, default=0, help=NUM_THREADS_HELP)
     g.add_argument('--keep_freed_memory', type=str2bool, default=True,
                    help='True: glibc malloc keeps freed memory for reuse instead of mapping large '
                         'tensors afresh at every step (~60 000 page faults per cpu-preset step); '

@@ -42,7 +42,7 @@ sys.path.insert(0, ROOT)
 from data.image_io import write_json_atomic, write_png_atomic  # noqa: E402
 from data.synthetic import make_phantom  # noqa: E402
 from models import create_model  # noqa: E402
-from options.base_options import PRESETS, default_folder, str2bool  # noqa: E402
+from options.base_options import NUM_THREADS_HELP, PRESETS, default_folder, str2bool  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from util.hardware import apply_hardware_options  # noqa: E402
 from util.machine import machine  # noqa: E402
@@ -86,9 +86,7 @@ def build_parser(prog='tools/speed_benchmark.py'):
     g.add_argument('--light', type=str2bool, default=None, help='True: the light U-GAT-IT gamma/beta MLP')
     g.add_argument('--batch_size', type=int, default=None, help='training images per domain and step')
     g.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument('--num_threads', type=int, default=0,
-                   help='CPU threads for torch (0: one per core not busy with other processes when the script '
-                        'starts, at most torch\'s default; it prints what it chose and why)')
+    g.add_argument('--num_threads', type=int, default=0, help=NUM_THREADS_HELP)
     g.add_argument('--compile', type=str2bool, default=False,
                    help='True: the fast path compiles its networks with torch.compile (the plain path never does)')
     g.add_argument('--recompute', type=str2bool, default=False,
