@@ -135,8 +135,9 @@ class Pipeline:
         self.record.steps[step.name]['seconds_before'] = earlier + seconds
         if code != 0:
             self.record.save()
-            if stop_signal(code):
-                raise Stopped(stop_signal(code), step.name)
+            number = stop_signal(code)
+            if number:
+                raise Stopped(number, step.name)
             raise SystemExit(f'error: step {step.name} failed (exit {code}); fix what it printed above and run '
                              f'the same command again (finished steps are kept)')
         self.record.steps[step.name].update(
