@@ -360,7 +360,7 @@ def search_params(items, combos, num_workers=1):
         leaders = [c for c, combo in enumerate(combos) if _crf_run(combo) == leader_run]
         rest = list(range(len(probe), n))
         score(rest, leaders)
-        leading = np.mean(scores[:, leaders], axis=0).max() if n else 0.0
+        leading = np.mean(scores[:, leaders], axis=0).max()
         alive = [c for c in range(len(combos)) if c not in leaders]
         at_most = np.full(len(combos), np.nan)
         batch = max(1, num_workers) * 2
