@@ -152,7 +152,9 @@ class Pipeline:
     def hold_out_normals(self):
         """The words that hold the recipe's normal images out of a stage-2 training, or none."""
         count, group = self.settings['hold_out_normals'], self.settings['hold_out_group']
-        return (['--hold_out_normals', str(count)] + (['--hold_out_group', group] if group else [])) if count else []
+        if not count:
+            return []
+        return ['--hold_out_normals', str(count), *(['--hold_out_group', group] if group else [])]
 
     def test_crf(self, suffix, weights=None, splits='val'):
         """The test.py and crf.py steps of run ``suffix`` (choices on the selection set; stage-2 runs
