@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from data.brats import enough_brain, normalise, slice_image, slice_to_volume
 from data.image_io import non_finite_pixels, read_mask, write_png_atomic
-from data.input_check import check_image, check_volume, non_finite_warning, profile
+from data.input_check import check_image, check_volume, non_finite_warnings, profile
 from data.labeled_dataset import LabeledDataset, collate_labeled, network_input
 from data.layout import header_size
 from data.nifti_io import VolumeError, open_volume, read_volume, to_input_grid, voxel_ml, write_volume
@@ -218,7 +218,7 @@ def _checked_batch(batch, job, by_path):
     keep, rows, warnings = [], [], {}
     for index, (path, raw) in enumerate(zip(batch['path'], batch['raw'])):
         refusal, found = check_image(raw.numpy(), job.kind, job.opt.allow_other_dataset)
-        found += filter(None, [non_finite_warning(non_finite_pixels(path), 'pixels')])
+        found += non_finite_warnings(non_finite_pixels(path), 'pixels')
         row = input_verdict(by_path[path], job.opt, refusal, found)
         if row:
             rows.append(row)
@@ -292,7 +292,7 @@ def predict_volume(item, job):
     opt = job.opt
     image = open_volume(item.path)
     voxels, non_finite = read_volume(image)
-    warnings = check_volume(voxels, job.kind) + list(filter(None, [non_finite_warning(non_finite, 'voxels')]))
+    warnings = check_volume(voxels, job.kind) + non_finite_warnings(non_finite, 'voxels')
     refused = input_verdict(item, opt, None, warnings)
     if refused:
         return refused

@@ -99,6 +99,6 @@ def check_volume(voxels, kind):
     return warnings
 
 
-def non_finite_warning(count, what):
-    """The warning for ``count`` NaN/inf ``what`` ('pixels', 'voxels') read as 0, or None."""
-    return f'{count} non-finite {what} (NaN/inf) read as 0, the background' if count else None
+def non_finite_warnings(count, what):
+    """[the warning] for ``count`` NaN/inf ``what`` ('pixels', 'voxels') read as 0, or [] when there are none."""
+    return [f'{count} non-finite {what} (NaN/inf) read as 0, the background'] if count else []
