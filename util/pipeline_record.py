@@ -69,7 +69,7 @@ def _load(path):
         with open(path, encoding='utf-8') as handle:
             data = json.load(handle)
         problem = _problem(data)
-    except (UnicodeDecodeError, ValueError) as error:
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         problem = f'not JSON: {error}'
     if problem:
         raise SystemExit(f'error: {path} is not a pipeline record ({problem}); remove it to start over (every '
