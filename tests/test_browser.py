@@ -273,7 +273,8 @@ def test_run_report_opens_from_disk_with_tables_images_and_sorting(browser, tiny
 
     tables = {el.get_attribute('id'): el.find_element(By.XPATH, 'following-sibling::table[1]')
               for el in browser.find_elements(By.CSS_SELECTOR, 'h2[id^="test-"], h2[id^="crf-"]')}
-    assert set(tables) == {'test-val', 'test-testA', 'test-testB', 'crf-testA'}
+    # crf.py refines val beside --splits whenever test.py wrote val's maps (its before/after figures).
+    assert set(tables) == {'test-val', 'test-testA', 'test-testB', 'crf-val', 'crf-testA'}
     for table in tables.values():
         assert 'sortable' in table.get_attribute('class')
         assert table.find_elements(By.CSS_SELECTOR, 'tbody tr')
@@ -288,7 +289,7 @@ def test_run_report_opens_from_disk_with_tables_images_and_sorting(browser, tiny
     assert browser.execute_script('return Array.from(document.querySelectorAll("table.images tbody tr"))'
                                   '.filter(function (row) { return row.querySelectorAll("img").length < 2; })'
                                   '.length;') == 0
-    assert len(images) >= 2 * (3 + 3 + 2 + 3)  # val, testA, testB and CRF testA rows of the tiny dataset
+    assert len(images) >= 2 * (3 + 3 + 2 + 3 + 3)  # test.py val, testA, testB and CRF val, testA rows (tiny dataset)
     broken = [img['src'] for img in images if not (img['complete'] and img['width'] > 0 and img['shown'] > 0)]
     assert not broken, f'broken images: {broken}'
     assert all(not img['src'].startswith(('/', 'http:', 'https:', 'file:')) for img in images)  # relative
