@@ -27,13 +27,13 @@ from data.image_io import read_image, read_mask, write_json_atomic, write_png_at
 from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals, hold_out_spec
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
-from util.crf_utils import CRFParams, Search, param_grid, read_prob, refine_many, search_digest, search_params
+from refinement.crf_utils import CRFParams, Search, param_grid, read_prob, refine_many, search_digest, search_params
 from util.full_disk import exit_on_full_disk
-from util.html import write_run_report
-from util.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
-from util.overlay import draw_overlay
+from reporting.html import write_run_report
+from evaluation.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
+from reporting.overlay import draw_overlay
 from util.preflight import check_output_dir
-from util.records import (RecordError, crf_record_path, file_sha256, read_record, read_test_selection,
+from records.record_io import (RecordError, crf_record_path, file_sha256, read_record, read_test_selection,
                           test_record_path, write_record)
 from util.run_lock import RunLock
 

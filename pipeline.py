@@ -30,7 +30,7 @@ step runs. Ctrl-C (or SIGTERM) stops the running step, which saves what it has; 
 128 + the signal (130, 143) and the same command continues. The pipeline sets --dataroot, --dataset,
 --folder, --name, --result_dir, --seed, --stage, --pseudo, --weights, --splits, --select_few,
 --hold_out_normals, --hold_out_group, --resume, --reselect, --rechoose and --which_iter itself; every other
-flag comes from the recipe (util/recipe.py).
+flag comes from the recipe (workflow/recipe.py).
 """
 import argparse
 import os
@@ -46,13 +46,13 @@ from models.weights_file import read_state
 from options.base_options import check_folder_names, default_folder
 from util.full_disk import exit_on_full_disk
 from util.machine import machine
-from util.pipeline_record import PipelineRecord, current_commit, digest
-from util.pipeline_report import check_readme, update_readme
+from records.pipeline_record import PipelineRecord, current_commit, digest
+from reporting.pipeline_report import check_readme, update_readme
 from util.preflight import check_output_dir
-from util.recipe import RecipeError, check_step_flags, read_recipe, recipe_relative, step_flags
-from util.records import RecordError, crf_record_path, read_record, test_record_path
+from workflow.recipe import RecipeError, check_step_flags, read_recipe, recipe_relative, step_flags
+from records.record_io import RecordError, crf_record_path, read_record, test_record_path
 from util.run_lock import RunLock
-from util.run_script import run_script
+from workflow.run_script import run_script
 
 
 class Step:

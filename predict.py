@@ -34,18 +34,18 @@ from data.nifti_io import VolumeError, open_volume, read_volume, to_input_grid, 
 from data.predict_inputs import find_inputs, find_labels, size_problem
 from models.weights_file import build_model, check_dataset, read_state, stored_selection
 from options.predict_options import parse
-from util.crf_utils import CRFParams, crf_pool
+from refinement.crf_utils import CRFParams, crf_pool
 from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
-from util.inference import available_map_modes
-from util.metrics import SegmentationScores
-from util.overlay import draw_overlay
-from util.postprocess import largest_component
-from util.predict_manifest import MANIFEST, Manifest, file_key
-from util.prediction_table import SUMMARY, write_predictions
-from util.predictor import Predictor
+from evaluation.inference import available_map_modes
+from evaluation.metrics import SegmentationScores
+from reporting.overlay import draw_overlay
+from evaluation.postprocess import largest_component
+from records.predict_manifest import MANIFEST, Manifest, file_key
+from reporting.prediction_table import SUMMARY, write_predictions
+from refinement.predictor import Predictor
 from util.preflight import check_output_dir
-from util.records import file_sha256
+from records.record_io import file_sha256
 
 SKIP_HINT = '--skip_bad_images True goes on without such files'
 RERUN = 'run the same command again: the files already done are skipped'
@@ -331,7 +331,7 @@ def find_some_labels(inputs, opt):
 
 
 def input_keys(inputs, opt):
-    """{input path: what its outputs are made from (util.predict_manifest.file_key), None if unreadable}."""
+    """{input path: what its outputs are made from (records.predict_manifest.file_key), None if unreadable}."""
     weights = file_sha256(opt.weights)
     keys = {}
     for item in tqdm(inputs, desc='digest', unit='file', leave=False, dynamic_ncols=True):

@@ -33,16 +33,16 @@ from data.synthetic import make_demo_if_missing
 from models.weights_file import load_model, read_state, stored_selection
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
-from util.crf_utils import CRFParams, read_prob, refine_many
+from refinement.crf_utils import CRFParams, read_prob, refine_many
 from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
-from util.inference import predict_split
-from util.metrics import SegmentationScores
+from evaluation.inference import predict_split
+from evaluation.metrics import SegmentationScores
 from util.preflight import check_output_dir
-from util.records import (crf_record_path, file_sha256, read_crf_selection, read_test_selection, require_record,
+from records.record_io import (crf_record_path, file_sha256, read_crf_selection, read_test_selection, require_record,
                           test_record_path)
 from util.run_lock import RunLock
-from util.selection import apply_rule, gate_rejects
+from evaluation.selection import apply_rule, gate_rejects
 
 CHUNK = 64  # images whose full-size maps are held in memory at once
 

@@ -28,19 +28,19 @@ from models import find_model_class
 from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state, stored_choices
 from options.base_options import run_dir
 from options.test_options import TestOptions
-from util.checkpoints import list_checkpoints
+from records.run_folder import list_checkpoints
 from util.full_disk import exit_on_full_disk
-from util.gate import choose_gate
+from evaluation.gate import choose_gate
 from util.hardware import apply_hardware_options
-from util.html import write_run_report
-from util.inference import available_map_modes, predict_split
-from util.metrics import SegmentationScores, roc_auc, write_metrics_csv
-from util.overlay import draw_overlay
+from reporting.html import write_run_report
+from evaluation.inference import available_map_modes, predict_split
+from evaluation.metrics import SegmentationScores, roc_auc, write_metrics_csv
+from reporting.overlay import draw_overlay
 from util.preflight import check_output_dir
-from util.records import (TEST_SELECTION_REQUIRED, TEST_SELECTION_TYPES, RecordError, read_record, selection_problem,
+from records.record_io import (TEST_SELECTION_REQUIRED, TEST_SELECTION_TYPES, RecordError, read_record, selection_problem,
                           test_record_path, write_record)
 from util.run_lock import RunLock
-from util.selection import apply_rule, gate_rejects, select, select_fixed_rule, served_selection
+from evaluation.selection import apply_rule, gate_rejects, select, select_fixed_rule, served_selection
 
 
 def sources(opt, folder):
@@ -122,7 +122,7 @@ def selection_items(model, pairs, normals, opt, desc, keep_visuals=False):
 
 
 def with_gate(opt, selection, pairs, normals, held_out):
-    """``selection`` with the image-level gate chosen on ``pairs`` and the held-out ``normals`` (util/gate.py;
+    """``selection`` with the image-level gate chosen on ``pairs`` and the held-out ``normals`` (evaluation/gate.py;
     ``held_out``: how the run held them out, ``hold_out_spec``), or none and why. The score is that of the
     stage giving the chosen map: it must not have trained on them."""
     mode = selection['map_mode']

@@ -37,13 +37,13 @@ from models.base_model import CheckpointError
 from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
 from util import distributed
-from util.checkpoints import checkpoint_path, list_checkpoints
+from records.run_folder import checkpoint_path, list_checkpoints
 from util.full_disk import OUT_OF_SPACE, exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.machine import machine
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
 from util.run_lock import RunLock
-from util.visualizer import Visualizer
+from reporting.visualizer import Visualizer
 
 
 class StopRequested(Exception):

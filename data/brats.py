@@ -13,7 +13,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from PIL import Image
 
-from util.postprocess import resize_mask
+from data.image_io import resize_mask
 
 MODALITIES = ('flair', 't1', 't1ce', 't2')
 BRATS_FILE = re.compile(r'^(?P<id>.+)_(?P<kind>flair|t1|t1ce|t2|seg)\.nii(\.gz)?$')

@@ -138,3 +138,9 @@ def write_text_atomic(path, text):
 def write_json_atomic(path, obj):
     """Write ``obj`` as JSON (indent 2, trailing newline) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2) + '\n')
+
+def resize_mask(mask, size):
+    """Bool mask -> bool mask at ``size`` (H, W): bilinear on 0/255, cut at the middle, so an enlarged
+    mask gets smooth edges instead of nearest-neighbour blocks."""
+    grey = Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(tuple(size)[::-1], Image.BILINEAR)
+    return np.asarray(grey) >= 128

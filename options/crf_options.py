@@ -1,8 +1,8 @@
 """crf.py flags: which splits to refine, fixed CRF parameters, worker processes."""
 import os
 
-from util.crf_utils import CRFParams, parse_crf_params
-from util.postprocess import POSTPROCESSING
+from refinement.crf_utils import CRFParams, parse_crf_params
+from evaluation.postprocess import POSTPROCESSING
 
 from .base_options import BaseOptions, str2bool
 

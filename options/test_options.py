@@ -1,6 +1,6 @@
 """Inference flags (test.py): which checkpoints, how lesion maps become masks, which splits."""
 from models import all_map_modes
-from util.inference import available_map_modes
+from evaluation.inference import available_map_modes
 
 from .base_options import BaseOptions, add_inference_batch_size, str2bool
 

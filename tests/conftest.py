@@ -13,7 +13,7 @@ import torch
 
 from data.synthetic import ensure_demo_dataset
 from options.train_options import TrainOptions
-from util.visualizer import Visualizer
+from reporting.visualizer import Visualizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

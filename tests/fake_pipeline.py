@@ -59,7 +59,7 @@ def in_process(argv, deadline=None):
 
 def as_a_process(argv, deadline=None):
     """A run_script for pipeline.py that runs each fake step as its own process, as the real steps run."""
-    from util.run_script import run_script
+    from workflow.run_script import run_script
     return run_script([os.path.abspath(__file__), 'step', *argv], deadline)
 
 

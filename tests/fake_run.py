@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from util.records import file_sha256
+from records.record_io import file_sha256
 
 EVIL_NAME = '<script>x'
 COLUMNS = ['name', 'TP', 'FP', 'FN', 'TN', 'JA', 'DI', 'AC', 'SE', 'SP']

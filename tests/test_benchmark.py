@@ -14,9 +14,9 @@ import torch
 from conftest import TINY_DATASET, TINY_FOLDER, TINY_TEST_FLAGS, usage_error
 from fake_run import write_json
 from tools import benchmark
-from util import records
-from util.checkpoints import list_checkpoints
-from util.metrics import SCORE_NAMES
+from records import record_io as records
+from records.run_folder import list_checkpoints
+from evaluation.metrics import SCORE_NAMES
 
 # Stage 1 runs once for the module: CLTNet refined by the CRF, and Otsu as the baseline. Stage 2 adds the
 # few-shot U-Net on the CLTNet run's pseudo-masks (its plain twin differs only by that flag). Every script

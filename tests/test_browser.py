@@ -39,8 +39,8 @@ import crf  # noqa: E402
 import test as test_script  # noqa: E402
 import train  # noqa: E402
 from models.cltnet_model import CLTNetModel  # noqa: E402
-from util.html import write_run_report  # noqa: E402
-from util.visualizer import Visualizer  # noqa: E402
+from reporting.html import write_run_report  # noqa: E402
+from reporting.visualizer import Visualizer  # noqa: E402
 from conftest import traces, wait_until  # noqa: E402
 from fake_run import make_fake_run  # noqa: E402
 

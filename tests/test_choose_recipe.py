@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tools.choose_recipe import main, parse_args
-from util.metrics import CSV_COLUMNS, write_metrics_csv
+from evaluation.metrics import CSV_COLUMNS, write_metrics_csv
 
 LESIONS = ['les_a', 'les_b']
 NORMALS = ['norm_0', 'norm_1', 'norm_2', 'norm_3']  # B_weak, sorted: the last two are held out

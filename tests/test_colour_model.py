@@ -1,8 +1,8 @@
-"""Tests for util/colour_model.py on a tiny synthetic lesion (48 px): a dark core, a lighter rim, skin."""
+"""Tests for refinement/colour_model.py on a tiny synthetic lesion (48 px): a dark core, a lighter rim, skin."""
 import numpy as np
 
-from util.colour_model import add_colour_evidence, lesion_colour_prob
-from util.postprocess import calibrate, foreground_mask
+from refinement.colour_model import add_colour_evidence, lesion_colour_prob
+from evaluation.postprocess import calibrate, foreground_mask
 
 SIZE = 48
 

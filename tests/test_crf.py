@@ -1,4 +1,4 @@
-"""Tests for util/crf_utils.py, options/crf_options.py and crf.py on tiny synthetic runs (32 px)."""
+"""Tests for refinement/crf_utils.py, options/crf_options.py and crf.py on tiny synthetic runs (32 px)."""
 import csv
 import hashlib
 import io
@@ -16,12 +16,12 @@ from scipy import ndimage
 import crf
 from conftest import REPO_ROOT
 from test_progress import Terminal
-from data.image_io import read_mask
-from util import crf_utils
-from util.crf_utils import (COLOUR_WEIGHTS, CRFParams, crf_pool, dense_crf, param_grid, parse_crf_params,
+from data.image_io import read_mask, resize_mask
+from refinement import crf_utils
+from refinement.crf_utils import (COLOUR_WEIGHTS, CRFParams, crf_pool, dense_crf, param_grid, parse_crf_params,
                             read_prob, refine_arrays, refine_many, search_params)
-from util.metrics import SCORE_NAMES, SURFACE_COLUMNS, SegmentationScores, confusion_counts, scores_from_counts
-from util.postprocess import calibrate, foreground_mask, largest_component, resize_mask
+from evaluation.metrics import SCORE_NAMES, SURFACE_COLUMNS, SegmentationScores, confusion_counts, scores_from_counts
+from evaluation.postprocess import calibrate, foreground_mask, largest_component
 
 SIZE = 32
 BORDER = 3

@@ -14,11 +14,11 @@ from conftest import REPO_ROOT, TINY_DATASET, TINY_FOLDER
 from data.image_io import read_mask
 from tools import export_weights
 from tools.export_weights import export, readme_section
-from util.checkpoints import list_checkpoints
-from util.crf_utils import read_prob
-from util.pipeline_report import replace_section
+from records.run_folder import list_checkpoints
+from refinement.crf_utils import read_prob
+from reporting.pipeline_report import replace_section
 from util.machine import machine
-from util.metrics import SCORE_NAMES
+from evaluation.metrics import SCORE_NAMES
 
 CRF_FLAGS = ['--crf_params', 'alpha=2,n_iter=5', '--num_workers', '1']
 

@@ -41,10 +41,10 @@ from options.pseudo_options import PseudoOptions
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from tools import prepare_brats, prepare_isic
-from util.checkpoints import list_checkpoints
+from records.run_folder import list_checkpoints
 from util.preflight import MIN_FREE_BYTES, checkpoint_bytes
 from util.run_lock import LOCK_NAME, RunLock
-from util.visualizer import Visualizer
+from reporting.visualizer import Visualizer
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')

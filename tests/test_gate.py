@@ -1,5 +1,5 @@
 """The image-level gate chosen on normal images held out of stage-2 training: the search on hand-made
-scores (util/gate.py), then train.py --hold_out_normals -> test.py -> crf.py -> pseudo.py -> export ->
+scores (evaluation/gate.py), then train.py --hold_out_normals -> test.py -> crf.py -> pseudo.py -> export ->
 predict.py on tiny phantoms, for a stage-2 run and for the two-stage file."""
 import csv
 import json
@@ -20,10 +20,10 @@ from data.layout import check_split
 from models.weights_file import load_model
 from options.test_options import TestOptions
 from tools import export_weights
-from util.crf_utils import read_prob
-from util.gate import choose_gate
-from util.inference import predict_split
-from util.selection import apply_rule
+from refinement.crf_utils import read_prob
+from evaluation.gate import choose_gate
+from evaluation.inference import predict_split
+from evaluation.selection import apply_rule
 
 RULE = {'map_mode': 'seg', 'binarize': 'fixed', 'threshold': 0.5, 'postprocess': 'none'}
 FAST_PREDICT = ['--device', 'cpu', '--num_threads', '1', '--num_workers', '0', '--amp', 'off', '--crf', 'False']

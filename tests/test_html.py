@@ -1,4 +1,4 @@
-"""Tests for util/html.py: the run report rebuilt from a fake run folder of tiny files."""
+"""Tests for reporting/html.py: the run report rebuilt from a fake run folder of tiny files."""
 import json
 import os
 import urllib.parse
@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 import pytest
 
 from fake_run import CRF_CHOICE, EVIL_NAME, SELECTION, make_fake_run, write_json, write_png
-from util.html import write_run_report
-from util.overlay import GT_COLOUR, PRED_COLOUR
+from reporting.html import write_run_report
+from reporting.overlay import GT_COLOUR, PRED_COLOUR
 
 
 class PageParser(HTMLParser):

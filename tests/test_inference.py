@@ -1,4 +1,4 @@
-"""Tests for CLTNetModel.infer (lesion map modes) and util/inference.py (maps at the original image size)."""
+"""Tests for CLTNetModel.infer (lesion map modes) and evaluation/inference.py (maps at the original image size)."""
 import numpy as np
 import pytest
 import torch
@@ -8,8 +8,8 @@ from data.labeled_dataset import LabeledDataset
 from models import create_model
 from models.cltnet_model import CLTNetModel
 from models.weights_file import model_options
-from util.inference import predict_batch, predict_split, stack_by_shape
-from util.postprocess import foreground_mask
+from evaluation.inference import predict_batch, predict_split, stack_by_shape
+from evaluation.postprocess import foreground_mask
 
 # Original image sizes (H, W), none equal to the 32 px network size; two differ within one batch.
 SIZES = [(40, 28), (40, 28), (24, 36)]

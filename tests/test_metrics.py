@@ -1,4 +1,4 @@
-"""Tests for util/metrics.py: hand cases, conventions, and cross-checks against MONAI and scikit-learn."""
+"""Tests for evaluation/metrics.py: hand cases, conventions, and cross-checks against MONAI and scikit-learn."""
 import csv
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from util.metrics import (CSV_COLUMNS, SCORE_NAMES, SURFACE_COLUMNS, SURFACE_TOLERANCE, SegmentationScores, binarize,
+from evaluation.metrics import (CSV_COLUMNS, SCORE_NAMES, SURFACE_COLUMNS, SURFACE_TOLERANCE, SegmentationScores, binarize,
                           confusion_counts, dice_sweep, lesion_counts, roc_auc, score_sweep, scores_from_counts,
                           surface_scores, write_metrics_csv)
 

@@ -12,9 +12,9 @@ import train
 from models import create_model
 from models.otsu_model import OtsuModel
 from options.test_options import TestOptions
-from util.metrics import SegmentationScores
-from util.postprocess import foreground_mask
-from util.selection import apply_rule
+from evaluation.metrics import SegmentationScores
+from evaluation.postprocess import foreground_mask
+from evaluation.selection import apply_rule
 
 SIZE = 48
 
@@ -42,7 +42,7 @@ def _mask(raw, mode):
     maps = {m: v[0].numpy() for m, v in out['maps'].items()}
     np.testing.assert_allclose(maps['dark'], 1 - maps['bright'], atol=1e-6)
     assert all(v.min() >= 0 and v.max() <= 1 for v in maps.values())
-    prob = maps[mode] * foreground_mask(raw)  # as util.inference does
+    prob = maps[mode] * foreground_mask(raw)  # as evaluation.inference does
     return apply_rule(dict(OtsuModel.fixed_rule, map_mode=mode), prob)[0]
 
 

@@ -1,7 +1,7 @@
-"""Tests for util/overlay.py: prediction / ground-truth contours drawn on the image."""
+"""Tests for reporting/overlay.py: prediction / ground-truth contours drawn on the image."""
 import numpy as np
 
-from util.overlay import GT_COLOUR, PRED_COLOUR, contour, draw_overlay
+from reporting.overlay import GT_COLOUR, PRED_COLOUR, contour, draw_overlay
 
 
 def _square(size, top, left, side):

@@ -17,7 +17,7 @@ import crf
 import pipeline
 import test as test_script
 from conftest import REPO_ROOT, TINY_DATASET, TINY_FOLDER, wait_until
-from util.recipe import RecipeError, read_recipe
+from workflow.recipe import RecipeError, read_recipe
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 

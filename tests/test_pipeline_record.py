@@ -15,7 +15,7 @@ import fake_pipeline
 import pipeline
 from conftest import REPO_ROOT, wait_until
 from models.base_model import CHECKPOINT_FORMAT
-from util import pipeline_record
+from records import pipeline_record
 from util.atomic import atomic_write
 
 DATASET, FOLDER = 'mine', 'mine_1'

@@ -1,8 +1,8 @@
 """The weights README rows pipeline.py writes name the set each figure is over."""
 import json
 
-from util.metrics import SCORE_NAMES
-from util.pipeline_report import score_rows
+from evaluation.metrics import SCORE_NAMES
+from reporting.pipeline_report import score_rows
 
 
 def test_val_rows_are_named_after_the_selection_set(tmp_path):

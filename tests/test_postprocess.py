@@ -1,8 +1,8 @@
-"""Tests for util/postprocess.py: image foreground, mask clean-up and threshold calibration."""
+"""Tests for evaluation/postprocess.py: image foreground, mask clean-up and threshold calibration."""
 import numpy as np
 import pytest
 
-from util.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, central_component, fill_holes,
+from evaluation.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, central_component, fill_holes,
                               foreground_mask, largest_component, postprocess, resize_mask)
 
 

@@ -15,10 +15,10 @@ import predict
 from conftest import REPO_ROOT, file_hashes
 from models.base_model import CHECKPOINT_FORMAT
 from models.weights_file import build_model, read_state
-from util.crf_utils import CRFParams, dense_crf
-from util.inference import predict_split
-from util.metrics import confusion_counts, scores_from_counts
-from util.selection import apply_rule
+from refinement.crf_utils import CRFParams, dense_crf
+from evaluation.inference import predict_split
+from evaluation.metrics import confusion_counts, scores_from_counts
+from evaluation.selection import apply_rule
 
 WEIGHTS = os.path.join(REPO_ROOT, 'weights')
 FAST = ['--device', 'cpu', '--num_threads', '1', '--num_workers', '0', '--crf_workers', '1', '--amp', 'off']

@@ -14,7 +14,7 @@ from PIL import Image
 
 import predict
 from conftest import REPO_ROOT
-from util.predictor import Predictor
+from refinement.predictor import Predictor
 
 WEIGHTS = os.path.join(REPO_ROOT, 'weights', 'ISIC.pt')
 FAST = ['--device', 'cpu', '--num_threads', '1', '--num_workers', '0', '--crf_workers', '1', '--amp', 'off',

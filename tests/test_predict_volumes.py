@@ -13,9 +13,9 @@ import predict
 from conftest import REPO_ROOT
 from data.brats import MIN_BRAIN_FRAC
 from tools import prepare_brats
-from util.metrics import confusion_counts, scores_from_counts
-from util.postprocess import largest_component
-from util.predictor import Predictor
+from evaluation.metrics import confusion_counts, scores_from_counts
+from evaluation.postprocess import largest_component
+from refinement.predictor import Predictor
 
 WEIGHTS = os.path.join(REPO_ROOT, 'weights', 'BraTS.pt')
 FAST = ['--device', 'cpu', '--num_threads', '1', '--num_workers', '0', '--crf_workers', '1', '--amp', 'off']

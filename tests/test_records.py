@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from pseudo import recorded_choices
 from test_crf import TEST_RULE, _argv, _make_run
 from tools import export_weights
-from util.records import RecordError, file_sha256, read_record
+from records.record_io import RecordError, file_sha256, read_record
 
 DAMAGED = {
     'truncated': '{"selection": {"map_mode": "attention", "thresh',

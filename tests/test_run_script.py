@@ -1,4 +1,4 @@
-"""Tests of util/run_script.py with a stub script (no torch, so each child starts in a fraction of a second):
+"""Tests of workflow/run_script.py with a stub script (no torch, so each child starts in a fraction of a second):
 exit codes, the working directory, the deadline's SIGINT, and Ctrl-C / SIGTERM reaching the child; and no
 module importing a script instead."""
 import ast
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import REPO_ROOT
-from util.run_script import run_script
+from workflow.run_script import run_script
 
 # Stops on SIGINT or SIGTERM with 128 + its number, as train.py does. Its first word says what it does
 # first: 'write PATH' (then exit 3), 'wait', 'ctrl-c' (SIGINT to its parent and itself, as a terminal

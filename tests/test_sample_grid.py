@@ -1,8 +1,8 @@
-"""Tests for util/sample_grid.py: the tiles of a sample grid, and the names above its columns."""
+"""Tests for reporting/sample_grid.py: the tiles of a sample grid, and the names above its columns."""
 import numpy as np
 import torch
 
-from util.sample_grid import LABEL_BAND_PX, LABEL_COLOUR, image_grid, labelled_grid
+from reporting.sample_grid import LABEL_BAND_PX, LABEL_COLOUR, image_grid, labelled_grid
 
 
 def visuals(side):

@@ -1,11 +1,11 @@
-"""Tests for util/selection.py: Otsu, turning maps into masks, and the val choice of mode/threshold/post-processing."""
+"""Tests for evaluation/selection.py: Otsu, turning maps into masks, and the val choice of mode/threshold/post-processing."""
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from util.metrics import SegmentationScores
-from util.postprocess import POSTPROCESSING
-from util.selection import apply_rule, candidate_rules, gate_rejects, otsu_threshold, score_rule, select
+from evaluation.metrics import SegmentationScores
+from evaluation.postprocess import POSTPROCESSING
+from evaluation.selection import apply_rule, candidate_rules, gate_rejects, otsu_threshold, score_rule, select
 
 SIZE = 32
 RULE_KEYS = {'map_mode', 'binarize', 'threshold', 'postprocess', 'step', 'checkpoint', 'val_DI'}

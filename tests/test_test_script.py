@@ -16,8 +16,8 @@ from models import weights_file
 import train
 from conftest import TINY_DATASET, TINY_FOLDER
 from data.image_io import list_images, read_mask
-from util.crf_utils import CRFParams
-from util.metrics import SCORE_NAMES, SURFACE_COLUMNS, SegmentationScores
+from refinement.crf_utils import CRFParams
+from evaluation.metrics import SCORE_NAMES, SURFACE_COLUMNS, SegmentationScores
 
 SPLITS = ('val', 'testA', 'testB')
 # Evaluation images are resized to this (W, H), unlike the 32 px network input, so "original size" shows.

@@ -8,8 +8,8 @@ from PIL import Image
 
 import train
 from models.cltnet_model import CLTNetModel
-from util.sample_grid import LABEL_BAND_PX
-from util.visualizer import Visualizer
+from reporting.sample_grid import LABEL_BAND_PX
+from reporting.visualizer import Visualizer
 from conftest import traces, wait_until
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.

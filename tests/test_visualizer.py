@@ -1,4 +1,4 @@
-"""Tests for util/visualizer.py against a real visdom server on 127.0.0.1."""
+"""Tests for reporting/visualizer.py against a real visdom server on 127.0.0.1."""
 import base64
 import csv
 import io
@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import VisdomServer, free_port, traces, wait_until
-from util.sample_grid import labelled_grid
-from util.visualizer import Visualizer
+from reporting.sample_grid import labelled_grid
+from reporting.visualizer import Visualizer
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')

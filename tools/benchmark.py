@@ -10,11 +10,11 @@
 
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
 name: the method's). Each script runs as its own process with the command line a user would type
-(util/run_script.py), so every run folder can be inspected and rerun on its own. With ``--reuse`` a
+(workflow/run_script.py), so every run folder can be inspected and rerun on its own. With ``--reuse`` a
 run's existing checkpoints are kept and test.py / crf.py rerun only when their outputs are older
 than what they read. Every number of RESULTS.md and results.json is read from the run folders
 (summary.json, checkpoints) and every choice from the stages' records (test/selection.json,
-util/records.py); the file is only ever written by this command.
+records/record_io.py); the file is only ever written by this command.
 
 The method cltnet_pipeline is the released two-stage file as pipeline.py builds it; this tool never
 trains or tests it, it reads the pipeline's record <name>/pipeline.json and its release run
@@ -41,13 +41,13 @@ from models import find_model_class  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
 from options.base_options import default_folder  # noqa: E402
 from tools import speed_benchmark  # noqa: E402
-from util.checkpoints import list_checkpoints  # noqa: E402
+from records.run_folder import list_checkpoints  # noqa: E402
 from util.machine import machine  # noqa: E402
-from util.metrics import SCORE_NAMES  # noqa: E402
-from util.pipeline_report import replace_section  # noqa: E402
-from util.recipe import RecipeError, read_recipe, step_flags  # noqa: E402
-from util.records import crf_record_path, require_record, test_record_path  # noqa: E402
-from util.run_script import run_script  # noqa: E402
+from evaluation.metrics import SCORE_NAMES  # noqa: E402
+from reporting.pipeline_report import replace_section  # noqa: E402
+from workflow.recipe import RecipeError, read_recipe, step_flags  # noqa: E402
+from records.record_io import crf_record_path, require_record, test_record_path  # noqa: E402
+from workflow.run_script import run_script  # noqa: E402
 
 PIPELINE = 'cltnet_pipeline'
 METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)

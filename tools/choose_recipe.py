@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_io import write_json_atomic  # noqa: E402
 from data.layout import LayoutError, held_out_normals, hold_out_spec  # noqa: E402
-from util.pipeline_report import replace_section  # noqa: E402
-from util.records import RecordError, crf_record_path, read_record, require_record, test_record_path  # noqa: E402
-from util.report_cells import read_metrics  # noqa: E402
+from reporting.pipeline_report import replace_section  # noqa: E402
+from records.record_io import RecordError, crf_record_path, read_record, require_record, test_record_path  # noqa: E402
+from reporting.report_cells import read_metrics  # noqa: E402
 
 # Half the spread of the released recipes' val DI over three seeds (0.0093 ISIC, 0.0095 BraTS): a smaller
 # gain is within what a reseed alone moves.

@@ -21,11 +21,11 @@ from models import find_model_class  # noqa: E402
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
 from models.cascade_model import STAGE1_MODELS, cascade_architecture  # noqa: E402
 from options.base_options import run_dir  # noqa: E402
-from util.pipeline_report import replace_section, score_rows  # noqa: E402
+from reporting.pipeline_report import replace_section, score_rows  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
-from util.checkpoints import list_checkpoints  # noqa: E402
+from records.run_folder import list_checkpoints  # noqa: E402
 from util.full_disk import exit_on_full_disk  # noqa: E402
-from util.records import (crf_record_path, read_crf_selection, read_test_selection, require_record,  # noqa: E402
+from records.record_io import (crf_record_path, read_crf_selection, read_test_selection, require_record,  # noqa: E402
                           test_record_path)
 
 

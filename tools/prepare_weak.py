@@ -36,7 +36,7 @@ from options.base_options import default_folder  # noqa: E402
 from tools.prepare_common import (PrepareError, add_output_args, file_stem, find_pairs,  # noqa: E402
                                   int_at_least, name_weak_folders, positive_int, require_dir, resize_pair,
                                   run_cli, staged_folder, summary_line, write_labelled, write_splits)
-from util.records import file_sha256  # noqa: E402
+from records.record_io import file_sha256  # noqa: E402
 
 
 def _images(folder, flag):

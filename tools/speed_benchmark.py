@@ -47,7 +47,7 @@ from options.train_options import TrainOptions  # noqa: E402
 from util.hardware import apply_hardware_options  # noqa: E402
 from util.machine import machine  # noqa: E402
 from util.progress import progress_bar  # noqa: E402
-from util.run_script import run_script  # noqa: E402
+from workflow.run_script import run_script  # noqa: E402
 
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
 
@@ -224,7 +224,7 @@ def run_path(name, opt):
 def synthetic_crf_items(folder, size, count):
     """(image, probability map) PNG pairs of ``count`` phantoms at ``size`` px, written under ``folder``:
     the inputs crf.py reads, with a blurred lesion as the map."""
-    from util.crf_utils import PROB_SCALE
+    from refinement.crf_utils import PROB_SCALE
     rng = np.random.default_rng(0)
     items = []
     for i in range(count):
@@ -240,7 +240,7 @@ def synthetic_crf_items(folder, size, count):
 def crf_speed(size, count, workers):
     """Images per second of refine_many on ``count`` synthetic pairs (reading the files included)."""
     # Imported here so --crf_images 0 runs where pydensecrf is not installed (a GPU box, say).
-    from util.crf_utils import CRFParams, refine_many
+    from refinement.crf_utils import CRFParams, refine_many
     with tempfile.TemporaryDirectory(prefix='speed_crf_') as folder:
         items = synthetic_crf_items(folder, size, count)
         started = time.perf_counter()

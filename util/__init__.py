@@ -1,4 +1,5 @@
-"""Helpers the scripts share.
+"""Process runtime the scripts share: atomic writes, run locks, progress, Ctrl-C and full-disk handling,
+threads and devices.
 
 Importing any of them first sets OpenMP's wait policy to passive (unless the environment sets it): torch's
 OpenMP runtime reads it once, when ``import torch`` loads it, so it must be in the environment before that;

@@ -13,7 +13,7 @@ import subprocess
 
 from data.image_io import write_json_atomic
 
-from .records import file_sha256
+from .record_io import file_sha256
 
 
 def digest(path):

@@ -1,5 +1,5 @@
 """Choosing the image-level gate (an empty mask for an image whose lesion score is below a threshold;
-util/selection.py applies it) on the selection set: its lesion images together with normal images held
+evaluation/selection.py applies it) on the selection set: its lesion images together with normal images held
 out of training (train.py --hold_out_normals).
 
 Every image is scored as util/metrics scores it: a normal image against its empty label (Dice 1 for an
@@ -7,8 +7,8 @@ empty mask, 0 for any lesion pixel), a lesion image the gate empties by its empt
 """
 import numpy as np
 
-from util.metrics import SegmentationScores
-from util.selection import apply_rule
+from evaluation.metrics import SegmentationScores
+from evaluation.selection import apply_rule
 
 # Candidate thresholds: these quantiles of the selection set's image-level scores.
 QUANTILES = np.linspace(0.02, 0.98, 49)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from data.image_io import write_json_atomic, write_text_atomic
-from util.metrics import SCORE_NAMES
+from evaluation.metrics import SCORE_NAMES
 
 COLUMNS = ('file', 'kind', 'status', 'input_check', 'mask', 'lesion_score', 'lesion', 'lesion_px', 'lesion_fraction',
            'lesion_ml')

@@ -14,8 +14,8 @@ smaller image is refined as it is, with the widths scaled by its longer side. At
 same parameters erased a 4288 x 2848 photograph's lesion (DI 0.74 -> 0.00, 28 s an image).
 
 Two steps around the CRF are parameters too, chosen on val with the rest: ``colour`` adds the image's
-own lesion-against-skin colour model to the map first (util/colour_model.py), and ``postprocess`` cleans
-the CRF's mask with one of util/postprocess.py's rules (the CRF can grow the lesion into a marker or a
+own lesion-against-skin colour model to the map first (refinement/colour_model.py), and ``postprocess`` cleans
+the CRF's mask with one of evaluation/postprocess.py's rules (the CRF can grow the lesion into a marker or a
 ruler beside it, which test.py's own post-processing had removed).
 """
 import contextlib
@@ -32,12 +32,12 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from PIL import Image
 
-from data.image_io import PIL_READ_ERRORS, ImageReadError, read_image, read_mask
-from util.colour_model import add_colour_evidence
-from util.metrics import confusion_counts, scores_from_counts
-from util.postprocess import POSTPROCESSING, foreground_mask, postprocess, resize_mask
+from data.image_io import ImageReadError, PIL_READ_ERRORS, read_image, read_mask, resize_mask
+from refinement.colour_model import add_colour_evidence
+from evaluation.metrics import confusion_counts, scores_from_counts
+from evaluation.postprocess import POSTPROCESSING, foreground_mask, postprocess
 from util.progress import progress_bar
-from util.records import file_sha256
+from records.record_io import file_sha256
 from util.shutdown import init_pool_worker
 
 REFERENCE_SIDE = 256

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from skimage.filters import threshold_otsu
 
-from util.inference import stack_by_shape
-from util.metrics import SegmentationScores, binarize, dice_sweep
-from util.postprocess import POSTPROCESSING, calibrate, postprocess
+from evaluation.inference import stack_by_shape
+from evaluation.metrics import SegmentationScores, binarize, dice_sweep
+from evaluation.postprocess import POSTPROCESSING, calibrate, postprocess
 
 # Fixed thresholds are tried at these quantiles of val's foreground map values: map modes have
 # very different value ranges, so a fixed 0..1 grid would waste most of its points.

@@ -2,14 +2,14 @@
 ranking and the CRF grid folded away.
 
 The decisions are read from their records (<run>/test/selection.json, <run>/crf/selection.json, see
-util/records.py); a run written before the records existed falls back on its summaries' copies.
+records/record_io.py); a run written before the records existed falls back on its summaries' copies.
 """
 import math
 import os
 
-from util.records import crf_record_path, file_sha256, read_record, test_record_path
-from util.report_cells import fmt, header, name_cell, num_cell, read_json, text_row
-from util.report_glossary import explain
+from records.record_io import crf_record_path, file_sha256, read_record, test_record_path
+from reporting.report_cells import fmt, header, name_cell, num_cell, read_json, text_row
+from reporting.report_glossary import explain
 
 
 def _record(path):

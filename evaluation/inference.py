@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from data.labeled_dataset import LabeledDataset, collate_labeled
-from util.postprocess import foreground_mask
+from evaluation.postprocess import foreground_mask
 from util.progress import progress_bar
 
 

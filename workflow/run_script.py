@@ -1,7 +1,7 @@
 """Run one of the repository's scripts in a child process, as a user would from the command line.
 
 Scripts never import each other: a driver (pipeline.py, tools/benchmark.py, tools/speed_benchmark.py)
-runs them with ``run_script``, and they talk through the files they write (util/records.py).
+runs them with ``run_script``, and they talk through the files they write (records/record_io.py).
 """
 import os
 import signal

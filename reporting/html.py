@@ -3,9 +3,9 @@
 ``write_run_report(run_dir)`` reads ``run_dir/test/<split>/`` and ``run_dir/crf/<split>/`` (summary.json,
 metrics.csv, masks/, overlays/, translation/, cam/; any of them may be missing) and the decisions recorded
 in test/selection.json and crf/selection.json, and writes ``run_dir/index.html``: a legend of the images,
-a summary table, the choices made on val (util/report_choices.py), a sortable per-image table per split
+a summary table, the choices made on val (reporting/report_choices.py), a sortable per-image table per split
 (worst first) and a CRF before/after table per split, then the command lines. Every table says what its
-columns mean (util/report_glossary.py). test.py and crf.py both call it at their end, so the page always
+columns mean (reporting/report_glossary.py). test.py and crf.py both call it at their end, so the page always
 shows everything the run has produced so far.
 
 The page opens from disk (file://): every link is relative, CSS and JS are inline, nothing is fetched
@@ -19,10 +19,10 @@ import urllib.parse
 
 from data.image_io import ImageReadError, read_mask
 from util.atomic import atomic_write
-from util.overlay import GT_COLOUR, PRED_COLOUR
-from util.report_cells import esc, fmt, header, name_cell, num_cell, read_json, read_metrics, text_row, to_number
-from util.report_choices import choices_section
-from util.report_glossary import EMPTY_CELLS, explain
+from reporting.overlay import GT_COLOUR, PRED_COLOUR
+from reporting.report_cells import esc, fmt, header, name_cell, num_cell, read_json, read_metrics, text_row, to_number
+from reporting.report_choices import choices_section
+from reporting.report_glossary import EMPTY_CELLS, explain
 
 SCORES = ('JA', 'DI', 'AC', 'SE', 'SP')
 COUNTS = ('TP', 'FP', 'FN', 'TN')

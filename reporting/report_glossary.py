@@ -1,5 +1,5 @@
 """What each column and term of the run report means, one line each, shown under the table using it."""
-from util.report_cells import esc
+from reporting.report_cells import esc
 
 MEANING = {
     'stage': "test: the masks of test.py (the rule chosen on val); crf: the same maps after crf.py's dense CRF",

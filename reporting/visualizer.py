@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.atomic import atomic_write
-from util.sample_grid import image_grid, labelled_grid
+from reporting.sample_grid import image_grid, labelled_grid
 
 _CONNECT_TIMEOUT_S = 1.0
 _READ_TIMEOUT_S = 3.0

@@ -6,8 +6,8 @@ import os
 
 from data.image_io import write_text_atomic
 
-from .metrics import SCORE_NAMES
-from .records import crf_record_path, read_record, test_record_path
+from evaluation.metrics import SCORE_NAMES
+from records.record_io import crf_record_path, read_record, test_record_path
 
 
 def _summary(path):

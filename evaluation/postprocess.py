@@ -4,7 +4,6 @@ All work on numpy arrays of one image at a time, with scipy's vectorised morphol
 Python loops).
 """
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 # Pixels at or below this grey level in every channel are image background (air around the head
@@ -80,11 +79,6 @@ def postprocess(mask, name):
     return POSTPROCESSING[name](mask)
 
 
-def resize_mask(mask, size):
-    """Bool mask -> bool mask at ``size`` (H, W): bilinear on 0/255, cut at the middle, so an enlarged
-    mask gets smooth edges instead of nearest-neighbour blocks."""
-    grey = Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(tuple(size)[::-1], Image.BILINEAR)
-    return np.asarray(grey) >= 128
 
 
 def calibrate(prob, threshold):

@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from util.crf_utils import refine_arrays
-from util.inference import predict_batch
-from util.selection import apply_rule, gate_rejects
+from refinement.crf_utils import refine_arrays
+from evaluation.inference import predict_batch
+from evaluation.selection import apply_rule, gate_rejects
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Prediction:
 
 class Predictor:
     """``model`` with ``rule`` (a stored selection: map_mode, binarize, threshold, postprocess, gate) and
-    ``crf`` (CRFParams, or None for no CRF), refining in ``pool`` (util.crf_utils.crf_pool) or here."""
+    ``crf`` (CRFParams, or None for no CRF), refining in ``pool`` (refinement.crf_utils.crf_pool) or here."""
 
     def __init__(self, model, rule, crf=None, pool=None):
         self.model, self.rule, self.crf, self.pool = model, rule, crf, pool

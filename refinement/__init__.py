@@ -1,0 +1,1 @@
+"""Dense-CRF refinement of probability maps, and serving a weights file (inference, gate, CRF)."""

@@ -1,0 +1,1 @@
+"""Running the scripts as steps: recipes and child processes."""
