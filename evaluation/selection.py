@@ -2,6 +2,8 @@
 
 Only val's labels are ever read here; test.py applies the chosen rule unchanged to the test splits.
 """
+from typing import Optional
+
 import numpy as np
 import torch
 from skimage.filters import threshold_otsu
@@ -20,7 +22,7 @@ TOP_CANDIDATES = 3
 PROVENANCE_KEYS = ('chosen_on', 'select_few', 'hold_out_normals', 'val_DI', 'gate_choice', 'ranking')
 
 
-def served_selection(stored, path):
+def served_selection(stored: dict, path: str) -> dict:
     """The rule test.py records when it serves the choices ``stored`` in weights file ``path`` unchanged:
     the decision (map, threshold, post-processing, gate, CRF) at the top, ``chosen_on`` 'stored',
     ``stored_in`` the file, and where the file's choices were made under ``stored``."""
@@ -29,7 +31,7 @@ def served_selection(stored, path):
                 stored={key: stored[key] for key in PROVENANCE_KEYS if key in stored})
 
 
-def otsu_threshold(prob):
+def otsu_threshold(prob: np.ndarray) -> float:
     """Per-image Otsu threshold of a map (its foreground values); 0.5 for a constant map."""
     values = prob[prob > 0]
     if values.size < 2 or values.min() == values.max():
@@ -37,19 +39,19 @@ def otsu_threshold(prob):
     return float(threshold_otsu(values))
 
 
-def image_threshold(rule, prob):
+def image_threshold(rule: dict, prob: np.ndarray) -> float:
     """The threshold ``rule`` ({'binarize': 'fixed'|'otsu', 'threshold': t}) gives for one map."""
     return rule['threshold'] if rule['binarize'] == 'fixed' else otsu_threshold(prob)
 
 
-def gate_rejects(rule, score):
+def gate_rejects(rule: dict, score: Optional[float]) -> bool:
     """True when ``rule`` holds an image-level gate (``rule['gate'] = {'threshold': t}``) and the image's
     lesion ``score`` is below ``t``: the image gets an empty mask, and no CRF may grow one."""
     gate = rule.get('gate')
     return bool(gate) and score is not None and score < gate['threshold']
 
 
-def apply_rule(rule, prob, score=None):
+def apply_rule(rule: dict, prob: np.ndarray, score: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
     """One map (and its image-level lesion ``score``, for a rule with a gate) -> (bool mask, calibrated
     probability map whose >= 0.5 region equals the mask)."""
     threshold = image_threshold(rule, prob)
@@ -64,7 +66,7 @@ def apply_rule(rule, prob, score=None):
     return mask, calibrated.astype(np.float32)
 
 
-def score_rule(rule, items, mode):
+def score_rule(rule: dict, items: list[dict], mode: str) -> float:
     """Mean DI of ``rule`` on labelled items (per-image loop; used for the few finalists)."""
     scores = SegmentationScores()
     for item in items:
@@ -87,7 +89,7 @@ def _sweep(items, mode, thresholds):
     return total / len(items)
 
 
-def candidate_rules(items, mode):
+def candidate_rules(items: list[dict], mode: str) -> list[tuple[dict, float]]:
     """The best fixed thresholds (without post-processing) and Otsu, each with every
     post-processing: [(rule, mean val DI)], best first."""
     thresholds = _threshold_grid(items, mode)
@@ -99,7 +101,7 @@ def candidate_rules(items, mode):
     return sorted(scored, key=lambda pair: -pair[1])
 
 
-def select(items_by_checkpoint, modes):
+def select(items_by_checkpoint: dict[tuple[int, Optional[str]], list[dict]], modes: list[str]) -> dict:
     """Choose checkpoint, map mode, threshold and post-processing with the best mean val DI.
 
     ``items_by_checkpoint``: {(step, path): predict_split items of val}. A cheap vectorised sweep
@@ -121,7 +123,8 @@ def select(items_by_checkpoint, modes):
     return best
 
 
-def select_fixed_rule(items_by_source, modes, rule):
+def select_fixed_rule(items_by_source: dict[tuple[int, Optional[str]], list[dict]], modes: list[str],
+                      rule: dict) -> dict:
     """For a model whose ``fixed_rule`` says how its maps become masks: choose only the source and map
     mode with the best mean val DI of that rule (ties keep the first)."""
     ranked = [(score_rule(dict(rule, map_mode=mode), items, mode), step, path, mode)
