@@ -24,10 +24,12 @@ exit_quietly_on_ctrl_c(__name__)  # before the slow imports below
 import numpy as np
 
 from data.image_io import read_image, read_mask, write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals, hold_out_spec
+from data.layout import LayoutError, check_split, hold_out_spec
+from data.selection_set import selection_set
 from options.base_options import format_options, run_dir
 from options.crf_options import CRFOptions
 from refinement.crf_utils import CRFParams, Search, param_grid, read_prob, refine_many, search_digest, search_params
+from refinement.gated_crf import refine_ungated
 from util.full_disk import exit_on_full_disk
 from reporting.html import write_run_report
 from evaluation.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
@@ -74,9 +76,7 @@ def split_items(opt, test_root, split, rule=None):
         print(f'{split}: skipped {len(files.skipped)} file(s):', *files.skipped, sep='\n  ')
     pairs = list(files)
     if rule:
-        few = rule.get('select_few', '')
-        pairs += few_shot_pairs(data_dir, few) if few else []
-        pairs += [(image, None) for image in held_out_normals(data_dir, **hold_out_spec(rule))]
+        pairs = selection_set(data_dir, pairs, rule.get('select_few'), **hold_out_spec(rule)).pairs()
     prob_dir = os.path.join(test_root, split, 'prob')
     gated = set(read_record(os.path.join(test_root, split, 'summary.json')).get('gated', []))
     items = []
@@ -223,9 +223,8 @@ def refine_split(opt, test_root, crf_root, split, items, params, selection):
     the same images.
     """
     start = time.perf_counter()
-    refined = iter(refine_many([(item.image, item.prob) for item in items if not item.gated], params,
-                               opt.num_workers, desc=f'CRF {split}'))
-    masks = [np.zeros(read_prob(item.prob).shape, bool) if item.gated else next(refined) for item in items]
+    masks = refine_ungated([(item.image, item.prob) for item in items], [item.gated for item in items],
+                           lambda todo: refine_many(todo, params, opt.num_workers, desc=f'CRF {split}'))
     seconds = time.perf_counter() - start
     out_dir = os.path.join(crf_root, split)
     scores = SegmentationScores(surface=True)

@@ -33,7 +33,8 @@ from data.synthetic import make_demo_if_missing
 from models.weights_file import load_model, read_state, stored_selection
 from options.base_options import run_dir
 from options.pseudo_options import PseudoOptions
-from refinement.crf_utils import CRFParams, read_prob, refine_many
+from refinement.crf_utils import CRFParams, refine_many
+from refinement.gated_crf import refine_ungated
 from util.full_disk import exit_on_full_disk
 from util.hardware import apply_hardware_options
 from evaluation.inference import predict_split
@@ -146,9 +147,8 @@ def write_pseudo_masks(opt, folder):
 
     prob_paths, gated = write_probabilities(model, rule, files.paths_A, pseudo_dir, opt)
     # A gated image keeps its empty mask, as after crf.py: the CRF would grow one from the map.
-    todo = [(path, prob) for path, prob in zip(files.paths_A, prob_paths) if prob not in gated]
-    refined = iter(refine_many(todo, params, opt.crf_workers, desc='CRF pseudo-masks'))
-    masks = [np.zeros(read_prob(prob).shape, bool) if prob in gated else next(refined) for prob in prob_paths]
+    masks = refine_ungated(list(zip(files.paths_A, prob_paths)), [prob in gated for prob in prob_paths],
+                           lambda todo: refine_many(todo, params, opt.crf_workers, desc='CRF pseudo-masks'))
     areas, dropped = [], 0
     for path, mask in zip(files.paths_A, masks):
         mask_path, confidence_path = mask_paths(pseudo_dir, 'A', path)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from data.image_io import write_json_atomic, write_png_atomic
-from data.layout import LayoutError, check_split, few_shot_pairs, held_out_normals, hold_out_spec
+from data.layout import LayoutError, check_split, hold_out_spec
+from data.selection_set import selection_set
 from data.synthetic import make_demo_if_missing
 from models import find_model_class
 from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state, stored_choices
@@ -89,27 +90,24 @@ def few_to_choose_on(opt, options, data_dir):
     return opt.select_few
 
 
-def selection_pairs(data_dir, opt, few):
-    """((image, label) pairs to choose on, the few-shot folder among them or ''): val, plus the held-out
-    few_sample/<few> images when the dataset has them."""
-    val = split_pairs(data_dir, 'val', opt)
-    if val is None or not few:
-        return val, ''
-    if not os.path.isdir(os.path.join(data_dir, 'few_sample', few)):
+def present_few(data_dir, few):
+    """``few`` when the dataset has few_sample/<few> (held out of training to choose on), else ''."""
+    if few and not os.path.isdir(os.path.join(data_dir, 'few_sample', few)):
         print(f'note: {data_dir}/few_sample/{few} (held out of training to choose on) not found: choosing on val alone')
-        return val, ''
-    return val + few_shot_pairs(data_dir, few), few
+        return ''
+    return few
 
 
-def normals_to_choose_on(options, data_dir):
-    """The normal images the run held out of training (train.py --hold_out_normals, in its ``options``), to
-    choose the gate and the CRF on; [] when none."""
+def set_to_choose_on(data_dir, val, few, options):
+    """The selection set (data/selection_set.py) to choose on: ``val``'s pairs, those of few_sample/<few> and
+    the normal images the run held out of training (train.py --hold_out_normals, in its ``options``), to
+    choose the gate and the CRF on; without normals when there is no B_weak folder to take them from."""
     try:
-        return held_out_normals(data_dir, **hold_out_spec(options))
+        return selection_set(data_dir, val, few, **hold_out_spec(options))
     except LayoutError:
         print(f'note: {data_dir} has no <M>_B_weak folder to take the normal images held out of training from: '
               f'choosing without them')
-        return []
+        return selection_set(data_dir, val, few)
 
 
 def selection_items(model, pairs, normals, opt, desc, keep_visuals=False):
@@ -157,17 +155,19 @@ def choose(opt, folder, data_dir, candidates):
     if stored and not opt.rechoose:
         return serve_stored(opt, record_path, stored)
     options = trained_options(candidates)
-    val, few = selection_pairs(data_dir, opt, few_to_choose_on(opt, options, data_dir))
+    few = few_to_choose_on(opt, options, data_dir)
+    val = split_pairs(data_dir, 'val', opt)
     if val is None:
         if not stored:
             raise SystemExit(f'error: {data_dir}/val not found, and nothing stored to fall back on; '
                              f'add a val split (images + labels) or pass --weights FILE')
         print(f'note: --rechoose True, but {data_dir}/val not found: serving the choices stored in {opt.weights}')
         return serve_stored(opt, record_path, stored)
+    few = present_few(data_dir, few)
+    val, normals = set_to_choose_on(data_dir, val, few, options)
     key = {'version': 2, 'sources': [[s, p] + ([os.path.getsize(p), os.path.getmtime(p)] if p else [])
                                      for s, p in candidates],
            'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
-    normals = normals_to_choose_on(options, data_dir)
     if normals:
         key['normals'] = [os.path.basename(path) for path in normals]
     earlier = earlier_record(record_path)
@@ -311,11 +311,11 @@ def evaluate(opt):
         print('image-level gate:', ', '.join(f'{k} {v}' for k, v in rule['gate_choice'].items()))
     summaries, scores = {}, {}
     for split in ['val'] + [s for s in opt.splits if s != 'val']:
-        pairs = (selection_pairs(data_dir, opt, rule.get('select_few', ''))[0] if split == 'val'
-                 else split_pairs(data_dir, split, opt))
+        pairs = split_pairs(data_dir, split, opt)
         if pairs is None:
             continue
-        normals = held_out_normals(data_dir, **hold_out_spec(rule)) if split == 'val' else []
+        pairs, normals = (selection_set(data_dir, pairs, present_few(data_dir, rule.get('select_few', '')),
+                                        **hold_out_spec(rule)) if split == 'val' else (pairs, []))
         started = time.time()
         items = selection_items(model, pairs, normals, opt, split, keep_visuals=True)
         summary = write_split(items, rule, os.path.join(folder, 'test', split), opt, time.time() - started)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refinement.crf_utils import refine_arrays
+from refinement.gated_crf import refine_ungated
 from evaluation.inference import predict_batch
 from evaluation.selection import apply_rule, gate_rejects
 
@@ -41,7 +42,8 @@ class Predictor:
         its gate rejected keeps its empty mask."""
         if self.crf is None:
             return
-        todo = [i for i, p in enumerate(predictions) if not gate_rejects(self.rule, p.score)]
-        masks = refine_arrays([(raws[i], predictions[i].prob) for i in todo], self.crf, self.pool)
-        for i, mask in zip(todo, masks):
-            predictions[i].mask = mask
+        masks = refine_ungated([(raw, p.prob) for raw, p in zip(raws, predictions)],
+                               [gate_rejects(self.rule, p.score) for p in predictions],
+                               lambda todo: refine_arrays(todo, self.crf, self.pool))
+        for prediction, mask in zip(predictions, masks):
+            prediction.mask = mask
