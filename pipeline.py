@@ -34,7 +34,6 @@ flag comes from the recipe (workflow/recipe.py).
 """
 import argparse
 import os
-import signal
 import sys
 
 from data.image_io import write_json_atomic
@@ -51,7 +50,7 @@ from workflow.recipe import RecipeError, check_step_flags, read_recipe, recipe_r
 from records.record_io import RecordError, crf_record_path, read_record, test_record_path
 from util.run_lock import RunLock
 from workflow.run_script import run_script
-from workflow.step_runner import Step, StepRunner, Stopped
+from workflow.step_runner import Step, StepRunner, stops_cleanly
 
 
 class Pipeline:
@@ -310,29 +309,17 @@ def parse_args(argv=None):
     return args
 
 
-def _terminated(number, frame):
-    raise Stopped(number)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    # SIGTERM between steps stops the pipeline as Ctrl-C does (run_script passes it on to a running step).
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        with exit_on_full_disk('run the same command again (finished steps are kept)'):
-            Pipeline(args, read_recipe(args.recipe)).run()
-    except RecipeError as error:
-        raise SystemExit(f'error: {error}') from None
-    except RecordError as error:  # a step's record damaged since it ran: that step runs again without it
-        raise SystemExit(f'error: {error.path} {error.problem}: delete it and run the same command again') from None
-    except (KeyboardInterrupt, Stopped) as error:
-        stop = error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
-        where = f' in step {stop.step}' if stop.step else ''
-        print(f'pipeline stopped{where} by {signal.Signals(stop.number).name}; the same command continues it',
-              file=sys.stderr)
-        raise SystemExit(128 + stop.number) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with stops_cleanly('pipeline'):
+        try:
+            with exit_on_full_disk('run the same command again (finished steps are kept)'):
+                Pipeline(args, read_recipe(args.recipe)).run()
+        except RecipeError as error:
+            raise SystemExit(f'error: {error}') from None
+        except RecordError as error:  # a step's record damaged since it ran: that step runs again without it
+            raise SystemExit(f'error: {error.path} {error.problem}: delete it and run the same command again') \
+                from None
 
 
 if __name__ == '__main__':

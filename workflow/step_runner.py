@@ -6,8 +6,10 @@ training step that started with the same command and inputs and did not finish c
 pipeline.py, tools/benchmark.py and start_train.sh's stage-2 chain (workflow/stage2_chain.py) run their steps
 with it: one freshness rule everywhere.
 """
+import contextlib
 import shutil
 import signal
+import sys
 import time
 
 from records.pipeline_record import current_commit, digest
@@ -103,3 +105,24 @@ class StepRunner:
         raise SystemExit(f'error: step {step.name} failed (exit {code}); fix what it printed above and run '
                          f'the same command again (finished steps are kept)')
 
+
+
+def _terminated(number, frame):
+    raise Stopped(number)
+
+
+@contextlib.contextmanager
+def stops_cleanly(what):
+    """SIGTERM between steps stops ``what`` (e.g. 'pipeline') as Ctrl-C does (run_script passes it on to a running
+    step); either ends it with one line and the exit status 128 + the signal."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    except (KeyboardInterrupt, Stopped) as error:
+        stop = error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
+        where = f' in step {stop.step}' if stop.step else ''
+        print(f'{what} stopped{where} by {signal.Signals(stop.number).name}; the same command continues it',
+              file=sys.stderr)
+        raise SystemExit(128 + stop.number) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
