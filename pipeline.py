@@ -34,10 +34,7 @@ flag comes from the recipe (workflow/recipe.py).
 """
 import argparse
 import os
-import shutil
-import signal
 import sys
-import time
 
 from data.image_io import write_json_atomic
 from data.synthetic import make_demo_if_missing
@@ -45,42 +42,15 @@ from models.cascade_model import STAGE1_MODELS
 from models.weights_file import read_state
 from options.base_options import check_folder_names, default_folder
 from util.full_disk import exit_on_full_disk
-from util.machine import machine
-from records.pipeline_record import PipelineRecord, current_commit, digest
+from records.pipeline_record import PipelineRecord, digest
+from evaluation.release_rules import ROUND_RULE, best_round
 from reporting.pipeline_report import check_readme, update_readme
 from util.preflight import check_output_dir
 from workflow.recipe import RecipeError, check_step_flags, read_recipe, recipe_relative, step_flags
 from records.record_io import RecordError, crf_record_path, read_record, test_record_path
 from util.run_lock import RunLock
 from workflow.run_script import run_script
-
-
-class Step:
-    """One process of the pipeline: its command, the paths it reads and writes, and what to clear
-    before it runs afresh."""
-
-    def __init__(self, name, argv, inputs, outputs, clears=(), trains=False, section=None):
-        self.name, self.argv, self.inputs, self.outputs = name, argv, list(inputs), list(outputs)
-        self.clears, self.trains = list(clears), trains
-        self.section = section  # the recipe section its flags come from (None: the pipeline sets them all)
-
-
-def stop_signal(code):
-    """SIGINT or SIGTERM when a step's exit ``code`` says that signal stopped it (128 + it from a script that
-    saved and stopped, -it from a child the signal killed), else None."""
-    for number in (signal.SIGINT, signal.SIGTERM):
-        if code in (128 + number, -number):
-            return number
-    return None
-
-
-class Stopped(BaseException):
-    """The pipeline was stopped by signal ``number`` (its exit status is 128 + it); like KeyboardInterrupt, no
-    ``except Exception`` on the way catches it."""
-
-    def __init__(self, number, step=None):
-        super().__init__(number)
-        self.number, self.step = number, step
+from workflow.step_runner import Step, StepRunner, stops_cleanly
 
 
 class Pipeline:
@@ -92,8 +62,8 @@ class Pipeline:
         self.folder = os.path.join(self.root, args.name)
         self.data_dir = os.path.join(args.dataroot, args.dataset, args.folder)
         self.record = PipelineRecord(os.path.join(self.folder, 'pipeline.json'))
-        self.redo = False  # once a step runs, every later step runs too
-        self.data_digest = None  # of the dataset folder, once it exists (run)
+        # Every step also reads the dataset folder: its digest, once it exists (run).
+        self.runner = StepRunner(self.record, run_script, context={'dataset': None})
         self.planned = None  # while planning (plan): the steps, which are listed instead of run
 
     def run_name(self, suffix):
@@ -112,38 +82,8 @@ class Pipeline:
         """Run ``step`` unless it is up to date; record it in pipeline.json (while planning: list it)."""
         if self.planned is not None:
             self.planned.append(step)
-            return
-        plan = {'argv': step.argv, 'inputs': {path: digest(path) for path in step.inputs}}
-        plan['inputs']['dataset'] = self.data_digest
-        if not self.redo and self.record.is_current(step.name, plan):
-            done = self.record.steps[step.name]
-            print(f"[{step.name}] up to date ({done['seconds']:.0f} s), skipped")
-            return
-        resume = step.trains and not self.redo and self.record.was_interrupted(step.name, plan)
-        earlier = self.record.steps.get(step.name, {}).get('seconds_before', 0.0) if resume else 0.0
-        if not resume:
-            for path in step.clears:
-                shutil.rmtree(path, ignore_errors=True)
-        self.redo = True
-        self.record.steps[step.name] = {**plan, 'status': 'started', 'commit': current_commit(),
-                                        'seconds_before': earlier}
-        self.record.save()
-        print(f"[{step.name}] {'continuing' if resume else 'running'}: python {' '.join(step.argv)}", flush=True)
-        started = time.time()
-        code = run_script(step.argv + (['--resume', 'True'] if resume else []))
-        seconds = time.time() - started
-        self.record.steps[step.name]['seconds_before'] = earlier + seconds
-        if code != 0:
-            self.record.save()
-            number = stop_signal(code)
-            if number:
-                raise Stopped(number, step.name)
-            raise SystemExit(f'error: step {step.name} failed (exit {code}); fix what it printed above and run '
-                             f'the same command again (finished steps are kept)')
-        self.record.steps[step.name].update(
-            status='done', seconds=earlier + seconds, machine=machine(),
-            outputs={path: digest(path) for path in step.outputs})
-        self.record.save()
+        else:
+            self.runner.execute(step)
 
     def select_few(self):
         """The words that name the recipe's held-out few-shot folder, or none."""
@@ -235,8 +175,8 @@ class Pipeline:
             selection = read_record(crf_record_path(self.run_folder(suffix)))['selection']
             ranking.append({'run': self.run_name(suffix), 'val_DI_after_crf': selection['val_DI_after'],
                             'chosen_on': selection['chosen_on']})
-        best = max(range(len(ranking)), key=lambda i: (ranking[i]['val_DI_after_crf'], -i))
-        self.record.data['choose'] = {'rule': 'best val DI after the CRF', 'ranking': ranking,
+        best = best_round(ranking)
+        self.record.data['choose'] = {'rule': ROUND_RULE, 'ranking': ranking,
                                       'chosen': ranking[best]['run']}
         self.record.save()
         print('rounds by val DI after the CRF:', ', '.join(f"{r['run']} {r['val_DI_after_crf']:.4f}" for r in ranking),
@@ -298,7 +238,7 @@ class Pipeline:
         make_demo_if_missing(self.args.dataroot, self.args.dataset, self.args.folder)
         if not os.path.isdir(self.data_dir):
             raise SystemExit(f'error: {self.data_dir} not found; check --dataroot, --dataset and --folder')
-        self.data_digest = digest(self.data_dir)
+        self.runner.context['dataset'] = digest(self.data_dir)
         check_output_dir(self.folder)
         with RunLock(self.folder, 'pipeline.py'):
             # The record describes this run's steps alone; those of an earlier step graph are set aside.
@@ -369,29 +309,17 @@ def parse_args(argv=None):
     return args
 
 
-def _terminated(number, frame):
-    raise Stopped(number)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    # SIGTERM between steps stops the pipeline as Ctrl-C does (run_script passes it on to a running step).
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        with exit_on_full_disk('run the same command again (finished steps are kept)'):
-            Pipeline(args, read_recipe(args.recipe)).run()
-    except RecipeError as error:
-        raise SystemExit(f'error: {error}') from None
-    except RecordError as error:  # a step's record damaged since it ran: that step runs again without it
-        raise SystemExit(f'error: {error.path} {error.problem}: delete it and run the same command again') from None
-    except (KeyboardInterrupt, Stopped) as error:
-        stop = error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
-        where = f' in step {stop.step}' if stop.step else ''
-        print(f'pipeline stopped{where} by {signal.Signals(stop.number).name}; the same command continues it',
-              file=sys.stderr)
-        raise SystemExit(128 + stop.number) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with stops_cleanly('pipeline'):
+        try:
+            with exit_on_full_disk('run the same command again (finished steps are kept)'):
+                Pipeline(args, read_recipe(args.recipe)).run()
+        except RecipeError as error:
+            raise SystemExit(f'error: {error}') from None
+        except RecordError as error:  # a step's record damaged since it ran: that step runs again without it
+            raise SystemExit(f'error: {error.path} {error.problem}: delete it and run the same command again') \
+                from None
 
 
 if __name__ == '__main__':

@@ -9,7 +9,9 @@
 #   bash start_train.sh ISIC 2           stage 2: stage 1 (resumed, so a finished run is kept), test.py and
 #                                        crf.py on it, pseudo.py, then a U-Net on the pseudo-masks, run
 #                                        "$NAME"_stage2; STAGE2_ARGS="--few_sample stage2_50" adds flags to it
-#                                        (a second time: STAGE2_ARGS="--overwrite True" or "--resume True")
+#                                        (a second time: STAGE2_ARGS="--overwrite True" or "--resume True");
+#                                        one call of the step runner (python -m workflow.stage2_chain), which
+#                                        skips the steps that are up to date when run again
 #   bash start_train.sh 2                the same on the demo data
 #   bash start_train.sh ISIC all         the whole pipeline with recipes/ISIC.toml (pipeline.py): stage 1,
 #                                        self-training rounds, the released two-stage file <run>/release.pt;
@@ -32,16 +34,14 @@ else
     train_args+=(--dataset "$DATASET" --dataroot "$DATAROOT")
 fi
 if [[ "$STAGE" == 2 ]]; then
-    "$PYTHON" train.py "${train_args[@]}" --resume True "${EXTRA[@]}"
     run_args=(--dataset "$DATASET" --dataroot "${DATAROOT}" --name "$NAME")
-    "$PYTHON" test.py "${run_args[@]}"
-    "$PYTHON" crf.py "${run_args[@]}"
-    "$PYTHON" pseudo.py "${run_args[@]}"
     stage2_args=(--dataset "$DATASET" --dataroot "$DATAROOT" --stage 2 --pseudo "$NAME" --name "${NAME}_stage2")
     # The demo's stage 2 matches its stage 1: 64 px images, a narrow network, a few hundred steps.
     [[ "$DATASET" == demo ]] && stage2_args+=(--img_size 64 --ch 16 --iteration 300 --save_freq 100 --print_freq 50)
     read -r -a user_stage2 <<< "${STAGE2_ARGS:-}"
-    exec "$PYTHON" train.py "${stage2_args[@]}" "${user_stage2[@]}"
+    # One step runner (workflow/stage2_chain.py): train -> test -> crf -> pseudo -> stage-2 train.
+    exec "$PYTHON" -m workflow.stage2_chain "${run_args[@]}" -- "${train_args[@]}" --resume True "${EXTRA[@]}" \
+        -- "${stage2_args[@]}" "${user_stage2[@]}"
 fi
 NPROC="${NPROC:-1}"
 if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ ]]; then

@@ -78,11 +78,19 @@ def _load(path):
 
 
 class PipelineRecord:
-    """The steps' records of one pipeline run folder, saved atomically after every change."""
+    """The steps' records of one pipeline run folder, saved atomically after every change. With ``base`` the
+    paths it records are relative to that folder (a folder copied or moved with its record stays up to date)."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, base=None):
+        self.path, self.base = path, base
         self.data = _load(path) if os.path.isfile(path) else {'steps': {}}
+
+    def key(self, path):
+        """How the record names ``path``: as given, or relative to ``base``."""
+        return os.path.relpath(path, self.base) if self.base else path
+
+    def locate(self, key):
+        return os.path.join(self.base, key) if self.base else key
 
     @property
     def steps(self):
@@ -113,7 +121,7 @@ class PipelineRecord:
             return False
         if old['argv'] != plan['argv'] or old['inputs'] != plan['inputs']:
             return False
-        return all(digest(path) == value for path, value in old['outputs'].items())
+        return all(digest(self.locate(key)) == value for key, value in old['outputs'].items())
 
     def was_interrupted(self, name, plan):
         """True when step ``name`` started with exactly ``plan`` and did not finish (resumable)."""

@@ -208,10 +208,14 @@ def test_reuse_collects_without_rerunning_and_refreshes_stale_outputs(bench, tmp
     calls = spy_on_scripts(monkeypatch)
     assert bench('--reuse', '--result_dir', results, '--out_dir', tmp_path / 'docs') == bench.results and calls == []
 
-    # A newer checkpoint (a run still training) makes its test.py outputs stale, and then crf.py's.
+    # A newer mtime alone changes nothing (freshness is by digest, as pipeline.py's); a changed checkpoint (a
+    # run still training) makes its test.py outputs stale, and then crf.py's.
     step, path = list_checkpoints(_run_dir(results, 'cltnet'))[-1]
     later = os.path.getmtime(os.path.join(_run_dir(results, 'cltnet'), 'test', 'testA', 'summary.json')) + 10
     os.utime(path, (later, later))
+    bench('--reuse', '--result_dir', results, '--out_dir', tmp_path / 'docs')
+    assert calls == []
+    torch.save(dict(torch.load(path, weights_only=True), train_seconds=7.0), path)
     bench('--reuse', '--result_dir', results, '--out_dir', tmp_path / 'docs')
     assert calls == [(f'{TINY_DATASET}/cltnet', 'test.py'), (f'{TINY_DATASET}/cltnet', 'crf.py')]
 

@@ -222,9 +222,9 @@ def test_the_run_name_and_data_folders_are_one_folder_each(flag, value, capsys):
 def test_step_timer_records_seconds(monkeypatch, tmp_path):
     """A step that fails keeps its record 'started' with the time it took, and says how to go on."""
     args = pipeline.parse_args(['--dataset', 'demo', '--recipe', 'recipes/demo.toml', '--result_dir', str(tmp_path)])
+    monkeypatch.setattr(pipeline, 'run_script', lambda argv: time.sleep(0.05) or 3)
     runner = pipeline.Pipeline(args, read_recipe(os.path.join(REPO_ROOT, 'recipes', 'demo.toml')))
     os.makedirs(runner.folder)
-    monkeypatch.setattr(pipeline, 'run_script', lambda argv: time.sleep(0.05) or 3)
     with pytest.raises(SystemExit) as info:
         runner.execute(pipeline.Step('stage1', ['train.py'], inputs=[], outputs=[]))
     assert str(info.value.code) == ('error: step stage1 failed (exit 3); fix what it printed above and run the same '

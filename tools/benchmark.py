@@ -11,10 +11,11 @@
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
 name: the method's). Each script runs as its own process with the command line a user would type
 (workflow/run_script.py), so every run folder can be inspected and rerun on its own. With ``--reuse`` a
-run's existing checkpoints are kept and test.py / crf.py rerun only when their outputs are older
-than what they read. Every number of RESULTS.md and results.json is read from the run folders
-(summary.json, checkpoints) and every choice from the stages' records (test/selection.json,
-records/record_io.py); the file is only ever written by this command.
+run's existing checkpoints are kept and test.py / crf.py rerun only when what they read or their command
+changed since this tool ran them there (pipeline.py's rule, workflow/step_runner.py; recorded in
+<run>/benchmark_steps.json, so they run once on a run this tool has not tested yet). Every number of
+RESULTS.md and results.json is read from the run folders (summary.json, checkpoints) and every choice
+from the stages' records (test/selection.json, records/record_io.py); the file is only ever written by this command.
 
 The method cltnet_pipeline is the released two-stage file as pipeline.py builds it; this tool never
 trains or tests it, it reads the pipeline's record <name>/pipeline.json and its release run
@@ -43,11 +44,13 @@ from options.base_options import default_folder  # noqa: E402
 from tools import speed_benchmark  # noqa: E402
 from records.run_folder import list_checkpoints  # noqa: E402
 from util.machine import machine  # noqa: E402
+from records.pipeline_record import PipelineRecord  # noqa: E402
 from evaluation.metrics import SCORE_NAMES  # noqa: E402
 from reporting.pipeline_report import replace_section  # noqa: E402
 from workflow.recipe import RecipeError, read_recipe, step_flags  # noqa: E402
 from records.record_io import crf_record_path, require_record, test_record_path  # noqa: E402
 from workflow.run_script import run_script  # noqa: E402
+from workflow.step_runner import Step, StepRunner  # noqa: E402
 
 PIPELINE = 'cltnet_pipeline'
 METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
@@ -56,6 +59,7 @@ METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELI
 STAGE1_METHODS = ('cltnet', 'cam')  # trained from the weak labels alone, like stage 1
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
 TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
+STEPS_FILE = 'benchmark_steps.json'  # the record of the test.py, crf.py and pseudo.py steps it ran on a run
 # The steps of a pipeline (pipeline.json) that train: stage 1 (absent when it came from a file), each round.
 PIPELINE_TRAINING = re.compile(r'stage1|r\d+_train')
 # The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
@@ -298,25 +302,40 @@ def train_run(run, opt):
                       {'train_seconds': seconds, 'command': 'train.py ' + shlex.join(argv), **record})
 
 
+class RunSteps(StepRunner):
+    """The steps this tool runs on the run folder of ``source`` (a Run) for ``run`` (whose label they print),
+    by pipeline.py's freshness rule. Their record, <run>/benchmark_steps.json, names paths relative to the run
+    folder and leaves --result_dir out of the commands: a run folder copied or moved with it stays up to date."""
+
+    def __init__(self, run, source, rerun=False):
+        super().__init__(PipelineRecord(os.path.join(source.dir, STEPS_FILE), base=source.dir),
+                         lambda argv: _call(run, argv))
+        self.run, self.source = run, source
+        self.redo = rerun  # every step runs, and is recorded
+
+    def recorded_argv(self, step):
+        argv = list(step.argv)
+        where = argv.index('--result_dir')
+        return argv[:where] + argv[where + 2:]
+
+    def skipped(self, step, done):
+        what = 'the pseudo-masks' if step.name == 'pseudo' else f'{step.argv[0]} outputs'
+        print(f'[{self.run.label()}] reusing {what} in {os.path.join(self.source.dir, step.name)}')
+
+    def starting(self, step, resume):
+        pass  # _call prints the command
+
+    def step(self, name, script, inputs):
+        """Step ``name``: ``script`` on the source run, reading ``inputs``, writing <run>/<name>/."""
+        return Step(name, [script, *self.source.argv], inputs, outputs=[os.path.join(self.source.dir, name)])
+
+
 def make_pseudo_masks(run, source, opt):
-    """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are newer than the
-    test.py and crf.py records they follow."""
-    summary = os.path.join(source.dir, 'pseudo', 'summary.json')
-    if _fresh([summary], [test_record_path(source.dir), crf_record_path(source.dir)]):
-        print(f'[{run.label()}] reusing the pseudo-masks in {source.dir}/pseudo')
-        return
-    _call(run, ['pseudo.py', *source.argv])
-
-
-def _mtime(path):
-    return os.path.getmtime(path) if os.path.exists(path) else None
-
-
-def _fresh(outputs, inputs):
-    """True when every output exists and is newer than every input that exists."""
-    times = [_mtime(p) for p in outputs]
-    newest_input = max([t for t in map(_mtime, inputs) if t is not None], default=0.0)
-    return all(t is not None and t >= newest_input for t in times)
+    """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are up to date with its
+    checkpoints and the test.py and crf.py records they follow."""
+    steps = RunSteps(run, source)
+    steps.execute(steps.step('pseudo', 'pseudo.py', [os.path.join(source.dir, 'checkpoints'),
+                                                     test_record_path(source.dir), crf_record_path(source.dir)]))
 
 
 def _summary_path(run, stage, split):
@@ -331,19 +350,11 @@ def _stage_outputs(run, stage):
 
 
 def test_and_refine(run, opt):
-    """test.py, then crf.py for the methods in --crf; with --reuse only what is stale."""
-    tests = _stage_outputs(run, 'test')
-    checkpoints = [path for _, path in list_checkpoints(run.dir)]
-    if opt.reuse and _fresh(tests, checkpoints):
-        print(f'[{run.label()}] reusing test.py outputs in {run.dir}/test')
-    else:
-        _call(run, ['test.py', *run.argv])
-    if run.method not in opt.crf:
-        return
-    if opt.reuse and _fresh(_stage_outputs(run, 'crf'), tests):
-        print(f'[{run.label()}] reusing crf.py outputs in {run.dir}/crf')
-    else:
-        _call(run, ['crf.py', *run.argv])
+    """test.py, then crf.py for the methods in --crf; with --reuse only what is not up to date."""
+    steps = RunSteps(run, run, rerun=not opt.reuse)
+    steps.execute(steps.step('test', 'test.py', [os.path.join(run.dir, 'checkpoints')]))
+    if run.method in opt.crf:
+        steps.execute(steps.step('crf', 'crf.py', [os.path.join(run.dir, 'test')]))
 
 
 def _read_json(path):
