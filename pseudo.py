@@ -31,7 +31,7 @@ from data.layout import LayoutError, check_training_layout
 from data.pseudo_dataset import PSEUDO_FOLDER, few_shot_items, mask_paths
 from data.synthetic import make_demo_if_missing
 from models.weights_file import load_model, read_state, stored_selection
-from options.base_options import run_dir
+from options.base_options import loader_args, run_dir
 from options.pseudo_options import PseudoOptions
 from refinement.crf_utils import CRFParams, refine_many
 from refinement.gated_crf import refine_ungated
@@ -93,7 +93,8 @@ def write_probabilities(model, rule, paths, pseudo_dir, opt):
     prob_paths, gated = [], set()
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start:start + CHUNK]
-        items = predict_split(model, [(p, None) for p in chunk], opt, f'stage-1 maps {start + len(chunk)}/{len(paths)}')
+        items = predict_split(model, [(p, None) for p in chunk], f'stage-1 maps {start + len(chunk)}/{len(paths)}',
+                              **loader_args(opt))
         for item in items:
             _, calibrated = apply_rule(rule, item['maps'][rule['map_mode']], item['score'])
             path = os.path.join(pseudo_dir, 'A', 'prob', item['name'] + '.png')

@@ -27,7 +27,7 @@ from data.selection_set import selection_set
 from data.synthetic import make_demo_if_missing
 from models import find_model_class
 from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state, stored_choices
-from options.base_options import run_dir
+from options.base_options import loader_args, run_dir
 from options.test_options import TestOptions
 from records.run_folder import list_checkpoints
 from util.full_disk import exit_on_full_disk
@@ -113,7 +113,8 @@ def set_to_choose_on(data_dir, val, few, options):
 def selection_items(model, pairs, normals, opt, desc, keep_visuals=False):
     """predict_split items of the selection set: ``pairs`` (labelled) and the held-out ``normals``, each of
     those with an empty label and ``normal`` True."""
-    items = predict_split(model, pairs + [(path, None) for path in normals], opt, desc, keep_visuals=keep_visuals)
+    items = predict_split(model, pairs + [(path, None) for path in normals], desc, keep_visuals=keep_visuals,
+                          **loader_args(opt))
     for item in items[len(pairs):]:
         item.update(gt=np.zeros(next(iter(item['maps'].values())).shape, bool), normal=True)
     return items
@@ -180,7 +181,7 @@ def choose(opt, folder, data_dir, candidates):
         available = available_map_modes(model.map_modes)
         if opt.map_mode not in ('auto', *available):
             raise SystemExit(f"error: --map_mode {opt.map_mode}: this model's maps are {', '.join(available)}")
-        items_by_source[(step, path)] = predict_split(model, val, opt, f'val @ {step}')
+        items_by_source[(step, path)] = predict_split(model, val, f'val @ {step}', **loader_args(opt))
     modes = [opt.map_mode] if opt.map_mode != 'auto' else list(items_by_source[candidates[0]][0]['maps'])
     fixed_rule = getattr(type(model), 'fixed_rule', None)
     if fixed_rule:

@@ -9,16 +9,16 @@ from evaluation.postprocess import foreground_mask
 from util.progress import progress_bar
 
 
-def predict_split(model, pairs, opt, desc, keep_visuals=False):
-    """Lesion maps for every (image, label) pair.
+def predict_split(model, pairs, desc, *, batch_size, num_workers, device, keep_visuals=False):
+    """Lesion maps for every (image, label) pair, read ``batch_size`` at a time by ``num_workers`` loader
+    processes (0: this one), pinned for a CUDA ``device``; ``desc`` names the progress bar.
 
     Returns a list (one dict per image) with ``name``, ``path``, ``gt`` (bool H x W or None) and what
     ``predict_batch`` gives (``maps`` of every mode, ``score``, with ``keep_visuals`` the visuals).
     """
     # The network's own size and channels (stored with its weights), whatever the command line said.
-    loader = DataLoader(LabeledDataset(pairs, model.opt.img_size, model.opt.img_ch), batch_size=opt.batch_size,
-                        num_workers=opt.num_workers, collate_fn=collate_labeled,
-                        pin_memory=opt.device.startswith('cuda'))
+    loader = DataLoader(LabeledDataset(pairs, model.opt.img_size, model.opt.img_ch), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate_labeled, pin_memory=device.startswith('cuda'))
     results = []
     for batch in progress_bar(loader, desc=desc):
         items = predict_batch(model, batch['image'], [raw.numpy() for raw in batch['raw']], keep_visuals=keep_visuals)

@@ -35,8 +35,12 @@ def model_names():
     return sorted(name for name in (os.path.basename(path)[:-len('_model.py')] for path in paths) if name != 'base')
 
 
+def model_classes():
+    """{name: model class} of every --model, in name order."""
+    return {name: find_model_class(name) for name in model_names()}
+
+
 def all_map_modes():
     """Every map mode some model's ``infer`` returns (a checkpoint or weights file picks the model
     only after the options are parsed)."""
-    modes = (getattr(find_model_class(name), 'map_modes', ()) for name in model_names())
-    return tuple(dict.fromkeys(mode for model_modes in modes for mode in model_modes))
+    return tuple(dict.fromkeys(mode for cls in model_classes().values() for mode in cls.map_modes))

@@ -92,6 +92,27 @@ class BaseModel:
     loss_names = []
     loss_groups = {}
     visual_names = []
+    # The lesion maps ``infer`` returns (test.py's --map_mode takes them); what --help says of them (None:
+    # their names).
+    map_modes = ()
+    map_modes_help = None
+    # train.py's stage-1 defaults of this model's flags per dataset ({dataset: {flag: value}}); a dataset not
+    # listed takes ``fallback_dataset``'s, with a note that names them ``dataset_defaults_name``.
+    dataset_defaults = {}
+    fallback_dataset = None
+    dataset_defaults_name = 'defaults'
+    # train.py's defaults when it trains this model, over the preset's (the stage-2 U-Net's schedule).
+    train_defaults = {}
+
+    # {flag: (lowest, highest or None)} of this model's numeric flags, checked when train.py parses.
+    flag_ranges = {}
+
+    @staticmethod
+    def modify_commandline_options(parser, groups):
+        """Add this model's flags to train.py's ``parser`` (``type='bool'``: the True/False spelling);
+        ``groups``: the 'network' and 'schedule' argument groups to add to (a group of its own comes from
+        ``parser.add_argument_group``). Every model's flags are added, whichever --model is chosen: one
+        argument list serves every model, and run records keep every flag."""
 
     def __init__(self, opt):
         self.opt = opt

@@ -56,6 +56,7 @@ class CascadeModel(BaseModel):
     model_names = ['G_AB', 'seg']
     inference_nets = ['G_AB', 'seg']
     map_modes = CLTNetModel.map_modes + SegModel.map_modes
+    map_modes_help = "cltnet's and seg's"
 
     def __init__(self, opt):
         if opt.is_train:

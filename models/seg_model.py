@@ -122,6 +122,9 @@ class SegModel(BaseModel):
     # 'seg-flips': the U-Net's probability averaged over the image and its three flips (the flips
     # training augments with), each flipped back; val chooses between it and the plain map.
     map_modes = ('seg', 'seg-flips')
+    map_modes_help = "seg, seg-flips (the U-Net averaged over the image's four flips)"
+    # Stage 2 trains this small U-Net with a plain segmentation loss: a larger learning rate and batch than the GAN.
+    train_defaults = dict(name='stage2', lr=1e-3, iteration=2000, batch_size=4)
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch')
     optional_architecture = {'encoder': 'scratch'}
 

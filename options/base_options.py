@@ -19,16 +19,11 @@ PAPER_PRESET = dict(img_size=256, ch=54, n_res=4, light=True, iteration=7000, ba
 # Two CPU cores, about an hour: half the resolution and a narrower network make one iteration
 # ~20x cheaper than the paper setting, so the model sees several thousand images instead of ~150.
 CPU_PRESET = dict(img_size=128, ch=32, n_res=4, light=True, iteration=3000, batch_size=1)
-# Loss weights of the original code, per dataset; the demo phantom (MRI-like) takes BraTS', and any other
-# dataset too, with a note (a recipe names its weights).
-LOSS_WEIGHTS = {
-    'BraTS': dict(adv_weight=1, cycle_weight=10, identity_weight=10, cam_weight=1000, recon_weight=10),
-    'ISIC': dict(adv_weight=1, cycle_weight=5, identity_weight=50, cam_weight=1400, recon_weight=10),
-}
-LOSS_WEIGHTS['demo'] = LOSS_WEIGHTS['BraTS']
 PRESETS = {'paper': PAPER_PRESET, 'cpu': CPU_PRESET}
 # Where the values of the other scripts' flags go while parsing (then dropped).
 OTHER_PREFIX = 'other_script_'
+# The value, while parsing, of a flag whose default the preset, dataset or stage chooses, until it is chosen.
+NOT_GIVEN = object()
 # numpy's seeds are unsigned 32-bit numbers.
 MAX_SEED = 2 ** 32 - 1
 # The smallest image every model takes: the U-Net halves its side 4 times, CLTNet's bottleneck needs 2 x 2.
@@ -117,6 +112,7 @@ class BaseOptions:
         """The script's parser; with ``accept_others`` it also takes (and ignores) every flag of the other
         scripts, hidden from --help, so train.py, test.py, crf.py and pseudo.py share one argument list."""
         parser = argparse.ArgumentParser(description=self.description, formatter_class=HelpFormatter)
+        parser.register('type', 'bool', str2bool)  # type='bool' for the flags the models declare
         g = parser.add_argument_group('data and run')
         g.add_argument('--dataroot', default='./dataset',
                        help='folder holding <dataset>/<folder>/ (A/B weak folders, val, testA, testB)')
@@ -169,33 +165,32 @@ class BaseOptions:
 
     def add_other_scripts_flags(self, parser):
         """Hidden flags for what only the other scripts take; their values never reach ``opt``."""
-        from . import script_options  # the other scripts' option classes import this module
+        from . import script_flags, script_options  # the other scripts' option classes import this module
         for other in script_options():
             if type(self) is other:
                 continue
-            for action in other().build_parser(accept_others=False)._actions:
-                if not action.option_strings or any(o in parser._option_string_actions for o in action.option_strings):
+            for option_strings, dest, takes_value in script_flags(other):
+                if any(o in parser._option_string_actions for o in option_strings):
                     continue
-                kind = {'action': 'store_true'} if action.nargs == 0 else {}
-                parser.add_argument(*action.option_strings, dest=OTHER_PREFIX + action.dest,
+                kind = {} if takes_value else {'action': 'store_true'}
+                parser.add_argument(*option_strings, dest=OTHER_PREFIX + dest,
                                     default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kind)
 
     def add_arguments(self, parser):
         """Hook for subclasses."""
 
     def parse(self, argv=None):
-        """Parse ``argv`` (default sys.argv[1:]), apply presets, validate and return the namespace."""
+        """Parse ``argv`` (default sys.argv[1:]) once, fill in the defaults the preset (dataset, stage) chooses
+        for the flags not given, validate and return the namespace."""
         argv = sys.argv[1:] if argv is None else list(argv)
         parser = self.build_parser()
-        first = parser.parse_args(argv)
-        # Second pass with preset values as defaults, so explicit flags still win.
-        defaults = {}
-        if self.runs_a_model:
-            preset = first.preset or ('paper' if resolve_device(first.device).startswith('cuda') else 'cpu')
-            defaults = {key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}
-            defaults['preset'] = preset
-        parser.set_defaults(**{**defaults, **self.preset_extras(first)})
-        opt = parser.parse_args(argv)
+        filled = self.filled_keys() & {action.dest for action in parser._actions}
+        # Those flags start as NOT_GIVEN (not as their default, which --help shows): an explicit value wins.
+        opt = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(filled, NOT_GIVEN)))
+        given = {key for key in filled if getattr(opt, key) is not NOT_GIVEN}
+        defaults = {**{key: parser.get_default(key) for key in filled}, **self.chosen_defaults(opt, given)}
+        for key in filled - given:
+            setattr(opt, key, defaults[key])
         for key in [key for key in vars(opt) if key.startswith(OTHER_PREFIX)]:
             delattr(opt, key)
         opt.is_train = self.is_train
@@ -217,9 +212,18 @@ class BaseOptions:
         self.validate(parser, opt)
         return opt
 
-    def preset_extras(self, first):
-        """Extra preset defaults that depend on the first parse (loss weights per dataset)."""
-        return {}
+    def filled_keys(self):
+        """The flags whose default ``chosen_defaults`` may choose."""
+        return {'preset', *self.preset_keys} if self.runs_a_model else set()
+
+    def chosen_defaults(self, opt, given):
+        """{flag: default} chosen from ``opt`` (as parsed; ``given``: the ``filled_keys`` given): the preset's
+        (given, else 'paper' on CUDA, 'cpu' otherwise)."""
+        if not self.runs_a_model:
+            return {}
+        preset = opt.preset if 'preset' in given else ('paper' if resolve_device(opt.device).startswith('cuda')
+                                                       else 'cpu')
+        return dict({key: value for key, value in PRESETS[preset].items() if key in self.preset_keys}, preset=preset)
 
     def validate(self, parser, opt):
         """Hook for subclasses: extra checks, calling ``parser.error`` on bad values."""
@@ -228,6 +232,11 @@ class BaseOptions:
 def add_inference_batch_size(group):
     """--batch_size of the scripts that run a trained model over images (test.py, pseudo.py)."""
     group.add_argument('--batch_size', type=int, default=8, help='images per inference batch')
+
+
+def loader_args(opt):
+    """What evaluation.inference.predict_split takes of test.py's and pseudo.py's options."""
+    return dict(batch_size=opt.batch_size, num_workers=opt.num_workers, device=opt.device)
 
 
 # Where the values of --dataset, --folder and --name become folder names.

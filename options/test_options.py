@@ -3,6 +3,7 @@ from models import all_map_modes
 from evaluation.inference import available_map_modes
 
 from .base_options import BaseOptions, add_inference_batch_size, str2bool
+from .model_flags import map_mode_help
 
 
 class TestOptions(BaseOptions):
@@ -28,11 +29,7 @@ class TestOptions(BaseOptions):
                             'weights applied to a dataset of any other name only get a note')
         g.add_argument('--which_iter', default='all',
                        help="checkpoints scored on val: 'all', 'latest', or a step number")
-        g.add_argument('--map_mode', default='auto',
-                       help="lesion map, one of the model's modes (cltnet: attention, attention-inverted, "
-                            "difference, fused, cam; cam: cam; otsu: dark, bright; seg: seg, seg-flips (the U-Net "
-                            "averaged over the image's four flips); cascade: cltnet's and seg's), or auto (chosen "
-                            "on val)")
+        g.add_argument('--map_mode', default='auto', help=map_mode_help())
         g.add_argument('--select_few', default='',
                        help='also choose on the labelled images of few_sample/FOLDER (e.g. stage2_50): more '
                             'images to choose on than val alone, for a model that never learned their labels '

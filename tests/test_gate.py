@@ -18,6 +18,7 @@ from conftest import TINY_DATASET, TINY_FLAGS, TINY_FOLDER, usage_error
 from data.image_io import list_images, read_mask
 from data.layout import check_split
 from models.weights_file import load_model
+from options.base_options import loader_args
 from options.test_options import TestOptions
 from tools import export_weights
 from refinement.crf_utils import read_prob
@@ -146,7 +147,7 @@ def test_held_out_normals_are_not_trained_on_and_choose_a_gate_test_py_applies(r
     for split, pairs in (('testA', check_split(runs.data_dir, 'testA')),
                          ('testB', check_split(runs.data_dir, 'testB', need_labels=False))):
         summary = _json(os.path.join(runs.folder('s2'), 'test', split, 'summary.json'))
-        for item in predict_split(model, list(pairs), opt, split):
+        for item in predict_split(model, list(pairs), split, **loader_args(opt)):
             out = os.path.join(runs.folder('s2'), 'test', split)
             mask, prob = read_mask(os.path.join(out, 'masks', item['name'] + '.png')), read_prob(
                 os.path.join(out, 'prob', item['name'] + '.png'))
@@ -183,7 +184,8 @@ def test_the_gate_travels_to_pseudo_masks_weights_files_and_predict(runs, held_o
     pseudo.main(runs.argv('--crf_workers', 1, name='s2'))
     opt = TestOptions().parse(runs.argv(name='s2'))
     paths_A = list_images(os.path.join(runs.data_dir, '6_A_weak'))
-    items = predict_split(load_model(opt, rule['checkpoint']), [(path, None) for path in paths_A], opt, 'A')
+    items = predict_split(load_model(opt, rule['checkpoint']), [(path, None) for path in paths_A], 'A',
+                          **loader_args(opt))
     gated = [item['name'] for item in items if item['score'] < rule['gate']['threshold']]
     assert _json(os.path.join(runs.folder('s2'), 'pseudo', 'summary.json'))['n_A_gated'] == len(gated)
     for name in gated:

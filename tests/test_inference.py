@@ -13,6 +13,8 @@ from evaluation.postprocess import foreground_mask
 
 # Original image sizes (H, W), none equal to the 32 px network size; two differ within one batch.
 SIZES = [(40, 28), (40, 28), (24, 36)]
+# What predict_split takes besides the batch size: data loading in this process, on the CPU.
+ON_CPU = dict(num_workers=0, device='cpu')
 
 
 @pytest.fixture
@@ -86,11 +88,10 @@ def test_infer_works_on_the_training_model_too(tiny_opt):
 
 
 @pytest.mark.parametrize('batch_size', [1, 2])
-def test_predict_split_maps_are_at_the_original_size_and_zero_on_background(tiny_model, tiny_test_opt, eval_pairs,
+def test_predict_split_maps_are_at_the_original_size_and_zero_on_background(tiny_model, eval_pairs,
                                                                             batch_size):
     model = tiny_model()
-    opt = tiny_test_opt('--batch_size', batch_size)
-    items = predict_split(model, eval_pairs, opt, 'test', keep_visuals=True)
+    items = predict_split(model, eval_pairs, 'test', batch_size=batch_size, keep_visuals=True, **ON_CPU)
     assert [item['name'] for item in items] == ['img_0', 'img_1', 'img_2']
     for item, (height, width), (image_path, label_path) in zip(items, SIZES, eval_pairs):
         assert item['path'] == image_path
@@ -115,11 +116,11 @@ def test_predict_split_maps_are_at_the_original_size_and_zero_on_background(tiny
         assert item['heatmap'].dtype == np.uint8 and item['heatmap'].ndim == 2
 
 
-def test_predict_split_matches_the_model_and_the_batch_size(tiny_model, tiny_test_opt, eval_pairs):
+def test_predict_split_matches_the_model_and_the_batch_size(tiny_model, eval_pairs):
     """Maps do not depend on the batch size; without keep_visuals no images are kept."""
     model = tiny_model()
-    one = predict_split(model, eval_pairs, tiny_test_opt('--batch_size', 1), 'test')
-    three = predict_split(model, eval_pairs, tiny_test_opt('--batch_size', 3), 'test')
+    one = predict_split(model, eval_pairs, 'test', batch_size=1, **ON_CPU)
+    three = predict_split(model, eval_pairs, 'test', batch_size=3, **ON_CPU)
     for a, b in zip(one, three):
         assert 'raw' not in a and 'translated' not in a and 'heatmap' not in a
         for mode in a['maps']:
@@ -127,8 +128,8 @@ def test_predict_split_matches_the_model_and_the_batch_size(tiny_model, tiny_tes
         assert a['score'] == pytest.approx(b['score'], abs=1e-5)
 
 
-def test_stack_by_shape_groups_images_of_one_size(tiny_model, tiny_test_opt, eval_pairs):
-    items = predict_split(tiny_model(), eval_pairs[:2], tiny_test_opt(), 'val')
+def test_stack_by_shape_groups_images_of_one_size(tiny_model, eval_pairs):
+    items = predict_split(tiny_model(), eval_pairs[:2], 'val', batch_size=8, **ON_CPU)
     groups = stack_by_shape(items, 'difference')
     assert list(groups) == [(40, 28)]
     probs, gts = groups[(40, 28)]
@@ -136,9 +137,9 @@ def test_stack_by_shape_groups_images_of_one_size(tiny_model, tiny_test_opt, eva
     assert torch.equal(probs[1], torch.from_numpy(items[1]['maps']['difference']))
 
 
-def test_predict_batch_upsamples_only_the_modes_asked_for(tiny_model, tiny_test_opt, eval_pairs):
+def test_predict_batch_upsamples_only_the_modes_asked_for(tiny_model, eval_pairs):
     model = tiny_model()
-    every = predict_split(model, eval_pairs, tiny_test_opt('--batch_size', 3), 'test')
+    every = predict_split(model, eval_pairs, 'test', batch_size=3, **ON_CPU)
     raws = [np.asarray(Image.open(image).convert('RGB')) for image, _ in eval_pairs]
     images = torch.stack([LabeledDataset(eval_pairs, 32)[i]['image'] for i in range(3)])
     for modes in (['difference'], ['attention-inverted']):

@@ -8,7 +8,9 @@ import torch
 
 import pipeline
 import train
-from models import model_names
+from models import model_classes, model_names
+from models.base_model import BaseModel
+from options import model_flags, script_flags, train_options
 from options.base_options import CPU_PRESET, format_options, run_dir
 from options.crf_options import CRFOptions
 from options.pseudo_options import PseudoOptions
@@ -260,3 +262,64 @@ def test_pipeline_refuses_the_same_names_with_the_same_line(capsys, flag, value)
 def test_a_folder_name_with_dots_inside_is_one_folder_name():
     opt = parse('--dataset', 'my.lesions', '--folder', 'v1..2', '--name', '.run')
     assert (opt.dataset, opt.folder, opt.name) == ('my.lesions', 'v1..2', '.run')
+
+
+class ToyModel(BaseModel):
+    """A model of a test's own: everything the command line has of it comes from this class."""
+
+    map_modes = ('toy-map',)
+    dataset_defaults = {'BraTS': dict(toy_weight=7.0), 'ISIC': dict(toy_weight=3.0)}
+    fallback_dataset = 'BraTS'
+    dataset_defaults_name = 'toy weights'
+    flag_ranges = {'toy_weight': (0, None)}
+
+    @staticmethod
+    def modify_commandline_options(parser, groups):
+        groups['network'].add_argument('--toy_depth', type=int, default=2, help='toy network depth')
+        parser.add_argument_group('toy losses').add_argument('--toy_weight', type=float, default=None,
+                                                             help='toy loss weight')
+
+
+@pytest.fixture
+def toy_model(monkeypatch):
+    """ToyModel as if models/toy_model.py held it (the flag table of every script built afresh)."""
+    classes = {**model_classes(), 'toy': ToyModel}
+    monkeypatch.setattr(model_flags, 'model_classes', lambda: classes)
+    monkeypatch.setattr(train_options, 'model_classes', lambda: classes)
+    script_flags.cache_clear()
+    yield
+    script_flags.cache_clear()
+
+
+def test_a_models_flags_defaults_and_map_modes_come_from_its_file(toy_model, capsys):
+    with pytest.raises(SystemExit):
+        train.main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert '--toy_depth TOY_DEPTH toy network depth (default: 2)' in text
+    assert 'toy losses: --toy_weight TOY_WEIGHT toy loss weight (default: ISIC 3.0, BraTS and others 7.0)' in text
+    assert "otsu: dark, bright; seg: seg, seg-flips (the U-Net averaged over the image's four flips); toy: toy-map)" \
+        in _help(TestOptions)
+    assert (parse('--dataset', 'ISIC').toy_weight, parse('--dataset', 'BraTS').toy_weight) == (3.0, 7.0)
+    assert (parse('--dataset', 'ISIC', '--toy_weight', '0').toy_weight, parse('--toy_depth', '5').toy_depth) == (0, 5)
+    assert parse('--stage', '2').toy_weight is None  # stage 2 takes the stage-2 model's defaults alone
+    capsys.readouterr()
+    assert parse('--dataset', 'mine', '--cam_weight', '5', '--adv_weight', '1', '--cycle_weight', '1',
+                 '--identity_weight', '1', '--recon_weight', '1').toy_weight == 7.0
+    assert capsys.readouterr().out == ("note: --dataset mine has no toy weights of its own; using BraTS's for "
+                                       "--toy_weight 7 (set them, e.g. in a recipe)\n")
+    with pytest.raises(SystemExit):
+        parse('--toy_weight', '-1')
+    assert '--toy_weight must be at least 0, got -1.0' in capsys.readouterr().err
+    # The one shared argument list: test.py takes the toy flags and drops them.
+    assert not {'toy_depth', 'toy_weight'} & set(vars(TestOptions().parse(['--device', 'cpu', '--toy_weight', '2'])))
+
+
+def test_the_released_defaults_come_from_the_model_files():
+    from models.cltnet_model import CLTNetModel
+    from models.seg_model import SegModel
+    for dataset in ('ISIC', 'BraTS', 'demo'):
+        assert _subset(parse('--dataset', dataset), CLTNetModel.dataset_defaults[dataset]) == \
+            WEIGHTS.get(dataset, WEIGHTS['BraTS'])
+    stage2 = parse('--stage', '2')
+    assert _subset(stage2, SegModel.train_defaults) == dict(name='stage2', lr=1e-3, iteration=2000, batch_size=4)
+    assert stage2.model == 'seg' and stage2.adv_weight is None

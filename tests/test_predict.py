@@ -99,10 +99,10 @@ def test_masks_are_the_stored_rule_and_crf_and_scores_come_from_the_labels(photo
     _run('ISIC.pt', photos / 'wide.png', out, '--labels', photos.parent / 'labels')
     state = read_state(os.path.join(WEIGHTS, 'ISIC.pt'))
     rule = state['selection']
-    opt = argparse.Namespace(device='cpu', amp='off', channels_last=True, compile=False, is_train=False, batch_size=1,
-                             num_workers=0)
+    opt = argparse.Namespace(device='cpu', amp='off', channels_last=True, compile=False, is_train=False)
     model = build_model(opt, state, 'ISIC.pt')  # both stages, as test.py serves it
-    [item] = predict_split(model, [(str(photos / 'wide.png'), None)], opt, 'reference', keep_visuals=True)
+    [item] = predict_split(model, [(str(photos / 'wide.png'), None)], 'reference', batch_size=1,
+                           num_workers=0, device='cpu', keep_visuals=True)
     _, prob = apply_rule(rule, item['maps'][rule['map_mode']])
     expected = dense_crf(item['raw'], prob, CRFParams.from_dict(rule['crf']))
     mask = np.asarray(Image.open(out / 'wide_mask.png')) > 0

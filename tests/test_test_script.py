@@ -307,8 +307,8 @@ def test_testB_rate_and_testA_auc_are_those_of_the_written_masks_and_the_scores(
     hand_scores = {'testA': [0.9, 0.6, 0.3], 'testB': [0.5, 0.1]}  # 5 of the 6 (A, B) pairs ranked right
     predict_split = test_script.predict_split
 
-    def with_hand_scores(model, pairs, opt, desc, **kwargs):
-        items = predict_split(model, pairs, opt, desc, **kwargs)
+    def with_hand_scores(model, pairs, desc, **kwargs):
+        items = predict_split(model, pairs, desc, **kwargs)
         for item, score in zip(items, hand_scores.get(desc, [])):
             item['score'] = score
         return items

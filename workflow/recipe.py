@@ -21,6 +21,7 @@ import os
 import re
 import tomllib
 
+from options import script_flags
 from options.crf_options import CRFOptions
 from options.pseudo_options import PseudoOptions
 from options.test_options import TestOptions
@@ -43,9 +44,9 @@ class RecipeError(ValueError):
 
 
 def _flag_names(options_class):
-    """The flags (without dashes) that a script's parser has."""
-    parser = options_class().build_parser(accept_others=False)
-    return {opt[2:] for opt in parser._option_string_actions if opt.startswith('--') and opt != '--help'}
+    """The flags (without dashes) that a script's parser has, its model flags included (models/NAME_model.py)."""
+    return {opt[2:] for strings, _, _ in script_flags(options_class) for opt in strings
+            if opt.startswith('--') and opt != '--help'}
 
 
 def flag_value(value):
