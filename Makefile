@@ -1,5 +1,6 @@
-# Two entry points of the quick start; both set up .venv first (idempotent).
-.PHONY: setup demo test
+# Two entry points of the quick start; both set up .venv first (idempotent). `make lint`: ruff, settings in
+# pyproject.toml.
+.PHONY: setup demo test lint
 
 setup:
 	bash tools/setup_env.sh
@@ -11,3 +12,6 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .

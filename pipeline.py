@@ -7,16 +7,16 @@ Steps, each its own script run as its own process, in run folders beside <result
     stage1          train.py (or the recipe's from_stage1 file)           -> <name>_stage1/
     stage1_test     test.py --splits val: checkpoint, map, rule on val      (test/selection.json)
     stage1_crf      crf.py --splits val: CRF parameters on val              (crf/selection.json)
-    stage1_export   tools/export_weights.py -> <name>/stage1.pt (only when stage 1 was trained here)
+    stage1_export   tools.export_weights -> <name>/stage1.pt (only when stage 1 was trained here)
     stage1_pseudo   pseudo.py: pseudo-masks of every training image
     rN_train        train.py --stage 2 on the pseudo-masks before it        -> <name>_rN/
     rN_test, rN_crf as above; rN_pseudo (all but the last round)
     choose          the round with the best val DI after the CRF
-    cascade         tools/export_weights.py --generator: stage-1 generator + that U-Net -> <name>/cascade.pt
+    cascade         tools.export_weights --generator: stage-1 generator + that U-Net -> <name>/cascade.pt
     release_test    test.py --weights cascade.pt: maps of both stages chosen on val; testA and testB scored
                     here, once                                               -> <name>_release/
     release_crf     crf.py on val, testA, testB
-    release_export  tools/export_weights.py -> --out, holding the recipe, commit and every step's record
+    release_export  tools.export_weights -> --out, holding the recipe, commit and every step's record
 
 Every choice is made on the selection set (val, or val + the recipe's held-out few-shot folder; the
 image-level gate and the CRF of stage-2 runs also on the recipe's normal images held out of training);
@@ -122,7 +122,7 @@ class Pipeline:
                           section='pseudo'))
 
     def export(self, name, run, out, extra=(), inputs=()):
-        self.execute(Step(name, ['tools/export_weights.py', '--run', run, '--out', out, *extra],
+        self.execute(Step(name, ['-m', 'tools.export_weights', '--run', run, '--out', out, *extra],
                           inputs=[test_record_path(run), crf_record_path(run), *inputs], outputs=[out]))
 
     def stage1_source(self):

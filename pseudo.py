@@ -7,8 +7,9 @@ Each lesion (A) image goes through test.py's val-chosen rule (checkpoint, map mo
 post-processing; its record test/selection.json) and then the dense CRF with crf.py's val-chosen
 parameters (crf/selection.json); with --weights and no such records, those stored in the file. Its
 confidence map is 0 on the pseudo-mask's boundary and rises to 1 at ``--boundary_band`` of the image side
-from it: boundaries are where stage-1 masks are least reliable. An A image whose pseudo-mask is empty gets confidence 0 everywhere
-(stage 1 missed its lesion; an empty target would teach the opposite). Normal (B) images get empty masks.
+from it: boundaries are where stage-1 masks are least reliable. An A image whose pseudo-mask is empty gets
+confidence 0 everywhere (stage 1 missed its lesion; an empty target would teach the opposite). Normal (B)
+images get empty masks.
 
 Writes <run>/pseudo/A/{prob,masks,confidence}/NAME.png, <run>/pseudo/B/masks/NAME.png and
 <run>/pseudo/summary.json (counts, areas, the rule and CRF parameters used, and the pseudo-masks' Dice

@@ -50,6 +50,6 @@ if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
 fi
 if (( NPROC > 1 )); then
     # torchrun of the same Python (the venv's torch), its rendezvous store on 127.0.0.1 only.
-    exec "$PYTHON" tools/torchrun_local.py --nproc_per_node="$NPROC" train.py "${train_args[@]}" "${EXTRA[@]}"
+    exec "$PYTHON" -m tools.torchrun_local --nproc_per_node="$NPROC" train.py "${train_args[@]}" "${EXTRA[@]}"
 fi
 exec "$PYTHON" train.py "${train_args[@]}" "${EXTRA[@]}"

@@ -38,8 +38,8 @@ from evaluation.inference import available_map_modes, predict_split
 from evaluation.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from reporting.overlay import draw_overlay
 from util.preflight import check_output_dir
-from records.record_io import (TEST_SELECTION_REQUIRED, TEST_SELECTION_TYPES, RecordError, read_record, selection_problem,
-                          test_record_path, write_record)
+from records.record_io import (TEST_SELECTION_REQUIRED, TEST_SELECTION_TYPES, RecordError, read_record,
+                               selection_problem, test_record_path, write_record)
 from util.run_lock import RunLock
 from evaluation.selection import apply_rule, gate_rejects, select, select_fixed_rule, served_selection
 

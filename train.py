@@ -134,9 +134,10 @@ def make_loader(dataset, opt, stream, start_step, device):
     # Its own generator: starting an iterator draws a base seed, which from the global RNG would
     # shift the stream a resumed run has just restored (items are seeded by SeededItems anyway).
     generator = torch.Generator().manual_seed(opt.seed)
-    return iter(DataLoader(SeededItems(dataset), batch_size=opt.batch_size, sampler=sampler, num_workers=opt.num_workers,
-                           pin_memory=device.startswith('cuda'), persistent_workers=opt.num_workers > 0,
-                           generator=generator, worker_init_fn=_leave_process_group))
+    return iter(DataLoader(SeededItems(dataset), batch_size=opt.batch_size, sampler=sampler,
+                           num_workers=opt.num_workers, pin_memory=device.startswith('cuda'),
+                           persistent_workers=opt.num_workers > 0, generator=generator,
+                           worker_init_fn=_leave_process_group))
 
 
 def check_data(opt):
@@ -217,7 +218,7 @@ class LossBuffer:
         if not self.rows:
             return
         names = list(self.rows[0][1])
-        values = torch.stack([torch.stack([l[n].float() for n in names]) for _, l in self.rows])
+        values = torch.stack([torch.stack([losses[n].float() for n in names]) for _, losses in self.rows])
         values = distributed.mean_over_ranks(values).cpu()
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):

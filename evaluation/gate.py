@@ -5,6 +5,9 @@ out of training (train.py --hold_out_normals).
 Every image is scored as util/metrics scores it: a normal image against its empty label (Dice 1 for an
 empty mask, 0 for any lesion pixel), a lesion image the gate empties by its empty mask's Dice.
 """
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from evaluation.metrics import SegmentationScores
@@ -21,7 +24,8 @@ def _dice(items, masks):
     return np.array([row['DI'] for row in scores.rows()])
 
 
-def choose_gate(rule, items):
+def choose_gate(rule: dict[str, Any],
+                items: Sequence[dict[str, Any]]) -> tuple[dict[str, float] | None, dict[str, Any]]:
     """(gate, figures) for ``rule`` (a selection without a gate) on ``items``: the selection set's
     predict_split items (maps, ``score``, ``gt``; held-out normal images with an empty ``gt`` and
     ``normal`` True). ``gate`` is {'threshold': t} for the candidate with the best mean Dice, or None when

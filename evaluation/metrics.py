@@ -18,6 +18,9 @@ Empty masks: both empty scores HD95 0 and NSD 1 (as JA = DI = 1 above); one empt
 (no boundary to measure to; MONAI gives inf or NaN), left out of the HD95 mean and counted in HD95_undefined.
 """
 import csv
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +39,13 @@ SURFACE_COLUMNS = CSV_COLUMNS + SURFACE_NAMES + LESION_NAMES
 # NSD's tolerance, in pixels: a boundary pixel within it of the other boundary counts as agreeing.
 SURFACE_TOLERANCE = 2.0
 
+# What the functions below take as a map or mask: a numpy array or a torch tensor.
+Array = np.ndarray | torch.Tensor
+# One image's row of metrics.csv: its name, counts and scores.
+Row = dict[str, Any]
 
-def binarize(probs, threshold):
+
+def binarize(probs: Array, threshold: float) -> Array:
     """Probability map (numpy array or torch tensor) -> boolean mask of the same type: probs >= threshold."""
     return probs >= threshold
 
@@ -48,7 +56,7 @@ def _as_bool_array(mask):
     return np.asarray(mask).astype(bool, copy=False)
 
 
-def confusion_counts(pred, gt):
+def confusion_counts(pred: Array, gt: Array) -> tuple[int, int, int, int]:
     """Confusion counts of one predicted mask against its ground truth.
 
     pred, gt: boolean numpy arrays or torch tensors of the same shape (usually H x W); non-zero = lesion.
@@ -72,7 +80,8 @@ def _ratio(numerator, denominator):
     return out
 
 
-def scores_from_counts(tp, fp, fn, tn):
+def scores_from_counts(tp: float | np.ndarray, fp: float | np.ndarray, fn: float | np.ndarray,
+                       tn: float | np.ndarray) -> dict[str, float] | dict[str, np.ndarray]:
     """Scores from confusion counts.
 
     tp, fp, fn, tn: scalars, or numpy arrays of one shape (e.g. images x thresholds) for vectorised use.
@@ -108,7 +117,8 @@ def _around_both(pred, gt):
     return pred[tuple(box)], gt[tuple(box)]
 
 
-def surface_scores(pred, gt, spacing=None, tolerance=SURFACE_TOLERANCE):
+def surface_scores(pred: Array, gt: Array, spacing: Sequence[float] | None = None,
+                   tolerance: float = SURFACE_TOLERANCE) -> dict[str, float]:
     """{'HD95', 'NSD'} of one predicted mask against its label (bool arrays of one shape, 2-D or 3-D), in
     pixels or ``spacing`` units (one per axis); the empty-mask convention of the module docstring."""
     pred, gt = _as_bool_array(pred), _as_bool_array(gt)
@@ -129,7 +139,7 @@ def surface_scores(pred, gt, spacing=None, tolerance=SURFACE_TOLERANCE):
     return {'HD95': float(hd95), 'NSD': agreeing / (len(pred_to_gt) + len(gt_to_pred))}
 
 
-def lesion_counts(pred, gt):
+def lesion_counts(pred: Array, gt: Array) -> dict[str, int]:
     """{'lesions', 'detected', 'missed', 'false_lesions'} of one image or volume: the label's connected
     components (8-/26-connected), those a predicted pixel touches, those none does, and the predicted
     components that touch no label pixel."""
@@ -150,16 +160,16 @@ class SegmentationScores:
     pooled(), thresholded_jaccard() or summary() for summary.json.
     """
 
-    def __init__(self, surface=False, spacing=None):
+    def __init__(self, surface: bool = False, spacing: Sequence[float] | None = None) -> None:
         """``surface``: also HD95, NSD and the lesion-wise counts per image (metrics.csv's SURFACE_COLUMNS;
         they cost a boundary search, so val selection, which needs only DI, leaves them out)."""
         self._rows = []
         self.surface, self.spacing = surface, spacing
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, name, pred, gt):
+    def add(self, name: str, pred: Array, gt: Array) -> Row:
         """Score one image. name: str; pred, gt: boolean masks as in confusion_counts. Returns its row."""
         counts = confusion_counts(pred, gt)
         row = {'name': name, **dict(zip(COUNT_NAMES, counts)), **scores_from_counts(*counts)}
@@ -168,7 +178,7 @@ class SegmentationScores:
         self._rows.append(row)
         return row
 
-    def rows(self):
+    def rows(self) -> list[Row]:
         """List of dicts, one per image in insertion order, with keys CSV_COLUMNS (SURFACE_COLUMNS)."""
         return [dict(row) for row in self._rows]
 
@@ -179,23 +189,23 @@ class SegmentationScores:
     def _column(self, key):
         return np.array([row[key] for row in self._rows], dtype=np.float64)
 
-    def mean(self):
+    def mean(self) -> dict[str, float]:
         """Mean over images of each score: {'JA','DI','AC','SE','SP'} -> float. ValueError if empty."""
         self._require_images('mean')
         return {k: float(self._column(k).mean()) for k in SCORE_NAMES}
 
-    def pooled(self):
+    def pooled(self) -> dict[str, float]:
         """Scores from the counts summed over all images (one big confusion matrix). ValueError if empty."""
         self._require_images('pooled')
         return scores_from_counts(*(sum(row[k] for row in self._rows) for k in COUNT_NAMES))
 
-    def thresholded_jaccard(self, cut=0.65):
+    def thresholded_jaccard(self, cut: float = 0.65) -> float:
         """ISIC's thresholded Jaccard: mean over images of JA, where a JA below `cut` counts 0."""
         self._require_images('thresholded_jaccard')
         ja = self._column('JA')
         return float(np.where(ja < cut, 0.0, ja).mean())
 
-    def surface_summary(self):
+    def surface_summary(self) -> dict[str, Any]:
         """HD95 (mean over the images where it is defined, None when none is), HD95_undefined (how many
         have exactly one of the two masks empty), NSD (mean over images) and the lesion-wise counts summed
         over images, with lesion_sensitivity = detected / lesions (None without lesions)."""
@@ -209,7 +219,7 @@ class SegmentationScores:
                 'lesion_wise': {**totals, 'lesion_sensitivity': totals['detected'] / totals['lesions']
                                 if totals['lesions'] else None}}
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """JSON-ready dict: the five means, 'pooled' (dict), 'thresholded_JA' and 'n_images'; with
         ``surface``, also ``surface_summary``'s figures."""
         return {**self.mean(), 'pooled': self.pooled(), 'thresholded_JA': self.thresholded_jaccard(),
@@ -238,7 +248,8 @@ def _sweep_counts(probs, gts, thresholds):
     return tuple(c.cpu().numpy() for c in (tp, fp, fn, tn))
 
 
-def score_sweep(probs, gts, thresholds, chunk_size=32):
+def score_sweep(probs: Array, gts: Array, thresholds: Sequence[float] | Array,
+                chunk_size: int = 32) -> dict[str, np.ndarray]:
     """Mean-over-images scores for each threshold, masks taken as probs >= threshold.
 
     probs: float tensor N x H x W in [0, 1] (any device); gts: bool tensor N x H x W, non-zero = lesion;
@@ -271,12 +282,12 @@ def score_sweep(probs, gts, thresholds, chunk_size=32):
     return {k: v / probs.shape[0] for k, v in sums.items()}
 
 
-def dice_sweep(probs, gts, thresholds, chunk_size=32):
+def dice_sweep(probs: Array, gts: Array, thresholds: Sequence[float] | Array, chunk_size: int = 32) -> np.ndarray:
     """Mean-over-images Dice (DI) for each threshold: float64 numpy array (T,). Arguments as score_sweep."""
     return score_sweep(probs, gts, thresholds, chunk_size)['DI']
 
 
-def roc_auc(scores, labels):
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
     """Area under the ROC curve via the Mann-Whitney rank statistic, ties given average ranks.
 
     scores: 1-D sequence of finite floats (higher = more likely lesion); labels: same length, True/1 for
@@ -303,7 +314,7 @@ def roc_auc(scores, labels):
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def write_metrics_csv(path, rows):
+def write_metrics_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write per-image rows (dicts with keys CSV_COLUMNS or SURFACE_COLUMNS, e.g. SegmentationScores.rows()) to
     `path`; an undefined HD95 is written as 'nan'.
 

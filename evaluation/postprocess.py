@@ -11,7 +11,7 @@ from scipy import ndimage
 BACKGROUND_LEVEL = 5
 
 
-def foreground_mask(raw):
+def foreground_mask(raw: np.ndarray) -> np.ndarray:
     """uint8 H x W x 3 image -> bool H x W: not-black pixels with the holes filled.
 
     Filling holes keeps dark structures inside the head (ventricles) as foreground; the same rule
@@ -44,13 +44,13 @@ def _most_central_label(labels, count):
     return int(nearest.argmin())
 
 
-def largest_component(mask):
+def largest_component(mask: np.ndarray) -> np.ndarray:
     """Keep only the largest 8-connected component of a bool mask (empty stays empty); of a 3-D mask
     (a volume), the largest 26-connected one."""
     return _keep_one_component(mask, _largest_label)
 
 
-def central_component(mask):
+def central_component(mask: np.ndarray) -> np.ndarray:
     """Keep only the 8-connected component that comes nearest to the image centre (empty stays empty).
 
     Dermoscopy (and most lesion photography) centres the lesion, while the things a weakly supervised
@@ -60,7 +60,7 @@ def central_component(mask):
     return _keep_one_component(mask, _most_central_label)
 
 
-def fill_holes(mask):
+def fill_holes(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
@@ -74,14 +74,14 @@ POSTPROCESSING = {
 }
 
 
-def postprocess(mask, name):
+def postprocess(mask: np.ndarray, name: str) -> np.ndarray:
     """Apply the post-processing called ``name`` (one of POSTPROCESSING) to a bool mask."""
     return POSTPROCESSING[name](mask)
 
 
 
 
-def calibrate(prob, threshold):
+def calibrate(prob: np.ndarray, threshold: float) -> np.ndarray:
     """Piecewise-linear, monotone map of [0, 1] onto [0, 1] sending ``threshold`` to 0.5.
 
     Probability maps are saved calibrated, so ``p >= 0.5`` is exactly the val-chosen decision and

@@ -1,6 +1,6 @@
 """The released two-stage model: a CLTNet A->B generator and the stage-2 U-Net trained on its pseudo-masks.
 
-Test-time only (tools/export_weights.py --generator builds it from a stage-2 run and a stage-1 weights
+Test-time only (python -m tools.export_weights --generator builds it from a stage-2 run and a stage-1 weights
 file). ``infer`` returns every map of both stages, so test.py's val search chooses between the
 generator's maps (attention, difference, fused, cam) and the U-Net's (seg) like any other map mode.
 
@@ -60,8 +60,8 @@ class CascadeModel(BaseModel):
 
     def __init__(self, opt):
         if opt.is_train:
-            raise SystemExit('error: --model cascade is built by tools/export_weights.py --generator, not trained; '
-                             'train stage 1 (--model cltnet) and stage 2 (--stage 2) instead')
+            raise SystemExit('error: --model cascade is built by python -m tools.export_weights --generator, '
+                             'not trained; train stage 1 (--model cltnet) and stage 2 (--stage 2) instead')
         stage1_class = find_model_class(getattr(opt, 'stage1_model', None) or 'cltnet')
         keys = (*stage1_class.architecture_keys, *stage1_class.optional_architecture, *CASCADE_KEYS)
         stage1_architecture, seg_architecture = split_architecture(

@@ -97,11 +97,11 @@ def stored_selection(state, source):
     selection = state.get('selection')
     if not isinstance(selection, dict):
         raise SystemExit(f'error: {source} holds no stored choices (map, threshold, CRF): it is a training checkpoint '
-                         f'or an older file; export one with tools/export_weights.py --run RUN --out FILE after '
+                         f'or an older file; export one with python -m tools.export_weights --run RUN --out FILE after '
                          f'test.py and crf.py, or pass a file from weights/')
     missing = [key for key in SELECTION_KEYS if key not in selection]
     if missing:
         raise SystemExit(f'error: {source} was written by an older version (its stored choices lack '
-                         f'{", ".join(missing)}); export it again with tools/export_weights.py, '
+                         f'{", ".join(missing)}); export it again with python -m tools.export_weights, '
                          'or pass a file from weights/')
     return selection

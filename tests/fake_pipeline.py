@@ -1,7 +1,7 @@
 """pipeline.py with fake steps, for the tests of its record, checks and signals (test_pipeline_record.py).
 
 Each fake step leaves what the real one would for the pipeline to go on: a file in its output folder, and
-crf.py its record; tools/export_weights.py writes --out as JSON holding the --pipeline snapshot it was given.
+crf.py its record; tools.export_weights writes --out as JSON holding the --pipeline snapshot it was given.
 A fake train.py of the run named by $FAKE_BLOCK writes <run>/started and waits for SIGINT or SIGTERM, then
 exits 128 + it as train.py does after saving; $FAKE_LOG collects every step's command line.
 
@@ -34,12 +34,13 @@ def _wait_for_a_signal(marker):
 
 
 def fake_step(argv):
-    """Do what step ``argv`` ([SCRIPT, *FLAGS]) leaves behind; returns its exit code."""
-    script, flags = argv[0], dict(zip(argv[1::2], argv[2::2]))
+    """Do what step ``argv`` ([SCRIPT, *FLAGS] or ['-m', TOOL, *FLAGS]) leaves behind; returns its exit code."""
     if os.environ.get('FAKE_LOG'):
         with open(os.environ['FAKE_LOG'], 'a') as handle:
             handle.write(' '.join(argv) + '\n')
-    if script.endswith('export_weights.py'):
+    words = argv[1:] if argv[0] == '-m' else argv
+    script, flags = words[0], dict(zip(words[1::2], words[2::2]))
+    if script == 'tools.export_weights':
         snapshot = flags.get('--pipeline')
         _write(flags['--out'], json.dumps({'pipeline': json.load(open(snapshot)) if snapshot else None}))
         return 0

@@ -103,7 +103,7 @@ def fake_pipeline(results, name='p'):
              for step in ('stage1_test', 'stage1_crf', 'stage1_pseudo', 'r1_train', 'r1_test', 'r1_crf', 'r1_pseudo',
                           'r2_train', 'r2_test', 'r2_crf', 'cascade', 'release_test', 'release_crf', 'release_export')}
     steps['stage1_test']['argv'] = ['test.py', '--splits', 'val', '--weights', 'weights/tiny_stage1.pt']
-    steps['release_export']['argv'] = ['tools/export_weights.py', '--out', 'weights/tiny.pt']
+    steps['release_export']['argv'] = ['-m', 'tools.export_weights', '--out', 'weights/tiny.pt']
     record = {'steps': steps, 'choose': {'rule': 'best val DI after the CRF', 'chosen': f'{name}_r2',
                                          'ranking': [{'run': f'{name}_r1', 'val_DI_after_crf': 0.5},
                                                      {'run': f'{name}_r2', 'val_DI_after_crf': 0.6}]}}
@@ -174,7 +174,7 @@ def test_results_md_tables_show_every_row_from_the_run_folders(which, rows, requ
             assert cells[7] == f'{seconds:.1f} s' and cells[8] == f"2 (chosen: {chosen['step']})"
             pseudo = ', pseudo-masks of cltnet' if method in benchmark.STAGE2 else ''
             assert cells[9] == '32 px, ch 4, batch 1' + pseudo
-    assert 'python tools/benchmark.py --dataroot' in text and '--iteration 2' in text
+    assert 'python -m tools.benchmark --dataroot' in text and '--iteration 2' in text
     assert f'torch {torch.__version__}' in text and 'logical cores' in text
     assert re.search(r'best CLTNet row cltnet(_stage2)?(\+crf)? [\d.]+ vs best baseline row', text)
     paper = text.split('## Reported in the paper (a different setup)', 1)[1]
@@ -351,7 +351,7 @@ def test_pipeline_rows_come_from_its_release_run_and_nothing_of_it_runs(bench, t
     otsu = out[TINY_DATASET]['otsu']['DI']
     assert f'| {TINY_DATASET} | `weights/tiny.pt`: 0.722 -> 0.777 | 0.25 | {stage1:.3f} | {otsu:.3f} | — |' \
         in written
-    assert '`python tools/benchmark.py --dataroot ' in written and '[docs/RESULTS.md](docs/RESULTS.md)' in written
+    assert '`python -m tools.benchmark --dataroot ' in written and '[docs/RESULTS.md](docs/RESULTS.md)' in written
     bench(*argv)
     assert readme.read_text() == written
 

@@ -29,20 +29,20 @@ if _missing:
     pytest.skip(f'browser tests need {" and ".join(_missing)} (Debian packages chromium and chromium-driver, '
                 'installed by .ci/run: apt-get install chromium chromium-driver)', allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402  (a dev requirement; only skipped without the browser)
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.selenium_manager import SeleniumManager  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.selenium_manager import SeleniumManager
+from selenium.webdriver.support.ui import WebDriverWait
 
-import crf  # noqa: E402
-import test as test_script  # noqa: E402
-import train  # noqa: E402
-from models.cltnet_model import CLTNetModel  # noqa: E402
-from reporting.html import write_run_report  # noqa: E402
-from reporting.visualizer import Visualizer  # noqa: E402
-from conftest import traces, wait_until  # noqa: E402
-from fake_run import make_fake_run  # noqa: E402
+import crf
+import test as test_script
+import train
+from models.cltnet_model import CLTNetModel
+from reporting.html import write_run_report
+from reporting.visualizer import Visualizer
+from conftest import traces, wait_until
+from fake_run import make_fake_run
 
 # visdom 0.2.4 itself calls the deprecated logger.warn.
 pytestmark = pytest.mark.filterwarnings('ignore:The .warn. method is deprecated:DeprecationWarning')

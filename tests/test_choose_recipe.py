@@ -63,7 +63,7 @@ def test_a_candidate_is_released_only_when_it_gains_the_margin_without_more_fals
     assert record['chosen'] == 'bigger_gain' and record['released']['lesion_DI'] == pytest.approx(0.80)
     assert record['released']['normals'] == 2 and record['released']['normals_with_lesion'] == 0.5
     assert 'needed' in record['reasons']['small_gain'] and '1.00 > 0.50' in record['reasons']['gain_more_fp']
-    assert record['command'].startswith('python tools/choose_recipe.py --dataroot')
+    assert record['command'].startswith('python -m tools.choose_recipe --dataroot')
     printed = capsys.readouterr().out
     changes = 'pipeline.rounds = 2, stage2.ch = "unset", stage2.img_size = 256'
     assert f'| bigger_gain | {changes} | 2 | 0.8300 | 2 | 0.50 |' in printed and 'release: bigger_gain' in printed
@@ -86,7 +86,7 @@ def test_the_table_goes_into_its_section_of_a_document_and_replaces_it_there(dat
     assert text.startswith('# Results\n\nkept\n') and text.count('### Recipe candidates, Toy') == 1
     assert '| old | recipe not recorded | 2 | 0.8000 | 0 | - | lesion DI 0.8000 < 0.9050 needed |' in text
     assert '| new | released recipe | 2 | 0.9000 | 0 | - | released -> release |' in text
-    assert 'Written by `python tools/choose_recipe.py --dataroot' in text and '--released new' in text
+    assert 'Written by `python -m tools.choose_recipe --dataroot' in text and '--released new' in text
 
 
 def test_fewer_false_lesions_on_normals_may_cost_up_to_the_tolerance(dataroot, tmp_path):

@@ -237,7 +237,8 @@ def test_crf_main_writes_outputs_and_summaries(tmp_path, monkeypatch):
     assert summary['DI'] > summary['before']['DI']
     record = json.loads((out / 'selection.json').read_text())
     assert record['selection'] == summary['selection'] and record['command'] == summary['command']
-    assert record['test_record_sha256'] == hashlib.sha256((out.parent / 'test' / 'selection.json').read_bytes()).hexdigest()
+    test_record = (out.parent / 'test' / 'selection.json').read_bytes()
+    assert record['test_record_sha256'] == hashlib.sha256(test_record).hexdigest()
     grid = json.loads((out / 'val_grid.json').read_text())
     assert CRFParams.from_dict({k: grid['grid'][grid['chosen']][k] for k in summary['selection']['crf']}) \
         == CRFParams.from_dict(summary['selection']['crf'])
@@ -322,7 +323,8 @@ def test_console_tables_have_lines_of_their_own_and_the_report_is_named(tmp_path
     header = shown.index(f'{"split":<7}{"":<8}{"n":>5}  ' + ' '.join(f'{k:>7}' for k in SCORE_NAMES))
     # val first (issue 42: it was left out), then the --splits asked for.
     assert [line[:15] for line in shown[header + 1:header + 7]] == [
-        'val    before  ', 'val    after   ', 'testA  before  ', 'testA  after   ', 'testB  before  ', 'testB  after   ']
+        'val    before  ', 'val    after   ', 'testA  before  ', 'testA  after   ', 'testB  before  ',
+        'testB  after   ']
     report = tmp_path / 'results' / 'ds' / 'f1' / 'run' / 'index.html'
     assert shown[-2:] == [f'report updated with the CRF results: {report}', '']
     assert report.is_file()
@@ -358,7 +360,8 @@ def test_an_image_the_gate_emptied_stays_empty_and_scores_so_in_the_search(tmp_p
     image = str(root / 'data' / 'ds' / 'f1' / 'testB' / 'testB_0.png')
     params = CRFParams(alpha=2, n_iter=5)
     # Scored against an empty label (a normal image): the CRF's lesion scores 0, the gate's empty mask 1.
-    assert [search_params([(image, str(prob_path), None, gated)], [params]).means[0] for gated in (False, True)] == [0, 1]
+    assert [search_params([(image, str(prob_path), None, gated)], [params]).means[0]
+            for gated in (False, True)] == [0, 1]
     argv = _argv(root, '--crf_params', 'alpha=2,n_iter=5', '--splits', 'testB')
     assert crf.main(argv)['testB']['fp_rate'] == pytest.approx(1 / 3)
     (test_root / 'testB' / 'summary.json').write_text(json.dumps({'gated': ['testB_0']}))

@@ -254,8 +254,8 @@ def test_start_train_uses_torchrun_when_nproc_is_above_1(tmp_path):
     ran = {n: subprocess.run(['bash', script, '--iteration', '5'], env=dict(env, NPROC=n), capture_output=True,
                              text=True, check=True).stdout.split() for n in ('1', '2')}
     assert ran['1'][0] == 'train.py' and ran['1'][-2:] == ['--iteration', '5']
-    assert ran['2'][:2] == ['tools/torchrun_local.py', '--nproc_per_node=2']
-    assert ran['2'][2:] == ran['1']
+    assert ran['2'][:3] == ['-m', 'tools.torchrun_local', '--nproc_per_node=2']
+    assert ran['2'][3:] == ran['1']
 
 
 def test_help_says_the_batch_size_is_per_process():

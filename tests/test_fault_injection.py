@@ -425,7 +425,7 @@ def test_command_lines_exit_1_with_error_lines_and_no_traceback(workspace, tmp_p
     # (command, paths stderr must name, its number of lines: a count, one per problem, the hint)
     cases = {
         'train': (['train.py', *run_argv('train', root, results)], bad_A, 1 + len(bad_A) + 1),
-        'prepare_isic': (['tools/prepare_isic.py', *isic_argv(images, masks, tmp_path / 'out')], no_masks, 3),
+        'prepare_isic': (['-m', 'tools.prepare_isic', *isic_argv(images, masks, tmp_path / 'out')], no_masks, 3),
     }
     env = dict(os.environ, OMP_NUM_THREADS='1')
     running = {name: subprocess.Popen([sys.executable, *map(str, command)], cwd=REPO_ROOT, env=env, text=True,
@@ -967,7 +967,7 @@ for table in ('tcp', 'tcp6'):
 def test_start_train_s_torchrun_listens_on_127_0_0_1_alone(tmp_path):
     worker = tmp_path / 'report.py'
     worker.write_text(LISTENING_REPORT)
-    done = subprocess.run([sys.executable, 'tools/torchrun_local.py', '--nproc_per_node=2', str(worker)],
+    done = subprocess.run([sys.executable, '-m', 'tools.torchrun_local', '--nproc_per_node=2', str(worker)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     addresses = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith('listening on')]

@@ -136,7 +136,8 @@ def test_held_out_normals_are_not_trained_on_and_choose_a_gate_test_py_applies(r
     val = _json(os.path.join(runs.folder('s2'), 'test', 'val', 'summary.json'))
     assert val['n_images'] == 5 and val['DI'] == pytest.approx(figures['DI_with_gate'])
     held = {os.path.splitext(os.path.basename(path))[0] for path in runs.normals[4:]}
-    assert held <= {os.path.splitext(name)[0] for name in os.listdir(os.path.join(runs.folder('s2'), 'test', 'val', 'masks'))}
+    val_masks = os.listdir(os.path.join(runs.folder('s2'), 'test', 'val', 'masks'))
+    assert held <= {os.path.splitext(name)[0] for name in val_masks}
     with open(os.path.join(runs.folder('s2'), 'index.html')) as handle:
         assert 'image-level gate' in handle.read()
 

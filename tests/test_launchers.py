@@ -11,7 +11,8 @@ from conftest import REPO_ROOT
 
 # A stand-in for the venv's python: `-c CODE` (start_test.sh asks for the default folder) runs for real, a
 # script call is recorded instead of run.
-RECORDER = 'import json, os, sys; json.dump({"cwd": os.getcwd(), "argv": sys.argv[1:]}, open(os.environ["RECORD"], "w"))'
+RECORDER = ('import json, os, sys; '
+            'json.dump({"cwd": os.getcwd(), "argv": sys.argv[1:]}, open(os.environ["RECORD"], "w"))')
 STAND_IN = f"""#!/bin/sh
 if [ "$1" = -c ]; then exec "$REAL_PYTHON" "$@"; fi
 exec "$REAL_PYTHON" -c '{RECORDER}' "$@"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import (CSV_COLUMNS, SCORE_NAMES, SURFACE_COLUMNS, SURFACE_TOLERANCE, SegmentationScores, binarize,
-                          confusion_counts, dice_sweep, lesion_counts, roc_auc, score_sweep, scores_from_counts,
-                          surface_scores, write_metrics_csv)
+from evaluation.metrics import (CSV_COLUMNS, SCORE_NAMES, SURFACE_COLUMNS, SURFACE_TOLERANCE, SegmentationScores,
+                                binarize, confusion_counts, dice_sweep, lesion_counts, roc_auc, score_sweep,
+                                scores_from_counts, surface_scores, write_metrics_csv)
 
 # Hand-worked 4x4 case (rows top to bottom):
 #   pred        gt

@@ -145,7 +145,8 @@ def test_every_script_takes_the_one_shared_argument_list(capsys):
             options().parse(['--help'])
         assert info.value.code == 0
         text = capsys.readouterr().out
-        assert ('--display_id' in text) == ('display_id' in own) and ('--boundary_band' in text) == ('boundary_band' in own)
+        assert ('--display_id' in text) == ('display_id' in own)
+        assert ('--boundary_band' in text) == ('boundary_band' in own)
     with pytest.raises(SystemExit) as info:
         script_options()[1]().parse(['--no_such_flag', '1'])
     assert info.value.code == 2 and 'unrecognized arguments: --no_such_flag 1' in capsys.readouterr().err

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+from data.image_io import resize_mask
 from evaluation.postprocess import (BACKGROUND_LEVEL, POSTPROCESSING, calibrate, central_component, fill_holes,
-                              foreground_mask, largest_component, postprocess, resize_mask)
+                                    foreground_mask, largest_component, postprocess)
 
 
 def _ring(size=20, outer=(3, 17), inner=(7, 13)):

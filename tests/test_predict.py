@@ -177,7 +177,7 @@ def test_problems_are_one_line_errors_naming_the_file_and_the_fix(photos, tmp_pa
     torch.save({'format': CHECKPOINT_FORMAT, 'selection': {'map_mode': 'seg'}}, older)
     assert error(weights=older) == (f'error: {older} was written by an older version (its stored choices lack '
                                     f'binarize, threshold, postprocess); export it again with '
-                                    f'tools/export_weights.py, or pass a file from weights/')
+                                    f'python -m tools.export_weights, or pass a file from weights/')
     assert error('--labels', tmp_path / 'empty') == (
         f'error: no label for {photos / "alpha.png"} in {tmp_path / "empty"}: expected alpha_segmentation.png there; '
         f'add it, or leave out --labels')

@@ -82,7 +82,8 @@ def test_layout_and_no_image_in_two_roles(built):
 
 
 def test_both_mask_spellings_and_superpixels(src):
-    pairs = {image_id: mask for image_id, _, mask in prepare_isic.find_pairs(*map(str, src), prepare_isic.SKIPPED_SUFFIXES)}
+    found = prepare_isic.find_pairs(*map(str, src), prepare_isic.SKIPPED_SUFFIXES)
+    pairs = {image_id: mask for image_id, _, mask in found}
     assert sorted(pairs) == IDS  # the ISIC 2017 '_superpixels' PNG is not an image
     assert pairs['ISIC_0000004'].endswith('ISIC_0000004_Segmentation.png')
 

@@ -1,4 +1,4 @@
-"""README.md's own-data commands, as written and in their order: tools/prepare_weak.py, then pipeline.py (and
+"""README.md's own-data commands, as written and in their order: tools.prepare_weak, then pipeline.py (and
 the start_train.sh line offered instead), on tiny generated folders, so the README and the code cannot
 drift apart (issue 42: the README's pipeline.py command looked for a folder prepare_weak.py had not made)."""
 import json
@@ -36,7 +36,7 @@ def readme_commands():
 
 
 def command(commands, script):
-    """The one README command that runs ``script`` (e.g. 'tools/prepare_weak.py')."""
+    """The one README command that runs ``script`` (e.g. 'tools.prepare_weak')."""
     found = [words for words in commands if script in words]
     assert len(found) == 1, f'README.md, {SECTION}: expected one command running {script}, found {found}'
     return found[0]
@@ -49,8 +49,11 @@ def flag(words, name):
 
 
 def script_argv(words):
-    """A README ``python SCRIPT ...`` command as this interpreter running the repository's script."""
+    """A README ``python SCRIPT ...`` or ``python -m TOOL ...`` command as this interpreter running the
+    repository's script or tool (a tool run elsewhere than the repository needs it on PYTHONPATH)."""
     assert words[0] == 'python', words
+    if words[1] == '-m':
+        return [sys.executable, *words[1:]]
     return [sys.executable, os.path.join(REPO_ROOT, words[1]), *words[2:]]
 
 
@@ -108,9 +111,10 @@ def commands():
 def test_the_readme_own_data_commands_run_in_sequence_as_written(commands, tmp_path):
     """pipeline.py finds the folder prepare_weak.py wrote and its stage 1 trains on it (with a tiny copy of the
     demo recipe where the README copies recipes/ISIC.toml for the user to edit); stopped at its first step."""
-    prepare, run = command(commands, 'tools/prepare_weak.py'), command(commands, 'pipeline.py')
+    prepare, run = command(commands, 'tools.prepare_weak'), command(commands, 'pipeline.py')
     user_folders(tmp_path, prepare)
-    done = subprocess.run(script_argv(prepare), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(script_argv(prepare), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT))
     assert done.returncode == 0, done.stderr[-3000:]
     data = os.path.join(flag(prepare, '--out'), flag(prepare, '--dataset'), flag(prepare, '--folder'))
     assert done.stdout.strip().endswith(f'-> {data}')

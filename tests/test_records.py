@@ -124,4 +124,4 @@ def test_export_weights_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as info:
         export_weights.main(['--run', str(run), '--out', str(out)])
     assert _one_line(info).startswith(f'error: cannot write {out} (No space left on device); ')
-    assert 'run tools/export_weights.py again' in str(info.value.code)
+    assert 'run python -m tools.export_weights again' in str(info.value.code)

@@ -1,6 +1,6 @@
 """Tests of workflow/run_script.py with a stub script (no torch, so each child starts in a fraction of a second):
-exit codes, the working directory, the deadline's SIGINT, and Ctrl-C / SIGTERM reaching the child; and no
-module importing a script instead."""
+exit codes, the working directory, the deadline's SIGINT, and Ctrl-C / SIGTERM reaching the child; a tool run as
+a module; and no module importing a script, no tool touching sys.path."""
 import ast
 import os
 import signal
@@ -64,6 +64,11 @@ def test_the_script_is_found_under_the_repository_root_from_any_directory(tmp_pa
     assert run_script(['train.py', '--help']) == 0
 
 
+def test_a_tool_runs_as_a_module_of_the_repository_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_script(['-m', 'tools.prepare_weak', '--help']) == 0
+
+
 def test_no_module_imports_a_script():
     # Scripts (the .py files at the repository root) run through run_script; what two of them share
     # lives in models/, data/ or util/.
@@ -86,3 +91,14 @@ def _imported(tree):
             yield from (alias.name.split('.')[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             yield node.module.split('.')[0]
+
+
+def test_no_tool_touches_sys_path():
+    # Tools run as modules from the repository root (python -m tools.NAME), which puts the root on sys.path.
+    tools = os.path.join(REPO_ROOT, 'tools')
+    found = []
+    for name in sorted(os.listdir(tools)):
+        if name.endswith('.py'):
+            with open(os.path.join(tools, name), encoding='utf-8') as handle:
+                found += [name] if 'sys.path' in handle.read() else []
+    assert found == []

@@ -1,4 +1,5 @@
-"""Tests for evaluation/selection.py: Otsu, turning maps into masks, and the val choice of mode/threshold/post-processing."""
+"""Tests for evaluation/selection.py: Otsu, turning maps into masks, and the val choice of
+mode/threshold/post-processing."""
 import numpy as np
 import pytest
 from scipy import ndimage

@@ -133,7 +133,7 @@ def test_options_default_to_the_fast_path(tiny_opt):
 
 def test_compile_without_a_compiler_stops_with_one_line(tmp_path):
     env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / 'cache'))
-    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'speed_benchmark.py'), *TINY,
+    done = subprocess.run([sys.executable, '-m', 'tools.speed_benchmark', *TINY,
                            '--paths', 'fast', '--compile', 'True', '--crf_images', '0'],
                           capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
     assert done.returncode == 1 and 'Traceback' not in done.stderr

@@ -1,12 +1,12 @@
 """Run every method on every dataset (train.py -> test.py -> crf.py) and write docs/RESULTS.md.
 
-    python tools/benchmark.py --dataroot ../shared/datasets --methods cltnet,cam,otsu --args "--preset cpu"
-    python tools/benchmark.py --dataroot ../shared/datasets --methods cltnet,cam,otsu --minutes 45 \\
+    python -m tools.benchmark --dataroot ../shared/datasets --methods cltnet,cam,otsu --args "--preset cpu"
+    python -m tools.benchmark --dataroot ../shared/datasets --methods cltnet,cam,otsu --minutes 45 \\
         --args "--preset cpu"
-    python tools/benchmark.py --dataroot ../shared/datasets --reuse --result_dir ../runs \\
+    python -m tools.benchmark --dataroot ../shared/datasets --reuse --result_dir ../runs \\
         --methods cltnet,cam,otsu,cltnet_pipeline --names cltnet=stage1,cltnet_pipeline=isic \\
         --datasets ISIC --readme README.md   # runs trained separately, pipeline.py's release included
-    python tools/benchmark.py --speed --preset paper   # speed and memory instead (flags: see the end)
+    python -m tools.benchmark --speed --preset paper   # speed and memory instead (flags: see the end)
 
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
 name: the method's). Each script runs as its own process with the command line a user would type
@@ -34,23 +34,20 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from data.image_io import write_json_atomic, write_text_atomic  # noqa: E402
-from models import find_model_class  # noqa: E402
-from models.weights_file import read_state  # noqa: E402
-from options.base_options import default_folder  # noqa: E402
-from tools import speed_benchmark  # noqa: E402
-from records.run_folder import list_checkpoints  # noqa: E402
-from util.machine import machine  # noqa: E402
-from records.pipeline_record import PipelineRecord  # noqa: E402
-from evaluation.metrics import SCORE_NAMES  # noqa: E402
-from reporting.pipeline_report import replace_section  # noqa: E402
-from workflow.recipe import RecipeError, read_recipe, step_flags  # noqa: E402
-from records.record_io import crf_record_path, require_record, test_record_path  # noqa: E402
-from workflow.run_script import run_script  # noqa: E402
-from workflow.step_runner import Step, StepRunner  # noqa: E402
+from data.image_io import write_json_atomic, write_text_atomic
+from evaluation.metrics import SCORE_NAMES
+from models import find_model_class
+from models.weights_file import read_state
+from options.base_options import default_folder
+from records.pipeline_record import PipelineRecord
+from records.record_io import crf_record_path, require_record, test_record_path
+from records.run_folder import list_checkpoints
+from reporting.pipeline_report import replace_section
+from tools import speed_benchmark
+from util.machine import machine
+from workflow.recipe import RecipeError, read_recipe, step_flags
+from workflow.run_script import run_script
+from workflow.step_runner import Step, StepRunner
 
 PIPELINE = 'cltnet_pipeline'
 METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
@@ -69,14 +66,17 @@ PAPER = {'BraTS': {'CLTNet': dict(JA=79.0, DI=87.3, AC=99.2, SE=88.6, SP=99.6),
          'ISIC': {'CLTNet': dict(JA=81.8, DI=88.9, AC=95.4, SE=86.3, SP=98.6),
                   'CAM': dict(JA=68.1), 'CAM+CRF': dict(JA=70.9)}}
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Flag defaults shown, and the module docstring (with its examples) kept as written."""
 
 
 def build_parser():
-    speed_help = speed_benchmark.build_parser(prog='tools/benchmark.py --speed').format_help()
-    parser = argparse.ArgumentParser(prog='tools/benchmark.py', description=__doc__, formatter_class=_HelpFormatter,
+    speed_help = speed_benchmark.build_parser(prog='python -m tools.benchmark --speed').format_help()
+    parser = argparse.ArgumentParser(prog='python -m tools.benchmark', description=__doc__,
+                                     formatter_class=_HelpFormatter,
                                      epilog='With --speed, tools/speed_benchmark.py runs instead:\n\n' + speed_help)
     parser.add_argument('--speed', action='store_true',
                         help='measure training / inference / CRF speed and peak memory instead of results '
@@ -437,7 +437,8 @@ def collect(run, opt):
     test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
     chosen = require_record(test_record_path(run.dir), f'run test.py for {run.label()} first')['selection']
     training = training_record(run)
-    rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
+    rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES},
+             'fp_rate': test_b['fp_rate'],
              'auc': test_a.get('auc'), 'training': training, 'chosen_step': chosen.get('step'),
              'map_mode': chosen['map_mode'], 'images_per_second': test_a['images_per_second'], 'file': released}]
     if run.method in opt.crf:
@@ -499,7 +500,7 @@ def verdict(rows):
 
 
 def _command(opt):
-    return 'python tools/benchmark.py ' + shlex.join(opt.argv)
+    return 'python -m tools.benchmark ' + shlex.join(opt.argv)
 
 
 def render(tables, opt, started, finished):

@@ -1,7 +1,7 @@
 """Which recipe to release: the released pipeline's or a candidate's, chosen by one fixed rule on the
 selection set alone (testA is never read).
 
-    python tools/choose_recipe.py --dataroot ../shared/datasets --dataset BraTS --folder brats_1 \
+    python -m tools.choose_recipe --dataroot ../shared/datasets --dataset BraTS --folder brats_1 \
         --result_dir ../runs --released brats_v2 --candidates brats_256,brats_rot
 
 Each name is a finished pipeline.py run (``<name>/pipeline.json`` and its ``<name>_release/``). From the
@@ -19,14 +19,12 @@ import os
 import sys
 import tomllib
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.image_io import write_json_atomic  # noqa: E402
-from data.layout import LayoutError, held_out_normals, hold_out_spec  # noqa: E402
-from evaluation.release_rules import DEFAULT_MARGIN, DEFAULT_TOLERANCE, choose  # noqa: E402
-from reporting.pipeline_report import replace_section  # noqa: E402
-from records.record_io import RecordError, crf_record_path, read_record, require_record, test_record_path  # noqa: E402
-from reporting.report_cells import read_metrics  # noqa: E402
+from data.image_io import write_json_atomic
+from data.layout import LayoutError, held_out_normals, hold_out_spec
+from evaluation.release_rules import DEFAULT_MARGIN, DEFAULT_TOLERANCE, choose
+from records.record_io import RecordError, crf_record_path, read_record, require_record, test_record_path
+from reporting.pipeline_report import replace_section
+from reporting.report_cells import read_metrics
 
 
 def pipeline_scores(result_folder, data_dir, name):
@@ -104,7 +102,8 @@ def table(released, candidates, chosen, reasons):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m tools.choose_recipe', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dataroot', default='./dataset',
                         help='folder holding <dataset>/<folder>/ (its B_weak names the held-out normals)')
     parser.add_argument('--dataset', required=True, help='dataset name, e.g. ISIC or BraTS')
@@ -147,7 +146,7 @@ def main(argv=None):
     text = table(released, candidates, chosen, reasons)
     print(text)
     print(f'release: {chosen}' + (' (the released recipe stays)' if chosen == args.released else ''))
-    command = ' '.join(['python tools/choose_recipe.py'] + [str(arg) for arg in (argv or sys.argv[1:])])
+    command = ' '.join(['python -m tools.choose_recipe'] + [str(arg) for arg in (argv or sys.argv[1:])])
     if args.out:
         write_json_atomic(args.out, {'released': released, 'candidates': candidates, 'margin': args.margin,
                                      'tolerance': args.tolerance, 'reasons': reasons, 'chosen': chosen,

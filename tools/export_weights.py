@@ -1,6 +1,6 @@
 """Export a run's val-chosen networks (CLTNet: the A->B generator) as a small released-weights file.
 
-    python tools/export_weights.py --run results/ISIC/isic_1/cltnet --out weights/ISIC.pt \
+    python -m tools.export_weights --run results/ISIC/isic_1/cltnet --out weights/ISIC.pt \
         --readme weights/README.md --dataset ISIC
 
 Reads what test.py (``test/selection.json``) and crf.py (``crf/selection.json``, optional) chose
@@ -12,20 +12,17 @@ weights README from the run's own summary files (no number typed by hand).
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.pseudo_dataset import PSEUDO_FOLDER  # noqa: E402
-from models import find_model_class  # noqa: E402
-from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save  # noqa: E402
-from models.cascade_model import STAGE1_MODELS, cascade_architecture  # noqa: E402
-from options.base_options import run_dir  # noqa: E402
-from reporting.pipeline_report import replace_section, score_rows  # noqa: E402
-from models.weights_file import read_state  # noqa: E402
-from records.run_folder import list_checkpoints  # noqa: E402
-from util.full_disk import exit_on_full_disk  # noqa: E402
-from records.record_io import (crf_record_path, read_crf_selection, read_test_selection, require_record,  # noqa: E402
+from data.pseudo_dataset import PSEUDO_FOLDER
+from models import find_model_class
+from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save
+from models.cascade_model import STAGE1_MODELS, cascade_architecture
+from options.base_options import run_dir
+from reporting.pipeline_report import replace_section, score_rows
+from models.weights_file import read_state
+from records.run_folder import list_checkpoints
+from util.full_disk import exit_on_full_disk
+from records.record_io import (crf_record_path, read_crf_selection, read_test_selection, require_record,
                           test_record_path)
 
 
@@ -86,7 +83,8 @@ def export(run, out, generator=None, pipeline=None):
     atomic_torch_save({'format': CHECKPOINT_FORMAT, 'kind': 'released-weights',
                        'architecture': state['architecture'], 'nets': nets,
                        'step': state['step'], 'selection': selection, 'options': state['options'],
-                       **{key: state[key] for key in ('stage1', 'train_seconds', 'machine', 'pseudo_command', 'pipeline')
+                       **{key: state[key]
+                          for key in ('stage1', 'train_seconds', 'machine', 'pseudo_command', 'pipeline')
                           if key in state}}, out)
     return selection, state
 
@@ -121,7 +119,7 @@ def _stage1_lines(state):
     seconds, chosen, planned = stage1.get('train_seconds'), stage1['selection'], stage1['options'].get('iteration')
     schedule = f' of the {planned}-step schedule' if planned and planned != stage1['step'] else ''
     return ['Two stages: the CLTNet A->B generator (stage 1) and the U-Net trained on its pseudo-masks '
-            '(stage 2), joined by `tools/export_weights.py --run STAGE2_RUN --generator STAGE1_FILE`; '
+            '(stage 2), joined by `python -m tools.export_weights --run STAGE2_RUN --generator STAGE1_FILE`; '
             '`test.py --weights` then chose among the maps of both on val.', '',
             f"Stage 1 training command: `python {stage1['options']['command_line']}` "
             f"(its checkpoint at step {stage1['step']}{schedule}"
@@ -165,7 +163,8 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
     options = state['options']
     crf = selection.get('crf')
     val_label = (f"val + few_sample/{selection['select_few']}" if selection.get('select_few') else 'val') + (
-        f" + {selection['hold_out_normals']} normal images held out of B_weak" if selection.get('hold_out_normals') else '')
+        f" + {selection['hold_out_normals']} normal images held out of B_weak"
+        if selection.get('hold_out_normals') else '')
     lines = [f'<!-- {dataset} start -->', f'## {os.path.basename(out)}', '', *_stage1_lines(state),
              *_pseudo_lines(state),
              f"Training command: `python {options['command_line']}`", '',
@@ -174,15 +173,16 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
              f"{selection['binarize']} threshold {selection['threshold']}, post-processing "
              f"`{selection['postprocess']}`" + (f"; CRF {crf}" if crf else '')
              + (f"; image-level gate {selection['gate']['threshold']:.4g}" if selection.get('gate') else '') + '.', '',
-             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|', *score_rows(run, val_label)[0], '',
-             f'Written by `python tools/export_weights.py --run {run} --out {out} --readme {readme} '
+             '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|',
+             *score_rows(run, val_label)[0], '',
+             f'Written by `python -m tools.export_weights --run {run} --out {out} --readme {readme} '
              f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',
              f'<!-- {dataset} end -->']
     return '\n'.join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.export_weights', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--run', required=True, help='run folder: <result_dir>/<dataset>/<folder>/<name>')
     parser.add_argument('--out', required=True, help='weights file to write (e.g. weights/ISIC.pt)')
@@ -198,7 +198,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.readme and not args.dataset:
         parser.error('--readme needs --dataset')
-    with exit_on_full_disk('run tools/export_weights.py again'):
+    with exit_on_full_disk('run python -m tools.export_weights again'):
         selection, state = export(args.run, args.out, args.generator, args.pipeline)
         if args.readme:
             replace_section(args.readme, args.dataset,

@@ -1,7 +1,7 @@
 """How fast the demo model trains while other processes keep the CPU busy, under each thread policy.
 
-    python tools/load_benchmark.py                       # idle, then one busy process per core
-    python tools/load_benchmark.py --loads 0,1,2 --steps 10 --json load.json
+    python -m tools.load_benchmark                       # idle, then one busy process per core
+    python -m tools.load_benchmark --loads 0,1,2 --steps 10 --json load.json
 
 For each number of competing processes in --loads (each a Python busy loop, started before the measurement
 and stopped after it) and each policy in --policies, a fresh process builds the demo's model (start_train.sh's
@@ -29,24 +29,22 @@ import time
 
 import torch  # before util: the 'old' policy's OpenMP must load without util's passive wait policy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from data.image_io import write_json_atomic  # noqa: E402
-from models import create_model  # noqa: E402
-from options.train_options import TrainOptions  # noqa: E402
-from util import QUIET_OPENMP  # noqa: E402
-from util.hardware import apply_hardware_options, usable_cores  # noqa: E402
-from util.machine import machine  # noqa: E402
+from data.image_io import write_json_atomic
+from models import create_model
+from options.train_options import TrainOptions
+from util import QUIET_OPENMP
+from util.hardware import apply_hardware_options, usable_cores
+from util.machine import machine
 
 RESULT_MARK = 'LOAD_RESULT '  # prefix of the worker's one stdout line the parent reads
 CHOSEN_MARK = 'torch threads: '  # util/hardware.py's line saying what --num_threads 0 chose
 POLICIES = ('old', 'passive', 'new')
 BUSY_LOOP = 'while True: pass'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='tools/load_benchmark.py', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m tools.load_benchmark', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--loads', default=None,
                         help='comma-separated numbers of competing busy processes (default: 0 and one per usable '
@@ -134,7 +132,7 @@ def run_row(policy, opt):
     """Measure ``policy`` in a fresh worker process; its figures."""
     spec = json.dumps({'policy': policy, 'steps': opt.steps, 'warmup': opt.warmup, 'img_size': opt.img_size,
                        'ch': opt.ch, 'row_seconds': opt.row_seconds})
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', spec], stdout=subprocess.PIPE,
+    done = subprocess.run([sys.executable, '-m', 'tools.load_benchmark', '--_worker', spec], stdout=subprocess.PIPE,
                           text=True, cwd=ROOT, env=policy_environment(policy))
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if done.returncode or not lines:
@@ -186,7 +184,7 @@ def main(argv=None):
     if opt._worker:
         print(RESULT_MARK + json.dumps(measure(**json.loads(opt._worker))), flush=True)
         return None
-    report = {'command': 'python tools/load_benchmark.py ' + shlex.join(argv), 'machine': machine(),
+    report = {'command': 'python -m tools.load_benchmark ' + shlex.join(argv), 'machine': machine(),
               'cores': usable_cores(), 'img_size': opt.img_size, 'ch': opt.ch, 'steps': opt.steps,
               'rows': [row for load in opt.loads for row in measure_load(load, opt)]}
     print(format_report(report))

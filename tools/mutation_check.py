@@ -1,9 +1,9 @@
 """Plant one-line defects in a temporary copy of the repository, one at a time, and check that the tests
 named for each one fail ('killed') rather than pass ('SURVIVED').
 
-    python tools/mutation_check.py                        # every mutation (minutes; not part of CI)
-    python tools/mutation_check.py --only fused,auc       # those whose names start with these
-    python tools/mutation_check.py --list                 # names, files and tests, nothing run
+    python -m tools.mutation_check                        # every mutation (minutes; not part of CI)
+    python -m tools.mutation_check --only fused,auc       # those whose names start with these
+    python -m tools.mutation_check --list                 # names, files and tests, nothing run
 
 The copy holds the files git tracks plus the untracked ones it does not ignore, as they are in the working
 tree (uncommitted changes count); the working tree itself is never written. The named tests first run
@@ -95,7 +95,8 @@ MUTATIONS = [
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m tools.mutation_check', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--only', default='', metavar='NAMES',
                         help='comma-separated mutation names or name prefixes to run (default: every mutation)')
     parser.add_argument('--list', action='store_true', help='print the mutations and their tests, run nothing')

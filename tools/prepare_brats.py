@@ -1,6 +1,6 @@
 """Build the weak-label BraTS layout (docs/DESIGN.md) from an official BraTS download.
 
-    python tools/prepare_brats.py --src MICCAI_BraTS2020_TrainingData --out DATAROOT [--folder brats_1]
+    python -m tools.prepare_brats --src MICCAI_BraTS2020_TrainingData --out DATAROOT [--folder brats_1]
 
 Reads, anywhere under --src, subjects named as in BraTS 2018-2021 (``<ID>/<ID>_flair.nii.gz`` with
 ``<ID>_seg.nii.gz``, also ``.nii``) and the Medical Segmentation Decathlon's Task01 (4-D
@@ -22,21 +22,18 @@ of each role.
 import argparse
 import os
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import nibabel as nib
 
-import nibabel as nib  # noqa: E402
-
-from data.brats import (BRATS_FILE, MIN_BRAIN_FRAC, MODALITIES, NIFTI_ERRORS, enough_brain, normalise,  # noqa: E402
+from data.brats import (BRATS_FILE, MIN_BRAIN_FRAC, MODALITIES, NIFTI_ERRORS, enough_brain, normalise,
                         slice_image, slice_mask)
-from data.image_io import write_png_atomic  # noqa: E402
-from tools.prepare_common import (PrepareError, add_output_args, positive_int, require_dir,  # noqa: E402
+from data.image_io import write_png_atomic
+from tools.prepare_common import (PrepareError, add_output_args, positive_int, require_dir,
                                   name_weak_folders, require_filled, run_cli, sample, staged_folder,
                                   summary_line, take_ids, write_labelled, write_splits)
 
@@ -228,7 +225,8 @@ def _fraction(text):
 
 def build_parser():
     """The argparse parser of this tool; every flag explained in --help."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m tools.prepare_brats', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--src', required=True,
                         help=f'folder holding the BraTS subjects, searched recursively: {NAMINGS}')
     add_output_args(parser, 'brats_1')

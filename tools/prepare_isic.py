@@ -1,6 +1,6 @@
 """Build the weak-label ISIC layout (docs/DESIGN.md) from an official ISIC 2016/2017/2018 download.
 
-    python tools/prepare_isic.py --images ISIC-2017_Training_Data \\
+    python -m tools.prepare_isic --images ISIC-2017_Training_Data \\
         --masks ISIC-2017_Training_Part1_GroundTruth --out DATAROOT [--folder isic_1]
 
 Every image ``<id>.jpg|png`` in --images needs its mask ``<id>_segmentation.png`` (or
@@ -21,17 +21,14 @@ the ids of each role and the patch box (x0, y0, x1, y1, original pixels) of each
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.image_io import ImageReadError, read_image, read_mask, write_png_atomic  # noqa: E402
-from tools.prepare_common import (PrepareError, add_output_args, find_pairs, positive_int,  # noqa: E402
+from data.image_io import ImageReadError, read_image, read_mask, write_png_atomic
+from tools.prepare_common import (PrepareError, add_output_args, find_pairs, positive_int,
                                   require_dir, name_weak_folders, require_filled, resize_pair, run_cli,
                                   staged_folder, summary_line, write_labelled, write_splits)
 
@@ -166,7 +163,8 @@ def run(args):
 
 def build_parser():
     """The argparse parser of this tool; every flag explained in --help."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m tools.prepare_isic', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--images', required=True, help='folder of ISIC images <id>.jpg/.png (not recursive)')
     parser.add_argument('--masks', required=True,
                         help='folder of their masks <id>_segmentation.png or <id>_Segmentation.png')

@@ -1,6 +1,6 @@
 """Build the layout train.py and pipeline.py read (docs/DESIGN.md) from your own weakly labelled folders.
 
-    python tools/prepare_weak.py --lesion my/lesion --normal my/normal \\
+    python -m tools.prepare_weak --lesion my/lesion --normal my/normal \\
         --labelled_images my/labelled --labelled_masks my/masks --out mydata --dataset MyLesions
 
 Weak labels are folder-level: every image of --lesion shows a lesion, no image of --normal does. A few
@@ -24,19 +24,16 @@ named and removed by the next run. ``splits.json`` records which file went where
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.image_io import ImageReadError, list_images, read_image, read_mask, write_png_atomic  # noqa: E402
-from options.base_options import default_folder  # noqa: E402
-from tools.prepare_common import (PrepareError, add_output_args, file_stem, find_pairs,  # noqa: E402
+from data.image_io import ImageReadError, list_images, read_image, read_mask, write_png_atomic
+from options.base_options import default_folder
+from tools.prepare_common import (PrepareError, add_output_args, file_stem, find_pairs,
                                   int_at_least, name_weak_folders, positive_int, require_dir, resize_pair,
                                   run_cli, staged_folder, summary_line, write_labelled, write_splits)
-from records.record_io import file_sha256  # noqa: E402
+from records.record_io import file_sha256
 
 
 def _images(folder, flag):
@@ -155,7 +152,8 @@ def run(args):
 
 def build_parser():
     """The argparse parser of this tool; every flag explained in --help."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m tools.prepare_weak', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--lesion', required=True, help='folder of images that show a lesion (image-level label)')
     parser.add_argument('--normal', required=True, help='folder of images without a lesion')
     parser.add_argument('--labelled_images', required=True,

@@ -1,8 +1,8 @@
 """How fast CLTNet trains, infers and CRF-refines on this machine, and how much memory training takes.
 
-    python tools/benchmark.py --speed --preset paper --json docs/speed_paper.json
-    python tools/benchmark.py --speed --preset cpu --num_threads 2 --json docs/speed_cpu.json
-    python tools/speed_benchmark.py --preset cpu --quality 300        # the same tool, called directly
+    python -m tools.benchmark --speed --preset paper --json docs/speed_paper.json
+    python -m tools.benchmark --speed --preset cpu --num_threads 2 --json docs/speed_cpu.json
+    python -m tools.speed_benchmark --preset cpu --quality 300        # the same tool, called directly
 
 Two paths are measured, each in a fresh subprocess of its own so their memory peaks do not mix:
   fast   the project's defaults: --amp auto (bf16 autocast where the CPU or GPU supports it),
@@ -36,19 +36,17 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from data.image_io import write_json_atomic, write_png_atomic
+from data.synthetic import make_phantom
+from models import create_model
+from options.base_options import NUM_THREADS_HELP, PRESETS, default_folder, str2bool
+from options.train_options import TrainOptions
+from util.hardware import apply_hardware_options
+from util.machine import machine
+from util.progress import progress_bar
+from workflow.run_script import run_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from data.image_io import write_json_atomic, write_png_atomic  # noqa: E402
-from data.synthetic import make_phantom  # noqa: E402
-from models import create_model  # noqa: E402
-from options.base_options import NUM_THREADS_HELP, PRESETS, default_folder, str2bool  # noqa: E402
-from options.train_options import TrainOptions  # noqa: E402
-from util.hardware import apply_hardware_options  # noqa: E402
-from util.machine import machine  # noqa: E402
-from util.progress import progress_bar  # noqa: E402
-from workflow.run_script import run_script  # noqa: E402
-
 RESULT_MARK = 'SPEED_RESULT '  # prefix of the worker's one stdout line the parent reads
 
 
@@ -74,7 +72,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Flag defaults shown, and the module docstring kept as written."""
 
 
-def build_parser(prog='tools/speed_benchmark.py'):
+def build_parser(prog='python -m tools.speed_benchmark'):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
     g = parser.add_argument_group('setting (default: the preset\'s values)')
     g.add_argument('--preset', choices=sorted(PRESETS), default=None,
@@ -207,7 +205,7 @@ def run_path(name, opt):
     """Measure path ``name`` in a fresh subprocess (its progress bars go to our stderr)."""
     spec = {'name': name, 'argv': setting_argv(opt) + _flags(path_options(name, opt)), 'iters': opt.iters,
             'warmup': opt.warmup, 'infer_batch': opt.infer_batch}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
+    done = subprocess.run([sys.executable, '-m', 'tools.speed_benchmark', '--_worker', json.dumps(spec)],
                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if not lines:
@@ -325,7 +323,7 @@ def main(argv=None):
         sys.exit(worker(opt._worker))
     paths = {name: run_path(name, opt) for name in opt.paths}
     first = next(iter(paths.values()))
-    report = {'command': 'python tools/speed_benchmark.py ' + shlex.join(argv), 'machine': machine(),
+    report = {'command': 'python -m tools.speed_benchmark ' + shlex.join(argv), 'machine': machine(),
               'torch': torch.__version__, 'setting': dict(first['setting'], threads=first['threads']),
               'paths': paths}
     if {'fast', 'plain'} <= set(paths):

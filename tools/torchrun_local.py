@@ -1,6 +1,6 @@
 """torchrun for the processes of one machine, its rendezvous store listening on 127.0.0.1 alone.
 
-    python tools/torchrun_local.py --nproc_per_node=4 train.py --dataset ISIC ...   (start_train.sh, NPROC=4)
+    python -m tools.torchrun_local --nproc_per_node=4 train.py --dataset ISIC ...   (start_train.sh, NPROC=4)
 
 ``torchrun --standalone`` hosts its TCP store on every interface: torch 2.14's TCPStore binds the wildcard
 address whatever host it is given (--rdzv-endpoint, --master-addr and --local-addr only say where clients
