@@ -24,7 +24,6 @@ With ``--readme README.md`` a short headline table from the same rows goes betwe
 ``<!-- results start -->`` and ``<!-- results end -->`` markers.
 """
 import argparse
-import json
 import os
 import re
 import shlex
@@ -41,12 +40,14 @@ from models import find_model_class  # noqa: E402
 from models.weights_file import read_state  # noqa: E402
 from options.base_options import default_folder  # noqa: E402
 from tools import speed_benchmark  # noqa: E402
-from records.run_folder import list_checkpoints  # noqa: E402
+from records.run_folder import (benchmark_timing_path, checkpoints_folder, crf_record_path, list_checkpoints,  # noqa: E402
+                                pipeline_record_path, pipeline_run_name, pseudo_folder, run_in, runs_folder,
+                                split_folder, stage_folder, summary_path, test_record_path)
 from util.machine import machine  # noqa: E402
 from evaluation.metrics import SCORE_NAMES  # noqa: E402
 from reporting.pipeline_report import replace_section  # noqa: E402
 from workflow.recipe import RecipeError, read_recipe, step_flags  # noqa: E402
-from records.record_io import crf_record_path, require_record, test_record_path  # noqa: E402
+from records.record_io import load_json, require_record  # noqa: E402
 from workflow.run_script import run_script  # noqa: E402
 
 PIPELINE = 'cltnet_pipeline'
@@ -55,7 +56,6 @@ METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELI
 # method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
 STAGE1_METHODS = ('cltnet', 'cam')  # trained from the weak labels alone, like stage 1
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
-TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
 # The steps of a pipeline (pipeline.json) that train: stage 1 (absent when it came from a file), each round.
 PIPELINE_TRAINING = re.compile(r'stage1|r\d+_train')
 # The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
@@ -211,10 +211,10 @@ class Run:
         self.dataset, self.method = dataset, method
         self.folder = default_folder(dataset)
         self.name = run_name(opt.names, dataset, method)
-        self.root = os.path.join(opt.result_dir, dataset, self.folder)
+        self.root = runs_folder(opt.result_dir, dataset, self.folder)
         self.pipeline = method == PIPELINE
-        self.dir = os.path.join(self.root, self.name + '_release' if self.pipeline else self.name)
-        self.record = os.path.join(self.root, self.name, 'pipeline.json') if self.pipeline else None
+        self.dir = run_in(self.root, pipeline_run_name(self.name, 'release') if self.pipeline else self.name)
+        self.record = pipeline_record_path(run_in(self.root, self.name)) if self.pipeline else None
         self.command = pipeline_command(opt, dataset, self.name) if self.pipeline else None
         model = 'cascade' if self.pipeline else 'seg' if method in STAGE2 else method
         self.trained = not self.pipeline and getattr(find_model_class(model), 'needs_checkpoint', True)
@@ -279,7 +279,7 @@ def train_run(run, opt):
         if not opt.reuse:
             raise SystemExit(f'error: {run.dir} already holds checkpoints; pass --reuse to use them, or choose '
                              f'another --result_dir or --names {run.method}=NEW_NAME')
-        print(f'[{run.label()}] reusing the checkpoints in {run.dir}/checkpoints')
+        print(f'[{run.label()}] reusing the checkpoints in {checkpoints_folder(run.dir)}')
         return
     argv, record, deadline = list(run.train_argv), {}, None
     if opt.minutes is not None:
@@ -294,16 +294,16 @@ def train_run(run, opt):
         print(f'[{run.label()}] the {opt.minutes} min budget ran out before the last step; '
               f'the run is marked incomplete')
         record['stopped_at_budget'] = True
-    write_json_atomic(os.path.join(run.dir, TIMING_FILE),
+    write_json_atomic(benchmark_timing_path(run.dir),
                       {'train_seconds': seconds, 'command': 'train.py ' + shlex.join(argv), **record})
 
 
 def make_pseudo_masks(run, source, opt):
     """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are newer than the
     test.py and crf.py records they follow."""
-    summary = os.path.join(source.dir, 'pseudo', 'summary.json')
+    summary = summary_path(pseudo_folder(source.dir))
     if _fresh([summary], [test_record_path(source.dir), crf_record_path(source.dir)]):
-        print(f'[{run.label()}] reusing the pseudo-masks in {source.dir}/pseudo')
+        print(f'[{run.label()}] reusing the pseudo-masks in {pseudo_folder(source.dir)}')
         return
     _call(run, ['pseudo.py', *source.argv])
 
@@ -320,7 +320,7 @@ def _fresh(outputs, inputs):
 
 
 def _summary_path(run, stage, split):
-    return os.path.join(run.dir, stage, split, 'summary.json')
+    return summary_path(split_folder(run.dir, stage, split))
 
 
 def _stage_outputs(run, stage):
@@ -335,20 +335,15 @@ def test_and_refine(run, opt):
     tests = _stage_outputs(run, 'test')
     checkpoints = [path for _, path in list_checkpoints(run.dir)]
     if opt.reuse and _fresh(tests, checkpoints):
-        print(f'[{run.label()}] reusing test.py outputs in {run.dir}/test')
+        print(f'[{run.label()}] reusing test.py outputs in {stage_folder(run.dir, "test")}')
     else:
         _call(run, ['test.py', *run.argv])
     if run.method not in opt.crf:
         return
     if opt.reuse and _fresh(_stage_outputs(run, 'crf'), tests):
-        print(f'[{run.label()}] reusing crf.py outputs in {run.dir}/crf')
+        print(f'[{run.label()}] reusing crf.py outputs in {stage_folder(run.dir, "crf")}')
     else:
         _call(run, ['crf.py', *run.argv])
-
-
-def _read_json(path):
-    with open(path, encoding='utf-8') as handle:
-        return json.load(handle)
 
 
 def read_pipeline(run, opt):
@@ -359,7 +354,7 @@ def read_pipeline(run, opt):
     missing = next((path for path in needed if not os.path.isfile(path)), None)
     if missing:
         raise SystemExit(f'error: {missing} not found: run the pipeline first: {run.command}')
-    record = _read_json(run.record)
+    record = load_json(run.record)
     unfinished = next((name for name, step in record['steps'].items() if step.get('status') != 'done'), None)
     if unfinished or 'choose' not in record:
         what = f'step {unfinished} has not finished' if unfinished else 'no round chosen yet'
@@ -387,9 +382,9 @@ def pipeline_training(run):
     """{'seconds', 'note', 'step', 'planned', 'setting'} of a pipeline: the seconds of its training steps
     (stage 1 when it trained it, every round's train.py), noting a stage 1 that came from a file; the
     steps and setting of the round it chose (pipeline.json 'choose'), from that round's checkpoints."""
-    record = _read_json(run.record)
+    record = load_json(run.record)
     steps, choice = record['steps'], record['choose']
-    chosen = os.path.join(run.root, choice['chosen'])
+    chosen = run_in(run.root, choice['chosen'])
     if not list_checkpoints(chosen):
         raise SystemExit(f'error: no checkpoints in {chosen}, the round pipeline {run.name} chose: run the '
                          f'pipeline again: {run.command}')
@@ -406,9 +401,9 @@ def _checkpoint_training(run_dir):
     state = read_state(list_checkpoints(run_dir)[-1][1])
     options = state.get('options', {})
     seconds = state.get('train_seconds')
-    timing = os.path.join(run_dir, TIMING_FILE)
+    timing = benchmark_timing_path(run_dir)
     if seconds is None and os.path.isfile(timing):
-        seconds = _read_json(timing)['train_seconds']
+        seconds = load_json(timing)['train_seconds']
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
             'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"
                        + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')
@@ -423,14 +418,14 @@ def collect(run, opt):
     release run; 'file' is the weights file it released (None for other methods)."""
     record = read_pipeline(run, opt) if run.pipeline else None
     released = _flag(record['steps'].get('release_export', {}).get('argv', []), '--out') if record else None
-    test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
+    test_a, test_b = (load_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
     chosen = require_record(test_record_path(run.dir), f'run test.py for {run.label()} first')['selection']
     training = training_record(run)
     rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES}, 'fp_rate': test_b['fp_rate'],
              'auc': test_a.get('auc'), 'training': training, 'chosen_step': chosen.get('step'),
              'map_mode': chosen['map_mode'], 'images_per_second': test_a['images_per_second'], 'file': released}]
     if run.method in opt.crf:
-        crf_a, crf_b = (_read_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
+        crf_a, crf_b = (load_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
         rows.append({'method': run.method + '+crf', 'run': run.name, 'scores': {k: crf_a[k] for k in SCORE_NAMES},
                      'fp_rate': crf_b['fp_rate'], 'auc': None, 'training': training,
                      'chosen_step': rows[0]['chosen_step'], 'map_mode': rows[0]['map_mode'],

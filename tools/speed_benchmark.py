@@ -44,6 +44,8 @@ from data.synthetic import make_phantom  # noqa: E402
 from models import create_model  # noqa: E402
 from options.base_options import NUM_THREADS_HELP, PRESETS, default_folder, str2bool  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
+from records.record_io import load_json  # noqa: E402
+from records.run_folder import run_folder, split_folder, summary_path  # noqa: E402
 from util.hardware import apply_hardware_options  # noqa: E402
 from util.machine import machine  # noqa: E402
 from util.progress import progress_bar  # noqa: E402
@@ -262,9 +264,8 @@ def val_dice(opt, name, root):
         code = run_script(argv)
         if code:
             raise SystemExit(f'speed benchmark: {argv[0]} of the {name} path stopped ({code})')
-    summary = os.path.join(root, opt.dataset, default_folder(opt.dataset), name, 'test', 'val', 'summary.json')
-    with open(summary) as handle:
-        return json.load(handle)['DI']
+    run = run_folder(root, opt.dataset, default_folder(opt.dataset), name)
+    return load_json(summary_path(split_folder(run, 'test', 'val')))['DI']
 
 
 def quality(opt):
