@@ -35,8 +35,9 @@ from reporting.html import write_run_report
 from evaluation.metrics import SCORE_NAMES, SegmentationScores, write_metrics_csv
 from reporting.overlay import draw_overlay
 from util.preflight import check_output_dir
-from records.record_io import (RecordError, crf_record_path, file_sha256, read_record, read_test_selection,
-                          test_record_path, write_record)
+from records.record_io import RecordError, file_sha256, read_record, read_test_selection, write_record
+from records.run_folder import (crf_record_path, image_folder, image_path, metrics_path, split_folder, stage_folder,
+                                summary_path, test_record_path, val_grid_path)
 from util.run_lock import RunLock
 
 DETECTION_NAMES = ('fp_rate', 'mean_area')
@@ -49,9 +50,10 @@ def _test_hint(opt):
             f'--folder {opt.folder}{weights} --name {opt.name})')
 
 
-def _require_probs(opt, test_root, split):
-    if not os.path.isdir(os.path.join(test_root, split, 'prob')):
-        raise SystemExit(f'error: {os.path.join(test_root, split, "prob")} not found: {_test_hint(opt)}')
+def _require_probs(opt, run, split):
+    prob_dir = image_folder(split_folder(run, 'test', split), 'prob')
+    if not os.path.isdir(prob_dir):
+        raise SystemExit(f'error: {prob_dir} not found: {_test_hint(opt)}')
 
 
 class SplitItem(NamedTuple):
@@ -64,7 +66,7 @@ class SplitItem(NamedTuple):
     gated: bool
 
 
-def split_items(opt, test_root, split, rule=None):
+def split_items(opt, run, split, rule=None):
     """[SplitItem] for every image of ``split``; for val, then those of the few-shot folder and the normal
     images (no label) held out of training that test.py's decision ``rule`` chose on too.
 
@@ -77,12 +79,12 @@ def split_items(opt, test_root, split, rule=None):
     pairs = list(files)
     if rule:
         pairs = selection_set(data_dir, pairs, rule.get('select_few'), **hold_out_spec(rule)).pairs()
-    prob_dir = os.path.join(test_root, split, 'prob')
-    gated = set(read_record(os.path.join(test_root, split, 'summary.json')).get('gated', []))
+    tested = split_folder(run, 'test', split)
+    gated = set(read_record(summary_path(tested)).get('gated', []))
     items = []
     for image, label in pairs:
         name = os.path.splitext(os.path.basename(image))[0]
-        items.append(SplitItem(name, image, label, os.path.join(prob_dir, name + '.png'), name in gated))
+        items.append(SplitItem(name, image, label, image_path(tested, 'prob', name), name in gated))
     missing = [item.prob for item in items if not os.path.isfile(item.prob)]
     if missing:
         raise SystemExit(f'error: {missing[0]} not found ({len(missing)} of {len(items)} {split} maps '
@@ -90,16 +92,16 @@ def split_items(opt, test_root, split, rule=None):
     return items
 
 
-def choose_params(opt, test_root, crf_root, rule):
+def choose_params(opt, run, rule):
     """(CRFParams, selection dict): given, searched on val, or stored with the weights test.py served
     (``rule``: test.py's recorded decision)."""
-    has_val = os.path.isdir(os.path.join(test_root, 'val'))
+    has_val = os.path.isdir(split_folder(run, 'test', 'val'))
     # test.py served a weights file's stored choices: its CRF goes with them, unless --rechoose True.
     serve_stored = rule.get('stored_in') and rule.get('crf') and not opt.rechoose
     if opt.crf_params is None and (serve_stored or not has_val):
         stored = rule.get('crf')
         if stored is None:
-            raise SystemExit(f'error: no {os.path.join(test_root, "val")} to choose CRF parameters on and no CRF '
+            raise SystemExit(f'error: no {split_folder(run, "test", "val")} to choose CRF parameters on and no CRF '
                              f'stored with the weights test.py used: pass --crf_params (e.g. alpha=2,sxy=40) '
                              f'or run test.py on a dataset with a val split')
         params = CRFParams.from_dict(stored)
@@ -108,16 +110,16 @@ def choose_params(opt, test_root, crf_root, rule):
     if not has_val:
         return opt.crf_params, {'crf': opt.crf_params.as_dict(), 'chosen_on': 'given',
                                 'val_DI_before': None, 'val_DI_after': None}
-    _require_probs(opt, test_root, 'val')
-    val_summary = read_record(os.path.join(test_root, 'val', 'summary.json'))
-    val = split_items(opt, test_root, 'val', rule)
+    _require_probs(opt, run, 'val')
+    val_summary = read_record(summary_path(split_folder(run, 'test', 'val')))
+    val = split_items(opt, run, 'val', rule)
     items = [(item.image, item.prob, item.label, item.gated) for item in val]
     if opt.crf_params:
         combos, digest = [opt.crf_params], None
         best, means, _, threshold_DI = search_params(items, combos, opt.num_workers)
     else:
         combos = param_grid(rule.get('postprocess', 'none'))
-        (best, means, _, threshold_DI), digest = grid_search(opt, crf_root, items, combos, val_summary)
+        (best, means, _, threshold_DI), digest = grid_search(opt, run, items, combos, val_summary)
     val_before = val_summary.get('DI', threshold_DI)
     few = rule.get('select_few', '')
     # A served rule ('stored') was not chosen here: its val maps are val's alone.
@@ -136,12 +138,12 @@ def choose_params(opt, test_root, crf_root, rule):
     return combos[best], selection
 
 
-def grid_search(opt, crf_root, items, combos, val_summary):
+def grid_search(opt, run, items, combos, val_summary):
     """(Search, its digest) of ``combos`` on ``items``: a search an earlier crf.py stored with the same digest
     (the same images, maps, labels, gate and grid: the same choice) in this run or another run of the data
     folder is reused, else it is run; either way written to crf/val_grid.json with its digest."""
     digest = search_digest(items, combos)
-    found, source = stored_search(os.path.dirname(crf_root), digest, combos)
+    found, source = stored_search(run, digest, combos)
     if found:
         print(f'CRF search: the same inputs (SHA-256 {digest[:12]}) were searched in {source}: reusing its choice')
     else:
@@ -149,7 +151,7 @@ def grid_search(opt, crf_root, items, combos, val_summary):
         pruned = int(np.isnan(found.means).sum())
         print(f'CRF search: {len(combos) - pruned} of {len(combos)} settings scored on every image, {pruned} '
               f'dropped once they could no longer win')
-    write_json_atomic(os.path.join(crf_root, 'val_grid.json'), {
+    write_json_atomic(val_grid_path(run), {
         'chosen': found.best, 'val_DI_before': val_summary.get('DI', found.before), 'threshold_DI': found.before,
         'inputs_sha256': digest,
         'grid': [{**c.as_dict(), 'DI': _number(m), **({'DI_at_most': float(b)} if np.isfinite(b) else {})}
@@ -165,8 +167,8 @@ def _number(value):
 def stored_search(run, digest, combos):
     """(Search, path of its val_grid.json) stored by crf.py in ``run`` or another run beside it with this
     ``digest`` and these ``combos``; (None, None) when there is none (damaged files are passed over)."""
-    paths = glob.glob(os.path.join(os.path.dirname(run), '*', 'crf', 'val_grid.json'))
-    own = os.path.join(run, 'crf', 'val_grid.json')
+    paths = glob.glob(val_grid_path(os.path.join(os.path.dirname(run), '*')))
+    own = val_grid_path(run)
     for path in sorted(paths, key=lambda p: p != own):
         try:
             grid = read_record(path)
@@ -185,12 +187,12 @@ def stored_search(run, digest, combos):
     return None, None
 
 
-def _test_mask(test_root, split, name):
+def _test_mask(run, split, name):
     """test.py's mask of one image (its p >= 0.5 when the masks folder is absent)."""
-    path = os.path.join(test_root, split, 'masks', name + '.png')
+    path = image_path(split_folder(run, 'test', split), 'masks', name)
     if os.path.isfile(path):
         return read_mask(path)
-    return read_prob(os.path.join(test_root, split, 'prob', name + '.png')) >= 0.5
+    return read_prob(image_path(split_folder(run, 'test', split), 'prob', name)) >= 0.5
 
 
 def _detection(masks):
@@ -199,21 +201,21 @@ def _detection(masks):
             'mean_area': float(np.mean([m.mean() for m in masks]))}
 
 
-def _before(test_root, split, items):
+def _before(run, split, items):
     """test.py's figures for the split: the five means (labelled) or the detection figures (testB)."""
     if split == 'testB':
-        return _detection([_test_mask(test_root, split, item.name) for item in items])
-    summary = read_record(os.path.join(test_root, split, 'summary.json'))
+        return _detection([_test_mask(run, split, item.name) for item in items])
+    summary = read_record(summary_path(split_folder(run, 'test', split)))
     if all(k in summary for k in SCORE_NAMES):
         return {k: summary[k] for k in SCORE_NAMES}
     scores = SegmentationScores()
     for item in items:
-        mask = _test_mask(test_root, split, item.name)
+        mask = _test_mask(run, split, item.name)
         scores.add(item.name, mask, read_mask(item.label) if item.label else np.zeros_like(mask))
     return scores.mean()
 
 
-def refine_split(opt, test_root, crf_root, split, items, params, selection):
+def refine_split(opt, run, split, items, params, selection):
     """Refine one split's ``items`` (``split_items``) with ``params``, write its outputs and return its summary
     dict; an image test.py's gate emptied keeps its empty mask.
 
@@ -226,29 +228,29 @@ def refine_split(opt, test_root, crf_root, split, items, params, selection):
     masks = refine_ungated([(item.image, item.prob) for item in items], [item.gated for item in items],
                            lambda todo: refine_many(todo, params, opt.num_workers, desc=f'CRF {split}'))
     seconds = time.perf_counter() - start
-    out_dir = os.path.join(crf_root, split)
+    out_dir = split_folder(run, 'crf', split)
     scores = SegmentationScores(surface=True)
     for item, mask in zip(items, masks):
         gt = read_mask(item.label) if item.label else None
-        write_png_atomic(os.path.join(out_dir, 'masks', item.name + '.png'), mask.astype(np.uint8) * 255)
-        write_png_atomic(os.path.join(out_dir, 'overlays', item.name + '.png'),
+        write_png_atomic(image_path(out_dir, 'masks', item.name), mask.astype(np.uint8) * 255)
+        write_png_atomic(image_path(out_dir, 'overlays', item.name),
                          draw_overlay(read_image(item.image), mask, gt))
         scores.add(item.name, mask, np.zeros_like(mask) if gt is None else gt)
-    write_metrics_csv(os.path.join(out_dir, 'metrics.csv'), scores.rows())
+    write_metrics_csv(metrics_path(out_dir), scores.rows())
     if split == 'testB':
         figures = {'n_images': len(items), **_detection(masks)}
     else:
         figures = scores.summary()
-    summary = {**figures, 'before': _before(test_root, split, items), 'selection': selection,
+    summary = {**figures, 'before': _before(run, split, items), 'selection': selection,
                'images_per_second': len(items) / max(seconds, 1e-9), 'command': opt.command_line}
-    write_json_atomic(os.path.join(out_dir, 'summary.json'), summary)
+    write_json_atomic(summary_path(out_dir), summary)
     return summary
 
 
-def splits_to_refine(opt, test_root):
+def splits_to_refine(opt, run):
     """--splits, with val first whenever test.py wrote its maps: the console table and the report then show
     val's figures before and after the CRF beside the test splits'."""
-    has_val = os.path.isdir(os.path.join(test_root, 'val', 'prob'))
+    has_val = os.path.isdir(image_folder(split_folder(run, 'test', 'val'), 'prob'))
     return (['val'] if has_val else []) + [split for split in opt.splits if split != 'val']
 
 
@@ -268,30 +270,29 @@ def main(argv=None):
     summaries of the splits."""
     opt = CRFOptions().parse(argv)
     run = run_dir(opt)
-    check_output_dir(os.path.join(run, 'crf'))
+    check_output_dir(stage_folder(run, 'crf'))
     with RunLock(run, 'crf.py'), exit_on_full_disk('run crf.py again'):
         return refine_run(opt, run)
 
 
 def refine_run(opt, run):
     """Choose the CRF parameters, refine and score each split of ``run``; returns their summaries."""
-    test_root, crf_root = os.path.join(run, 'test'), os.path.join(run, 'crf')
     for split in opt.splits:
-        _require_probs(opt, test_root, split)
+        _require_probs(opt, run, split)
     rule = read_test_selection(test_record_path(run), _test_hint(opt))
     print(format_options(opt))
     try:
         # Every split's files are checked before anything is written: bad input leaves earlier outputs as they were.
-        items = {split: split_items(opt, test_root, split, rule if split == 'val' else None)
-                 for split in splits_to_refine(opt, test_root)}
-        params, selection = choose_params(opt, test_root, crf_root, rule)
+        items = {split: split_items(opt, run, split, rule if split == 'val' else None)
+                 for split in splits_to_refine(opt, run)}
+        params, selection = choose_params(opt, run, rule)
         write_record(crf_record_path(run), {'selection': selection,
                                             'test_record_sha256': file_sha256(test_record_path(run))},
                      opt.command_line)
         print(f"CRF parameters ({selection['chosen_on']}): {params.as_dict()}"
               + (f"; val DI {selection['val_DI_before']:.4f} -> {selection['val_DI_after']:.4f}"
                  if selection['val_DI_after'] is not None else ''))
-        summaries = {split: refine_split(opt, test_root, crf_root, split, split_list, params, selection)
+        summaries = {split: refine_split(opt, run, split, split_list, params, selection)
                      for split, split_list in items.items()}
     except LayoutError as err:
         hint = '\n(use --skip_bad_images True to go on without the listed files)' if err.skippable else ''
@@ -301,7 +302,7 @@ def refine_run(opt, run):
     print(format_table(summaries))
     report = write_run_report(run)
     speed = np.mean([s['images_per_second'] for s in summaries.values()])
-    print(f'CRF outputs in {crf_root}/<split>/ (masks, overlays, metrics.csv, summary.json); '
+    print(f'CRF outputs in {stage_folder(run, "crf")}/<split>/ (masks, overlays, metrics.csv, summary.json); '
           f'{speed:.1f} images/s with {opt.num_workers} workers')
     print(f'report updated with the CRF results: {report}')
     return summaries

@@ -47,7 +47,10 @@ from evaluation.release_rules import ROUND_RULE, best_round
 from reporting.pipeline_report import check_readme, update_readme
 from util.preflight import check_output_dir
 from workflow.recipe import RecipeError, check_step_flags, read_recipe, recipe_relative, step_flags
-from records.record_io import RecordError, crf_record_path, read_record, test_record_path
+from records.record_io import RecordError, read_record
+from records.run_folder import (checkpoints_folder, crf_record_path, pipeline_file, pipeline_record_path,
+                                pipeline_run_name, pipeline_snapshot_path, pseudo_folder, run_folder, run_in,
+                                runs_folder, stage_folder, test_record_path)
 from util.run_lock import RunLock
 from workflow.run_script import run_script
 from workflow.step_runner import Step, StepRunner, stops_cleanly
@@ -58,19 +61,19 @@ class Pipeline:
         self.args, self.recipe = args, recipe
         self.settings = recipe['pipeline']
         self.seed = args.seed if args.seed is not None else self.settings['seed']
-        self.root = os.path.join(args.result_dir, args.dataset, args.folder)
-        self.folder = os.path.join(self.root, args.name)
+        self.root = runs_folder(args.result_dir, args.dataset, args.folder)
+        self.folder = run_in(self.root, args.name)
         self.data_dir = os.path.join(args.dataroot, args.dataset, args.folder)
-        self.record = PipelineRecord(os.path.join(self.folder, 'pipeline.json'))
+        self.record = PipelineRecord(pipeline_record_path(self.folder))
         # Every step also reads the dataset folder: its digest, once it exists (run).
         self.runner = StepRunner(self.record, run_script, context={'dataset': None})
         self.planned = None  # while planning (plan): the steps, which are listed instead of run
 
     def run_name(self, suffix):
-        return f'{self.args.name}_{suffix}'
+        return pipeline_run_name(self.args.name, suffix)
 
     def run_folder(self, suffix):
-        return os.path.join(self.root, self.run_name(suffix))
+        return run_in(self.root, self.run_name(suffix))
 
     def common(self, suffix, section):
         """The words every step of run ``suffix`` starts with: data, run, seed, then the recipe's flags."""
@@ -103,23 +106,21 @@ class Pipeline:
         few = self.select_few() if suffix == 'stage1' else []
         # --rechoose: the files the pipeline tests (stage-1 file, cascade.pt) store choices, made anew here on val.
         source = ['--weights', weights, '--rechoose', 'True'] if weights else []
-        checkpoints = weights or os.path.join(folder, 'checkpoints')
+        checkpoints = weights or checkpoints_folder(folder)
+        tested, refined = stage_folder(folder, 'test'), stage_folder(folder, 'crf')
         self.execute(Step(f'{suffix}_test', ['test.py', *self.common(suffix, 'test'), '--splits', splits,
                                              *source, *few],
-                          inputs=[checkpoints], outputs=[os.path.join(folder, 'test')],
-                          clears=[os.path.join(folder, 'test')], section='test'))
+                          inputs=[checkpoints], outputs=[tested], clears=[tested], section='test'))
         self.execute(Step(f'{suffix}_crf', ['crf.py', *self.common(suffix, 'crf'), '--splits', splits, *source],
-                          inputs=[os.path.join(folder, 'test')], outputs=[os.path.join(folder, 'crf')],
-                          clears=[os.path.join(folder, 'crf')], section='crf'))
+                          inputs=[tested], outputs=[refined], clears=[refined], section='crf'))
 
     def pseudo(self, suffix, weights=None):
         folder = self.run_folder(suffix)
         source = ['--weights', weights] if weights else []
         self.execute(Step(f'{suffix}_pseudo', ['pseudo.py', *self.common(suffix, 'pseudo'), *source],
-                          inputs=[weights or os.path.join(folder, 'checkpoints'), test_record_path(folder),
+                          inputs=[weights or checkpoints_folder(folder), test_record_path(folder),
                                   crf_record_path(folder)],
-                          outputs=[os.path.join(folder, 'pseudo')], clears=[os.path.join(folder, 'pseudo')],
-                          section='pseudo'))
+                          outputs=[pseudo_folder(folder)], clears=[pseudo_folder(folder)], section='pseudo'))
 
     def export(self, name, run, out, extra=(), inputs=()):
         self.execute(Step(name, ['-m', 'tools.export_weights', '--run', run, '--out', out, *extra],
@@ -137,11 +138,11 @@ class Pipeline:
             self.pseudo('stage1', weights=from_file)
             return from_file
         folder = self.run_folder('stage1')
-        checkpoints = os.path.join(folder, 'checkpoints')
+        checkpoints = checkpoints_folder(folder)
         self.execute(Step('stage1', ['train.py', *self.common('stage1', 'stage1')], inputs=[],
                           outputs=[checkpoints], clears=[folder], trains=True, section='stage1'))
         self.test_crf('stage1')
-        stage1_file = os.path.join(self.folder, 'stage1.pt')
+        stage1_file = pipeline_file(self.folder, 'stage1')
         self.export('stage1_export', folder, stage1_file, inputs=[checkpoints])
         self.pseudo('stage1')
         return stage1_file
@@ -157,8 +158,8 @@ class Pipeline:
                 self.pseudo(previous)
             self.execute(Step(f'{suffix}_train', ['train.py', *self.common(suffix, 'stage2'), '--stage', '2',
                                                   '--pseudo', self.run_name(previous), *held_out],
-                              inputs=[os.path.join(self.run_folder(previous), 'pseudo')],
-                              outputs=[os.path.join(folder, 'checkpoints')], clears=[folder], trains=True,
+                              inputs=[pseudo_folder(self.run_folder(previous))],
+                              outputs=[checkpoints_folder(folder)], clears=[folder], trains=True,
                               section='stage2'))
             self.test_crf(suffix)
             previous = suffix
@@ -184,12 +185,12 @@ class Pipeline:
         return suffixes[best]
 
     def release(self, stage1_file, best):
-        cascade = os.path.join(self.folder, 'cascade.pt')
+        cascade = pipeline_file(self.folder, 'cascade')
         best_folder = self.run_folder(best)
         self.export('cascade', best_folder, cascade, ['--generator', stage1_file],
-                    inputs=[os.path.join(best_folder, 'checkpoints'), stage1_file])
+                    inputs=[checkpoints_folder(best_folder), stage1_file])
         self.test_crf('release', weights=cascade, splits='val,testA,testB')
-        snapshot = os.path.join(self.folder, 'steps.json')
+        snapshot = pipeline_snapshot_path(self.folder)
         if self.planned is None:
             self.write_snapshot(snapshot)
         self.export('release_export', self.run_folder('release'), self.args.out, ['--pipeline', snapshot],
@@ -302,7 +303,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.folder = args.folder or default_folder(args.dataset)
     check_folder_names(parser, args)
-    args.out = args.out or os.path.join(args.result_dir, args.dataset, args.folder, args.name, 'release.pt')
+    args.out = args.out or pipeline_file(run_folder(args.result_dir, args.dataset, args.folder, args.name), 'release')
     if args.readme:
         check_readme(args.readme)  # now, not after hours of steps
     args.command = 'pipeline.py ' + ' '.join(sys.argv[1:] if argv is None else argv)

@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from data.image_io import read_mask, write_json_atomic, write_png_atomic
 from data.layout import LayoutError, check_training_layout
-from data.pseudo_dataset import PSEUDO_FOLDER, few_shot_items, mask_paths
+from data.pseudo_dataset import few_shot_items
 from data.synthetic import make_demo_if_missing
 from models.weights_file import load_model, read_state, stored_selection
 from options.base_options import loader_args, run_dir
@@ -41,8 +41,9 @@ from util.hardware import apply_hardware_options
 from evaluation.inference import predict_split
 from evaluation.metrics import SegmentationScores
 from util.preflight import check_output_dir
-from records.record_io import (crf_record_path, file_sha256, read_crf_selection, read_test_selection, require_record,
-                          test_record_path)
+from records.record_io import file_sha256, read_crf_selection, read_test_selection, require_record
+from records.run_folder import (crf_record_path, pseudo_folder, pseudo_mask_paths, pseudo_prob_path, summary_path,
+                                test_record_path)
 from util.run_lock import RunLock
 from evaluation.selection import apply_rule, gate_rejects
 
@@ -98,7 +99,7 @@ def write_probabilities(model, rule, paths, pseudo_dir, opt):
                               **loader_args(opt))
         for item in items:
             _, calibrated = apply_rule(rule, item['maps'][rule['map_mode']], item['score'])
-            path = os.path.join(pseudo_dir, 'A', 'prob', item['name'] + '.png')
+            path = pseudo_prob_path(pseudo_dir, item['name'])
             write_png_atomic(path, np.round(calibrated * 65535).astype(np.uint16))
             prob_paths.append(path)
             if gate_rejects(rule, item['score']):
@@ -125,7 +126,7 @@ def main(argv=None):
     """Parse ``argv`` (default sys.argv[1:]) and write the run's pseudo-masks, holding the run folder."""
     opt = PseudoOptions().parse(argv)
     folder = run_dir(opt)
-    check_output_dir(os.path.join(folder, PSEUDO_FOLDER))
+    check_output_dir(pseudo_folder(folder))
     with RunLock(folder, 'pseudo.py'), exit_on_full_disk('run pseudo.py again'):
         write_pseudo_masks(opt, folder)
 
@@ -143,7 +144,7 @@ def write_pseudo_masks(opt, folder):
     rule, params = recorded_choices(opt, folder)
     # The chosen map's stage alone: its image-level score is the one the gate was chosen on.
     model = load_model(opt, rule['checkpoint'], serve_map=rule['map_mode'])
-    pseudo_dir = os.path.join(folder, PSEUDO_FOLDER)
+    pseudo_dir = pseudo_folder(folder)
     print(f"rule of {opt.name}: map {rule['map_mode']} {rule['binarize']} {rule['threshold']} {rule['postprocess']}; "
           f'CRF {params.as_dict()}')
 
@@ -153,7 +154,7 @@ def write_pseudo_masks(opt, folder):
                            lambda todo: refine_many(todo, params, opt.crf_workers, desc='CRF pseudo-masks'))
     areas, dropped = [], 0
     for path, mask in zip(files.paths_A, masks):
-        mask_path, confidence_path = mask_paths(pseudo_dir, 'A', path)
+        mask_path, confidence_path = pseudo_mask_paths(pseudo_dir, 'A', path)
         confidence = boundary_confidence(mask, opt.boundary_band * max(mask.shape))
         write_png_atomic(mask_path, mask.astype(np.uint8) * 255)
         write_png_atomic(confidence_path, np.round(confidence * 255).astype(np.uint8))
@@ -162,14 +163,14 @@ def write_pseudo_masks(opt, folder):
     for path in files.paths_B:
         with Image.open(path) as img:
             width, height = img.size
-        write_png_atomic(mask_paths(pseudo_dir, 'B', path)[0], np.zeros((height, width), np.uint8))
+        write_png_atomic(pseudo_mask_paths(pseudo_dir, 'B', path)[0], np.zeros((height, width), np.uint8))
 
     summary = {'n_A': len(files.paths_A), 'n_B': len(files.paths_B), 'n_A_empty_ignored': dropped,
                'n_A_gated': len(gated),
                'mean_area_A': float(np.mean(areas)), 'selection': rule, 'crf': params.as_dict(),
                'boundary_band': opt.boundary_band, 'few_sample_check': few_shot_check(data_dir, files.paths_A, masks),
                'command': opt.command_line}
-    write_json_atomic(os.path.join(pseudo_dir, 'summary.json'), summary)
+    write_json_atomic(summary_path(pseudo_dir), summary)
     check = summary['few_sample_check']
     print(f"pseudo-masks: {len(files.paths_A)} A ({dropped} empty, ignored), {len(files.paths_B)} B (empty); "
           f"mean A area {summary['mean_area_A']:.3f}"

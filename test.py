@@ -29,7 +29,8 @@ from models import find_model_class
 from models.weights_file import build_model, check_dataset, load_model, read_state, serving_state, stored_choices
 from options.base_options import loader_args, run_dir
 from options.test_options import TestOptions
-from records.run_folder import list_checkpoints
+from records.run_folder import (checkpoints_folder, image_path, list_checkpoints, metrics_path, split_folder,
+                                stage_folder, summary_path, test_record_path)
 from util.full_disk import exit_on_full_disk
 from evaluation.gate import choose_gate
 from util.hardware import apply_hardware_options
@@ -39,7 +40,7 @@ from evaluation.metrics import SegmentationScores, roc_auc, write_metrics_csv
 from reporting.overlay import draw_overlay
 from util.preflight import check_output_dir
 from records.record_io import (TEST_SELECTION_REQUIRED, TEST_SELECTION_TYPES, RecordError, read_record,
-                               selection_problem, test_record_path, write_record)
+                               selection_problem, write_record)
 from util.run_lock import RunLock
 from evaluation.selection import apply_rule, gate_rejects, select, select_fixed_rule, served_selection
 
@@ -55,14 +56,14 @@ def sources(opt, folder):
         return [(state.get('step', 0), opt.weights)]
     found = list_checkpoints(folder)
     if not found:
-        raise SystemExit(f'error: no checkpoint in {folder}/checkpoints; train first '
+        raise SystemExit(f'error: no checkpoint in {checkpoints_folder(folder)}; train first '
                          f'(python train.py ... --name {opt.name}) or pass --weights FILE')
     if opt.which_iter == 'latest':
         return found[-1:]
     if opt.which_iter != 'all':
         chosen = [entry for entry in found if entry[0] == int(opt.which_iter)]
         if not chosen:
-            raise SystemExit(f'error: no checkpoint for step {opt.which_iter} in {folder}/checkpoints; '
+            raise SystemExit(f'error: no checkpoint for step {opt.which_iter} in {checkpoints_folder(folder)}; '
                              f'available: {", ".join(str(s) for s, _ in found)}')
         return chosen
     return found
@@ -259,20 +260,19 @@ def write_split(items, rule, out_dir, opt, elapsed):
         name = item['name']
         if gate_rejects(rule, item['score']):
             gated.append(name)
-        write_png_atomic(os.path.join(out_dir, 'prob', name + '.png'),
-                         np.round(calibrated * 65535).astype(np.uint16))
-        write_png_atomic(os.path.join(out_dir, 'masks', name + '.png'), mask.astype(np.uint8) * 255)
-        write_png_atomic(os.path.join(out_dir, 'overlays', name + '.png'), draw_overlay(item['raw'], mask, item['gt']))
+        write_png_atomic(image_path(out_dir, 'prob', name), np.round(calibrated * 65535).astype(np.uint16))
+        write_png_atomic(image_path(out_dir, 'masks', name), mask.astype(np.uint8) * 255)
+        write_png_atomic(image_path(out_dir, 'overlays', name), draw_overlay(item['raw'], mask, item['gt']))
         for folder, visual in (('translation', 'translated'), ('cam', 'heatmap')):
             if visual in item:  # not every model has them (cam: no translation; otsu: neither)
-                write_png_atomic(os.path.join(out_dir, folder, name + '.png'), item[visual])
+                write_png_atomic(image_path(out_dir, folder, name), item[visual])
         areas.append(float(mask.mean()))
         if item['gt'] is not None:
             scores.add(name, mask, item['gt'])
     summary = {'n_images': len(items), 'images_per_second': len(items) / max(elapsed, 1e-9)}
     if len(scores):
         summary.update(scores.summary())
-        write_metrics_csv(os.path.join(out_dir, 'metrics.csv'), scores.rows())
+        write_metrics_csv(metrics_path(out_dir), scores.rows())
     else:
         summary.update(fp_rate=float(np.mean([a > 0 for a in areas])), mean_area=float(np.mean(areas)))
     if rule.get('gate'):
@@ -284,7 +284,7 @@ def write_split(items, rule, out_dir, opt, elapsed):
 def main(argv=None):
     """Parse ``argv`` (default sys.argv[1:]) and test, holding the run folder."""
     opt = TestOptions().parse(argv)
-    check_output_dir(os.path.join(run_dir(opt), 'test'))
+    check_output_dir(stage_folder(run_dir(opt), 'test'))
     with RunLock(run_dir(opt), 'test.py'), exit_on_full_disk('run test.py again'):
         evaluate(opt)
 
@@ -319,7 +319,7 @@ def evaluate(opt):
                                         **hold_out_spec(rule)) if split == 'val' else (pairs, []))
         started = time.time()
         items = selection_items(model, pairs, normals, opt, split, keep_visuals=True)
-        summary = write_split(items, rule, os.path.join(folder, 'test', split), opt, time.time() - started)
+        summary = write_split(items, rule, split_folder(folder, 'test', split), opt, time.time() - started)
         summaries[split] = summary
         if all(item['score'] is not None for item in items):
             scores[split] = [item['score'] for item in items]
@@ -327,10 +327,10 @@ def evaluate(opt):
         summaries['testA']['auc'] = roc_auc(scores['testA'] + scores['testB'],
                                             [1] * len(scores['testA']) + [0] * len(scores['testB']))
     for split, summary in summaries.items():
-        write_json_atomic(os.path.join(folder, 'test', split, 'summary.json'), summary)
+        write_json_atomic(summary_path(split_folder(folder, 'test', split)), summary)
     report = write_run_report(folder)
     print(format_table(summaries))
-    print(f'outputs in {folder}/test/; report {report}')
+    print(f"outputs in {stage_folder(folder, 'test')}/; report {report}")
 
 
 def format_table(summaries):

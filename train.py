@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data.image_io import write_text_atomic
 from data.layout import LayoutError, check_training_layout, few_shot_pairs, held_out_normals, hold_out_spec
-from data.pseudo_dataset import PSEUDO_FOLDER, PseudoMaskDataset, few_shot_items, pseudo_items
+from data.pseudo_dataset import MaskedImage, PseudoMaskDataset, few_shot_items
 from data.step_sampler import SeededItems, StepSampler
 from data.synthetic import make_demo_if_missing
 from data.weak_dataset import WeakImageDataset
@@ -37,7 +37,8 @@ from models.base_model import CheckpointError
 from options.base_options import format_options, run_dir
 from options.train_options import TrainOptions
 from util import distributed
-from records.run_folder import checkpoint_path, list_checkpoints
+from records.run_folder import (checkpoint_path, checkpoints_folder, list_checkpoints, loss_log, options_file,
+                                pseudo_folder, pseudo_mask_paths, samples_folder)
 from util.full_disk import OUT_OF_SPACE, exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.machine import machine
@@ -64,6 +65,20 @@ def _leave_process_group(_worker_id):
     os.setpgid(0, 0)
 
 
+def pseudo_items(pseudo_dir, paths, domain):
+    """MaskedImage of every training image of ``domain`` with the pseudo-mask pseudo.py wrote for it; SystemExit
+    naming the missing files (all at once) when pseudo.py has not written them."""
+    items, missing = [], []
+    for path in paths:
+        mask, confidence = pseudo_mask_paths(pseudo_dir, domain, path)
+        missing += [p for p in (mask, confidence) if p and not os.path.isfile(p)]
+        items.append(MaskedImage(path, mask, confidence))
+    if missing:
+        raise SystemExit(f'error: {len(missing)} pseudo-mask file(s) missing in {pseudo_dir}, e.g. {missing[0]}; '
+                         f'run pseudo.py for the stage-1 run first (see README, "Stage 2")')
+    return items
+
+
 def training_datasets(opt, files):
     """(lesion, normal) datasets: the weak-label folders (stage 1), or their stage-1 pseudo-masks plus
     the optional few-shot labelled images (stage 2)."""
@@ -73,7 +88,7 @@ def training_datasets(opt, files):
                                  rot90=opt.rot90, degrade=opt.degrade_A, degrade_range=opt.degrade_range),
                 WeakImageDataset(files.paths_B, opt.img_size, opt.img_ch, augment=True, jitter=opt.jitter,
                                  rot90=opt.rot90))
-    pseudo_dir = os.path.join(run_dir(opt, opt.pseudo), PSEUDO_FOLDER)
+    pseudo_dir = pseudo_folder(run_dir(opt, opt.pseudo))
     folder_dir = os.path.join(opt.dataroot, opt.dataset, opt.folder)
     paths_A = files.paths_A
     if opt.select_few:  # held out for test.py's choices, so they must not be learned from
@@ -160,14 +175,14 @@ def start_fresh(folder, overwrite):
     if not found:
         return
     if not overwrite:
-        raise SystemExit(f'error: {folder}/checkpoints holds {len(found)} checkpoint(s) of an earlier run (last '
-                         f'step {found[-1][0]}); continue it with --resume True, start it again with --overwrite '
+        raise SystemExit(f'error: {checkpoints_folder(folder)} holds {len(found)} checkpoint(s) of an earlier run '
+                         f'(last step {found[-1][0]}); continue it with --resume True, start it again with --overwrite '
                          f'True (deletes them), or pass another --name')
     for _, path in found:
         os.remove(path)
-    if os.path.exists(os.path.join(folder, 'loss_log.csv')):
-        os.remove(os.path.join(folder, 'loss_log.csv'))
-    shutil.rmtree(os.path.join(folder, 'samples'), ignore_errors=True)
+    if os.path.exists(loss_log(folder)):
+        os.remove(loss_log(folder))
+    shutil.rmtree(samples_folder(folder), ignore_errors=True)
     print(f'--overwrite True: deleted the {len(found)} checkpoint(s), loss log and samples of the earlier run '
           f'in {folder}')
 
@@ -186,7 +201,7 @@ def resume(model, folder):
         model.prior_train_seconds = state.get('train_seconds', 0.0)
         print(f'resumed from {path} (step {step})')
         return step + 1
-    print(f'no checkpoint in {folder}/checkpoints; starting from step 1')
+    print(f'no checkpoint in {checkpoints_folder(folder)}; starting from step 1')
     return 1
 
 
@@ -312,7 +327,7 @@ def train(opt, lock):
         return 0
     if main_rank:
         # Only now: a refused resume leaves the run's opt.txt as it was.
-        write_text_atomic(os.path.join(folder, 'opt.txt'), options_text + '\n')
+        write_text_atomic(options_file(folder), options_text + '\n')
     if distributed.is_distributed():
         model.wrap_distributed(distributed.wrap)
     dataset_A, dataset_B = training_datasets(opt, files)
@@ -391,8 +406,8 @@ def train(opt, lock):
     distributed.barrier()
     if main_rank:
         minutes = (time.time() - started) / 60
-        print(f'done: {opt.iteration} steps in {minutes:.1f} min; checkpoints in {folder}/checkpoints, '
-              f'losses in {folder}/loss_log.csv, samples in {folder}/samples')
+        print(f'done: {opt.iteration} steps in {minutes:.1f} min; checkpoints in {checkpoints_folder(folder)}, '
+              f'losses in {loss_log(folder)}, samples in {samples_folder(folder)}')
     return 0
 
 

@@ -2,10 +2,10 @@
 
 pseudo.py writes, under a stage-1 run folder, ``pseudo/A/masks/NAME.png`` and
 ``pseudo/A/confidence/NAME.png`` for every lesion (A) training image and ``pseudo/B/masks/NAME.png``
-(empty) for every normal (B) one. The few-shot folder (``few_sample/<name>/A`` images,
+(empty) for every normal (B) one (records/run_folder.py names them; train.py lists them as MaskedImage).
+The few-shot folder (``few_sample/<name>/A`` images,
 ``few_sample/<name>/B/NAME_segmentation.png`` masks) adds labelled images with full confidence.
 """
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,9 +18,6 @@ from data.image_io import ImageReadError, read_image, read_mask
 from data.layout import few_shot_pairs
 from data.weak_dataset import WeakImageDataset, resize_square, to_float_tensor
 
-PSEUDO_FOLDER = 'pseudo'
-
-
 @dataclass(frozen=True)
 class MaskedImage:
     """One training image: its mask file, its confidence file (None: every pixel certain) and the weight
@@ -29,27 +26,6 @@ class MaskedImage:
     mask: str
     confidence: Optional[str] = None
     weight: float = 1.0
-
-
-def mask_paths(pseudo_dir, domain, image_path):
-    """(mask, confidence) paths pseudo.py writes for ``image_path`` of ``domain`` ('A' or 'B')."""
-    name = os.path.splitext(os.path.basename(image_path))[0] + '.png'
-    return (os.path.join(pseudo_dir, domain, 'masks', name),
-            os.path.join(pseudo_dir, domain, 'confidence', name) if domain == 'A' else None)
-
-
-def pseudo_items(pseudo_dir, paths, domain):
-    """MaskedImage of every training image of ``domain``; SystemExit naming the missing files (all at
-    once) when pseudo.py has not written them."""
-    items, missing = [], []
-    for path in paths:
-        mask, confidence = mask_paths(pseudo_dir, domain, path)
-        missing += [p for p in (mask, confidence) if p and not os.path.isfile(p)]
-        items.append(MaskedImage(path, mask, confidence))
-    if missing:
-        raise SystemExit(f'error: {len(missing)} pseudo-mask file(s) missing in {pseudo_dir}, e.g. {missing[0]}; '
-                         f'run pseudo.py for the stage-1 run first (see README, "Stage 2")')
-    return items
 
 
 def few_shot_items(folder_dir, name, weight):

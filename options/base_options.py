@@ -11,6 +11,7 @@ import sys
 import torch
 
 from models import model_names
+from records.run_folder import run_folder
 
 from .command_line import effective_argv
 
@@ -291,7 +292,7 @@ def default_folder(dataset):
 def run_dir(opt, name=None):
     """<result_dir>/<dataset>/<folder>/<name>: the folder of everything a run writes (of run ``name``
     beside it when given, e.g. the stage-1 run a stage-2 run reads its pseudo-masks from)."""
-    return os.path.join(opt.result_dir, opt.dataset, opt.folder, name or opt.name)
+    return run_folder(opt.result_dir, opt.dataset, opt.folder, name or opt.name)
 
 
 def format_options(opt):

@@ -1,4 +1,5 @@
-"""<run>/pipeline.json: what each pipeline step ran, on which inputs, and what it wrote.
+"""<run>/pipeline.json (run_folder.pipeline_record_path): what each pipeline step ran, on which inputs, and
+what it wrote.
 
 A step is up to date when its recorded command and input digests equal the planned ones and its
 outputs still have the recorded digests (whole, not edited since). Digests are SHA-256 of a file's
@@ -7,16 +8,16 @@ current step graph alone (what its released file records); 'superseded' the reco
 graph had (more rounds, stage 1 trained instead of read from a file), which come back if the step does.
 """
 import hashlib
-import json
 import os
 import subprocess
+from typing import List, Optional
 
 from data.image_io import write_json_atomic
 
-from .record_io import file_sha256
+from .record_io import file_sha256, load_json
 
 
-def digest(path):
+def digest(path: str) -> Optional[str]:
     """SHA-256 of a file, of a folder (paths and contents of every file below it), or None when
     ``path`` does not exist."""
     if os.path.isfile(path):
@@ -32,7 +33,7 @@ def digest(path):
     return hashlib.sha256('\n'.join(lines).encode()).hexdigest()
 
 
-def current_commit():
+def current_commit() -> str:
     """The repository's commit (with '+changes' when the work tree differs from it), or 'unknown'."""
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, check=True).stdout.strip()
@@ -66,8 +67,7 @@ def _problem(data):
 def _load(path):
     """pipeline.json at ``path``; exit with one line naming it when it is damaged or not a record."""
     try:
-        with open(path, encoding='utf-8') as handle:
-            data = json.load(handle)
+        data = load_json(path)
         problem = _problem(data)
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         problem = f'not JSON: {error}'
@@ -81,7 +81,7 @@ class PipelineRecord:
     """The steps' records of one pipeline run folder, saved atomically after every change. With ``base`` the
     paths it records are relative to that folder (a folder copied or moved with its record stays up to date)."""
 
-    def __init__(self, path, base=None):
+    def __init__(self, path: str, base: str | None = None):
         self.path, self.base = path, base
         self.data = _load(path) if os.path.isfile(path) else {'steps': {}}
 
@@ -93,13 +93,13 @@ class PipelineRecord:
         return os.path.join(self.base, key) if self.base else key
 
     @property
-    def steps(self):
+    def steps(self) -> dict:
         return self.data['steps']
 
-    def save(self):
+    def save(self) -> None:
         write_json_atomic(self.path, self.data)
 
-    def keep_only(self, names):
+    def keep_only(self, names: List[str]) -> None:
         """Make 'steps' the records of ``names`` (the step graph of this run, in its order) that exist: the
         others move to 'superseded', and a superseded record of a name in ``names`` comes back."""
         superseded = self.data.get('superseded', {})
@@ -113,7 +113,7 @@ class PipelineRecord:
             self.data = new
             self.save()
 
-    def is_current(self, name, plan):
+    def is_current(self, name: str, plan: dict) -> bool:
         """True when step ``name`` finished with exactly ``plan`` (argv and input digests) and its
         outputs are as it left them."""
         old = self.steps.get(name)
@@ -123,7 +123,7 @@ class PipelineRecord:
             return False
         return all(digest(self.locate(key)) == value for key, value in old['outputs'].items())
 
-    def was_interrupted(self, name, plan):
+    def was_interrupted(self, name: str, plan: dict) -> bool:
         """True when step ``name`` started with exactly ``plan`` and did not finish (resumable)."""
         old = self.steps.get(name)
         return bool(old) and old.get('status') == 'started' and old['argv'] == plan['argv'] \

@@ -8,16 +8,18 @@ event, appended and flushed: ``started`` before a file's outputs are written, ``
 predictions.csv row after. A kill leaves at most a torn last line, which is ignored; an output recorded as
 ``started`` with the same key is this command's own half-done work, redone without --overwrite.
 """
+import argparse
 import hashlib
 import json
 import os
+from typing import Optional
 
 MANIFEST = 'predict_manifest.jsonl'
 # Flags that change a mask; the rest (speed, which extra outputs, labels) do not.
 KEY_FLAGS = ('crf', 'largest_3d', 'min_brain_frac')
 
 
-def file_key(input_digest, weights_digest, opt):
+def file_key(input_digest: str, weights_digest: str, opt: argparse.Namespace) -> str:
     """What a finished file's outputs were made from: its input's and the weights' bytes, the KEY_FLAGS."""
     made_from = {'input': input_digest, 'weights': weights_digest, **{flag: getattr(opt, flag) for flag in KEY_FLAGS}}
     return hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:32]
@@ -26,7 +28,7 @@ def file_key(input_digest, weights_digest, opt):
 class Manifest:
     """The records of folder ``folder``; ``fresh`` (--overwrite) forgets those of earlier runs."""
 
-    def __init__(self, folder, fresh):
+    def __init__(self, folder: str, fresh: bool):
         self.path = os.path.join(folder, MANIFEST)
         self.existed, self.torn = os.path.isfile(self.path), False
         self.records = {} if fresh else self._read()
@@ -48,7 +50,7 @@ class Manifest:
                 continue
         return records
 
-    def state(self, name, key):
+    def state(self, name: str, key: str) -> Optional[str]:
         """'done' or 'started' when output ``name``'s last record has ``key``, 'other' when it has another, else
         None."""
         record = self.records.get(name)
@@ -56,15 +58,15 @@ class Manifest:
             return None
         return record.get('state') if record.get('key') == key else 'other'
 
-    def done_row(self, name, key):
+    def done_row(self, name: str, key: str) -> Optional[dict]:
         """The predictions.csv row recorded for output ``name`` made with ``key``, else None."""
         row = self.records[name].get('row') if self.state(name, key) == 'done' else None
         return row if isinstance(row, dict) else None
 
-    def start(self, name, key):
+    def start(self, name: str, key: str) -> None:
         self._append({'name': name, 'key': key, 'state': 'started'})
 
-    def finish(self, name, key, row):
+    def finish(self, name: str, key: str, row: dict) -> None:
         self._append({'name': name, 'key': key, 'state': 'done', 'row': row})
 
     def _append(self, record):

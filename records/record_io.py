@@ -8,46 +8,44 @@ tools/benchmark.py and pipeline.py read only these (and weights files). docs/DES
 import hashlib
 import json
 import os
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from data.image_io import write_json_atomic
-
-SELECTION_RECORD = 'selection.json'
-
-
-def test_record_path(run):
-    return os.path.join(run, 'test', SELECTION_RECORD)
-
-
-def crf_record_path(run):
-    return os.path.join(run, 'crf', SELECTION_RECORD)
+from records.run_folder import PIPELINE_RECORD, PIPELINE_SNAPSHOT, STAGES
 
 
 class RecordError(ValueError):
     """A record that is not the JSON object its script writes (truncated, damaged, edited); ``str()`` is one
     line naming the file and the fix."""
 
-    def __init__(self, path, problem):
+    def __init__(self, path: str, problem: str):
         self.path, self.problem = path, problem
         super().__init__(f'{path} {problem}: delete it and run {writer_of(path)} again')
 
 
-def writer_of(path):
+def writer_of(path: str) -> str:
     """The script that writes the record at ``path`` (by the folder it lies in), for the fix in an error."""
-    if os.path.basename(path) in ('steps.json', 'pipeline.json'):
+    if os.path.basename(path) in (PIPELINE_SNAPSHOT, PIPELINE_RECORD):
         return 'pipeline.py'
     for part in reversed(os.path.abspath(path).split(os.sep)[:-1]):
-        if part in ('test', 'crf', 'pseudo'):
+        if part in STAGES:
             return f'{part}.py'
     return 'the script that wrote it'
 
 
-def read_record(path):
+def load_json(path: str) -> Any:
+    """The JSON value in the file at ``path``; OSError or ValueError (JSONDecodeError, UnicodeDecodeError) as
+    reading and parsing raise them, for callers with their own rule (read_record's is the strict one)."""
+    with open(path, encoding='utf-8') as handle:
+        return json.load(handle)
+
+
+def read_record(path: str) -> dict:
     """The record at ``path``, {} when there is none; RecordError when it is not a readable JSON object."""
     if not os.path.isfile(path):
         return {}
     try:
-        with open(path, encoding='utf-8') as handle:
-            record = json.load(handle)
+        record = load_json(path)
     except ValueError as error:  # JSONDecodeError (a truncated file), UnicodeDecodeError
         raise RecordError(path, f'is not readable JSON ({type(error).__name__}: {error})') from None
     if not isinstance(record, dict):
@@ -55,13 +53,13 @@ def read_record(path):
     return record
 
 
-def write_record(path, record, command):
+def write_record(path: str, record: dict, command: str) -> None:
     """Write ``record`` with the command that made it, atomically. No time stamp: the same decision
     gives the same bytes, so a later step can tell by its hash whether its input changed."""
     write_json_atomic(path, {**record, 'command': command})
 
 
-def require_record(path, hint):
+def require_record(path: str, hint: str) -> dict:
     """The record at ``path``; exit with one line ending in ``hint`` (which step to run) when it is
     missing, and with RecordError's line when it is damaged."""
     try:
@@ -98,7 +96,7 @@ CRF_SELECTION_TYPES = (
 )
 
 
-def file_sha256(path):
+def file_sha256(path: str) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, 'rb') as handle:
@@ -107,7 +105,11 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def selection_problem(selection, types, required):
+# (key, check, what it must be) of one entry of a record's 'selection'
+SelectionTypes = Sequence[Tuple[str, Callable[[Any], bool], str]]
+
+
+def selection_problem(selection: Any, types: SelectionTypes, required: Sequence[str]) -> Optional[str]:
     """What is wrong with a record's 'selection' (``types``: (key, check, what)), or None."""
     if not isinstance(selection, dict):
         return "has no 'selection' object"
@@ -130,12 +132,12 @@ def _checked_selection(path, hint, types, required, record):
     return record['selection']
 
 
-def read_test_selection(path, hint, record=None):
+def read_test_selection(path: str, hint: str, record: Optional[dict] = None) -> dict:
     """The checked 'selection' of test.py's record at ``path`` (``record``: already read); exit with one line
     naming the file and the fix when it is missing (``hint``), damaged or wrong-typed."""
     return _checked_selection(path, hint, TEST_SELECTION_TYPES, TEST_SELECTION_REQUIRED, record)
 
 
-def read_crf_selection(path, hint, record=None):
+def read_crf_selection(path: str, hint: str, record: Optional[dict] = None) -> dict:
     """The checked 'selection' of crf.py's record at ``path``, as ``read_test_selection``."""
     return _checked_selection(path, hint, CRF_SELECTION_TYPES, ('crf',), record)

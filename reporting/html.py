@@ -18,6 +18,8 @@ import time
 import urllib.parse
 
 from data.image_io import ImageReadError, read_mask
+from records.run_folder import (image_folder, image_path, metrics_path, report_path, split_folder, stage_folder,
+                                summary_path)
 from util.atomic import atomic_write
 from reporting.overlay import GT_COLOUR, PRED_COLOUR
 from reporting.report_cells import esc, fmt, header, name_cell, num_cell, read_json, read_metrics, text_row, to_number
@@ -74,11 +76,13 @@ document.querySelectorAll('table.sortable th[data-type]').forEach(function (th) 
 """
 
 
-def _image_path(run_dir, folder, name):
-    """Path of NAME's PNG in `folder` relative to run_dir, or None; tolerates names that keep an extension."""
-    for filename in (name + '.png', os.path.splitext(name)[0] + '.png'):
-        if os.path.isfile(os.path.join(run_dir, folder, filename)):
-            return f'{folder}/{filename}'
+def _image_path(run_dir, split_dir, kind, name):
+    """Path of NAME's PNG of `kind` in `split_dir` relative to run_dir (the page's link), or None; tolerates
+    names that keep an extension."""
+    for stem in (name, os.path.splitext(name)[0]):
+        path = image_path(split_dir, kind, stem)
+        if os.path.isfile(path):
+            return os.path.relpath(path, run_dir).replace(os.sep, '/')
     return None
 
 
@@ -91,9 +95,9 @@ def _thumbnail(relative_path, alt):
             f'alt="{esc(alt)}"></a></td>')
 
 
-def _mask_area(run_dir, folder, name):
-    """Share of the pixels of NAME's mask in `folder` marked lesion; NaN when there is no readable mask."""
-    path = _image_path(run_dir, folder, name)
+def _mask_area(run_dir, split_dir, name):
+    """Share of the pixels of NAME's mask in `split_dir` marked lesion; NaN when there is no readable mask."""
+    path = _image_path(run_dir, split_dir, 'masks', name)
     try:
         return float(read_mask(os.path.join(run_dir, path)).mean()) if path else math.nan
     except ImageReadError:
@@ -176,13 +180,14 @@ def _commands_section(summaries):
 
 def _image_table(run_dir, rows, thumbnails, columns, sort_by, direction):
     """A sortable per-image table. rows: [(name, {column: value})], already in order; thumbnails:
-    [(folder relative to run_dir, title)]; columns: the value columns, in order."""
-    head = header([('name', 'text')] + [(title, None) for _, title in thumbnails] + [(c, 'num') for c in columns],
+    [(split folder, kind of image, title)]; columns: the value columns, in order."""
+    head = header([('name', 'text')] + [(title, None) for _, _, title in thumbnails] + [(c, 'num') for c in columns],
                   sorted_by=sort_by, direction=direction)
     body = []
     for name, values in rows:
         cells = [name_cell(name)]
-        cells += [_thumbnail(_image_path(run_dir, folder, name), f'{title} {name}') for folder, title in thumbnails]
+        cells += [_thumbnail(_image_path(run_dir, split_dir, kind, name), f'{title} {name}')
+                  for split_dir, kind, title in thumbnails]
         cells += [num_cell(values.get(c)) for c in columns]
         body.append('<tr>' + ''.join(cells) + '</tr>')
     return f'<table class="sortable images">{head}<tbody>' + ''.join(body) + '</tbody></table>'
@@ -196,9 +201,9 @@ def _ordered(rows, column, largest_first=False):
     return sorted(rows, key=key)
 
 
-def _image_names(run_dir, folders):
+def _image_names(folders):
     """Names of the PNGs in the first of `folders` that exists (for a split without metrics.csv)."""
-    for folder in [os.path.join(run_dir, f) for f in folders]:
+    for folder in folders:
         if os.path.isdir(folder):
             return sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith('.png'))
     return []
@@ -207,17 +212,16 @@ def _image_names(run_dir, folders):
 def _split_section(run_dir, split, normal):
     """Per-image table of test/<split>: thumbnails and every score column, worst first; a split of normal
     images (testB) has no labels and gets each mask's lesion area instead, largest first."""
-    base = f'test/{split}'
-    thumbnails = [(f'{base}/{folder}', title) for folder, title in THUMBNAILS
-                  if os.path.isdir(os.path.join(run_dir, base, folder))]
+    base = split_folder(run_dir, 'test', split)
+    thumbnails = [(base, kind, title) for kind, title in THUMBNAILS if os.path.isdir(image_folder(base, kind))]
     if normal:
-        names = _image_names(run_dir, [f'{base}/masks'] + [folder for folder, _ in thumbnails])
-        rows = [(name, {'lesion area': _mask_area(run_dir, f'{base}/masks', name)}) for name in names]
+        names = _image_names([image_folder(base, kind) for kind in ['masks'] + [kind for _, kind, _ in thumbnails]])
+        rows = [(name, {'lesion area': _mask_area(run_dir, base, name)}) for name in names]
         columns, sort_by, largest_first = ['lesion area'], 'lesion area', True
         intro = (f'{split} holds normal images (no lesion, no label): a good mask is empty, so a good lesion area '
                  'is 0 and no green outline shows. Largest area first; click a column header to sort.')
     else:
-        found, metrics = read_metrics(os.path.join(run_dir, base, 'metrics.csv'))
+        found, metrics = read_metrics(metrics_path(base))
         rows = [(row['name'], row) for row in metrics]
         columns = [c for c in found if c not in ('name',) + COUNTS]
         sort_by, largest_first = 'DI', False
@@ -233,16 +237,16 @@ def _split_section(run_dir, split, normal):
 def _crf_section(run_dir, split, normal):
     """Per-image CRF before/after of <split>: test overlay next to CRF overlay, DI before and after (lesion
     area before and after for normal images)."""
+    tested, refined = split_folder(run_dir, 'test', split), split_folder(run_dir, 'crf', split)
     if normal:
-        names = _image_names(run_dir, [f'crf/{split}/masks'])
+        names = _image_names([image_folder(refined, 'masks')])
         titles = ('area before', 'area after', 'change')
-        pairs = [(name, _mask_area(run_dir, f'test/{split}/masks', name),
-                  _mask_area(run_dir, f'crf/{split}/masks', name)) for name in names]
+        pairs = [(name, _mask_area(run_dir, tested, name), _mask_area(run_dir, refined, name)) for name in names]
         intro = (f"{split}'s images are normal: the CRF should leave their masks empty (area 0). Largest area "
                  'after the CRF first.')
     else:
-        _, after_rows = read_metrics(os.path.join(run_dir, 'crf', split, 'metrics.csv'))
-        _, before_rows = read_metrics(os.path.join(run_dir, 'test', split, 'metrics.csv'))
+        _, after_rows = read_metrics(metrics_path(refined))
+        _, before_rows = read_metrics(metrics_path(tested))
         before_di = {row['name']: to_number(row.get('DI')) for row in before_rows}
         titles = ('DI before', 'DI after', 'change')
         pairs = [(row['name'], before_di.get(row['name'], math.nan), to_number(row.get('DI'))) for row in after_rows]
@@ -250,7 +254,7 @@ def _crf_section(run_dir, split, normal):
     if not pairs:
         return ''
     rows = [(name, dict(zip(titles, (before, after, after - before)))) for name, before, after in pairs]
-    thumbnails = [(f'test/{split}/overlays', 'test overlay'), (f'crf/{split}/overlays', 'CRF overlay')]
+    thumbnails = [(tested, 'overlays', 'test overlay'), (refined, 'overlays', 'CRF overlay')]
     table = _image_table(run_dir, _ordered(rows, titles[1], largest_first=normal), thumbnails, titles, titles[1],
                          'desc' if normal else 'asc')
     return (f'<h2 id="crf-{esc(split)}">{esc(split)}: CRF before / after ({len(rows)})</h2><p>{esc(intro)}</p>'
@@ -270,14 +274,14 @@ def write_run_report(run_dir):
     dataset = f'{dataset_name} / {os.path.basename(folder)}'
     by_split = {}
     for stage in ('test', 'crf'):
-        for split in _splits(os.path.join(run_dir, stage)):
-            by_split[stage, split] = read_json(os.path.join(run_dir, stage, split, 'summary.json'))
+        for split in _splits(stage_folder(run_dir, stage)):
+            by_split[stage, split] = read_json(summary_path(split_folder(run_dir, stage, split)))
     summaries = [(stage, split, s) for (stage, split), s in by_split.items() if isinstance(s, dict)]
 
     def normal(split):
         return _is_normal(split, by_split.get(('test', split)) or by_split.get(('crf', split)))
-    sections = [_split_section(run_dir, s, normal(s)) for s in _splits(os.path.join(run_dir, 'test'))]
-    sections += [_crf_section(run_dir, s, normal(s)) for s in _splits(os.path.join(run_dir, 'crf'))]
+    sections = [_split_section(run_dir, s, normal(s)) for s in _splits(stage_folder(run_dir, 'test'))]
+    sections += [_crf_section(run_dir, s, normal(s)) for s in _splits(stage_folder(run_dir, 'crf'))]
     body = [_summary_section(summaries, shows_thresholded_ja(dataset_name))] if summaries else []
     body += [choices_section(run_dir, summaries)] + sections + [_commands_section(summaries)]
     body = [part for part in body if part]
@@ -291,6 +295,6 @@ def write_run_report(run_dir):
             f'<h1>{esc(title)}</h1><p>Page generated {esc(time.strftime("%Y-%m-%d %H:%M:%S"))} '
             'from the files in this folder.</p>' + ''.join(body)
             + f'<script>{SCRIPT}</script></body></html>\n')
-    path = os.path.join(run_dir, 'index.html')
+    path = report_path(run_dir)
     atomic_write(path, lambda handle: handle.write(page), encoding='utf-8')
     return path

@@ -1,20 +1,13 @@
 """The weights README section of a file pipeline.py released, written from its records alone: the
 command, the commit, every step's time and machine, the round the rule chose, and val + testA scores
 before and after the CRF (testA scored once, by the pipeline's release steps)."""
-import json
 import os
 
 from data.image_io import write_text_atomic
 
 from evaluation.metrics import SCORE_NAMES
-from records.record_io import crf_record_path, read_record, test_record_path
-
-
-def _summary(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding='utf-8') as handle:
-        return json.load(handle)
+from records.record_io import read_record
+from records.run_folder import crf_record_path, split_folder, summary_path, test_record_path
 
 
 def score_rows(release_run, val_label='val'):
@@ -25,14 +18,14 @@ def score_rows(release_run, val_label='val'):
     for split in ('val', 'testA'):
         name = val_label if split == 'val' else split
         for stage, label in (('test', 'before CRF'), ('crf', 'after CRF')):
-            summary = _summary(os.path.join(release_run, stage, split, 'summary.json'))
+            summary = read_record(summary_path(split_folder(release_run, stage, split)))
             if summary:
                 rows.append(f'| {name} | {label} | ' + ' | '.join(f'{summary[k]:.4f}' for k in SCORE_NAMES) + ' |')
             elif stage == 'crf' and split == 'val' and os.path.isfile(crf_record_path(release_run)):
                 # crf.py scores val for its parameter search; without a crf/val folder only that DI exists.
                 chosen = read_record(crf_record_path(release_run))['selection']
                 rows.append(f"| {name} | after CRF | | {chosen['val_DI_after']:.4f} | | | |")
-    normal = [(label, _summary(os.path.join(release_run, stage, 'testB', 'summary.json')))
+    normal = [(label, read_record(summary_path(split_folder(release_run, stage, 'testB'))))
               for stage, label in (('test', 'before CRF'), ('crf', 'after CRF'))]
     lines = [f'{label}: {summary["fp_rate"]:.2f}' for label, summary in normal if summary]
     return rows, ('testB, share of normal images given any lesion pixel: ' + ', '.join(lines) + '.') if lines else ''

@@ -2,8 +2,9 @@
 leniently (a missing or garbled file leaves its part out of the page, it never stops the page)."""
 import csv
 import html
-import json
 import math
+
+from records.record_io import load_json
 
 
 def esc(value):
@@ -14,8 +15,7 @@ def esc(value):
 def read_json(path):
     """The parsed JSON file, or None when it is missing or unreadable."""
     try:
-        with open(path, encoding='utf-8') as handle:
-            return json.load(handle)
+        return load_json(path)
     except (OSError, ValueError):
         return None
 

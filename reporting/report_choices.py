@@ -7,7 +7,8 @@ records/record_io.py); a run written before the records existed falls back on it
 import math
 import os
 
-from records.record_io import crf_record_path, file_sha256, read_record, test_record_path
+from records.record_io import file_sha256, read_record
+from records.run_folder import crf_record_path, test_record_path, val_grid_path
 from reporting.report_cells import fmt, header, name_cell, num_cell, read_json, text_row
 from reporting.report_glossary import explain
 
@@ -116,7 +117,7 @@ def _crf_grid(run_dir, crf_choice):
     values were given or stored (the file is then from an earlier search)."""
     if not str(crf_choice.get('chosen_on', '')).startswith('val'):
         return ''
-    grid = read_json(os.path.join(run_dir, 'crf', 'val_grid.json'))
+    grid = read_json(val_grid_path(run_dir))
     if not isinstance(grid, dict) or not grid.get('grid'):
         return ''
     entries = sorted(grid['grid'], key=lambda e: -e['DI'] if _is_number(e.get('DI')) else math.inf)

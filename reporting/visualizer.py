@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from records.run_folder import loss_log, sample_path, samples_folder
 from util.atomic import atomic_write
 from reporting.sample_grid import image_grid, labelled_grid
 
@@ -53,7 +54,7 @@ class Visualizer:
         self.enabled = enabled
         self.url = f'{server}:{port}'
         self._server, self._port, self._env = server, port, env
-        self._log_path = os.path.join(run_dir, 'loss_log.csv')
+        self._log_path = loss_log(run_dir)
         self._log_file = None
         self._log_writer = None
         self._columns = None
@@ -119,9 +120,8 @@ class Visualizer:
         samples/step_{step:07d}.png; returns the path."""
         if not self.enabled:
             return None
-        folder = os.path.join(self.run_dir, 'samples')
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f'step_{step:07d}.png')
+        os.makedirs(samples_folder(self.run_dir), exist_ok=True)
+        path = sample_path(self.run_dir, step)
         grid = Image.fromarray(labelled_grid(visuals))
         atomic_write(path, lambda handle: grid.save(handle, format='PNG'), mode='wb')
         return path

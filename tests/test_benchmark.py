@@ -15,7 +15,8 @@ from conftest import TINY_DATASET, TINY_FOLDER, TINY_TEST_FLAGS, usage_error
 from fake_run import write_json
 from tools import benchmark
 from records import record_io as records
-from records.run_folder import list_checkpoints
+from records import run_folder as rf
+from records.run_folder import benchmark_timing_path, list_checkpoints
 from evaluation.metrics import SCORE_NAMES
 
 # Stage 1 runs once for the module: CLTNet refined by the CRF, and Otsu as the baseline. Stage 2 adds the
@@ -114,8 +115,8 @@ def fake_pipeline(results, name='p'):
     os.makedirs(os.path.join(_run_dir(results, f'{name}_r2'), 'checkpoints'))
     torch.save(state, os.path.join(_run_dir(results, f'{name}_r2'), 'checkpoints', 'iter_0000012.pt'))
     release = _run_dir(results, f'{name}_release')
-    write_json(records.test_record_path(release), {'selection': {'step': 9, 'map_mode': 'seg', 'chosen_on': 'val'}})
-    write_json(records.crf_record_path(release), {'selection': {'crf': {'alpha': 1.0}, 'chosen_on': 'val'}})
+    write_json(rf.test_record_path(release), {'selection': {'step': 9, 'map_mode': 'seg', 'chosen_on': 'val'}})
+    write_json(rf.crf_record_path(release), {'selection': {'crf': {'alpha': 1.0}, 'chosen_on': 'val'}})
     for stage in ('test', 'crf'):
         write_json(os.path.join(release, stage, 'testA', 'summary.json'),
                    {**PIPELINE_SCORES[stage], 'images_per_second': 12.5, **({'auc': 0.875} if stage == 'test' else {})})
@@ -156,7 +157,7 @@ def test_results_md_tables_show_every_row_from_the_run_folders(which, rows, requ
         assert runs[row] == method  # no --names: each run folder is named after its method
         summary = _summary(results, method, stage, 'testA')
         testB = _summary(results, method, stage, 'testB')
-        chosen = records.read_record(records.test_record_path(_run_dir(results, method)))['selection']
+        chosen = records.read_record(rf.test_record_path(_run_dir(results, method)))['selection']
         assert [float(c) for c in cells[:5]] == pytest.approx([summary[k] for k in SCORE_NAMES], abs=5e-4)
         assert float(cells[5]) == pytest.approx(testB['fp_rate'], abs=5e-4)
         if row in SCORED:
@@ -187,7 +188,7 @@ def test_each_script_ran_in_its_own_process_with_the_command_line_a_user_types(b
     assert bench.scripts == [(label, 'train.py'), (label, 'test.py'), (label, 'crf.py'),
                              (f'{TINY_DATASET}/otsu', 'test.py')]
     run = _run_dir(bench.root / 'results', 'cltnet')
-    for record in (records.test_record_path(run), records.crf_record_path(run)):
+    for record in (rf.test_record_path(run), rf.crf_record_path(run)):
         command = records.read_record(record)['command']
         assert command.startswith(f'{os.path.basename(os.path.dirname(record))}.py --dataroot {tiny_dataroot} ')
         assert '--name cltnet --model cltnet' in command
@@ -223,10 +224,10 @@ def test_reuse_collects_without_rerunning_and_refreshes_stale_outputs(bench, tmp
 def test_a_run_without_test_records_decision_stops_with_one_line(bench, tmp_path):
     opt = benchmark.parse(['--result_dir', _copy_runs(bench, tmp_path)])
     run = benchmark.Run(opt, TINY_DATASET, 'otsu')
-    os.remove(records.test_record_path(run.dir))
+    os.remove(rf.test_record_path(run.dir))
     with pytest.raises(SystemExit) as info:
         benchmark.collect(run, opt)
-    assert info.value.code == (f'error: {records.test_record_path(run.dir)} not found: '
+    assert info.value.code == (f'error: {rf.test_record_path(run.dir)} not found: '
                                f'run test.py for {TINY_DATASET}/otsu first')
 
 
@@ -262,7 +263,7 @@ def test_minutes_budget_stops_a_training_that_overruns(tiny_dataroot, tmp_path, 
                               '--crf', '', '--minutes', 0.2, '--result_dir', tmp_path / 'results',
                               '--out_dir', tmp_path / 'docs', '--args', ' '.join(TINY_TEST_FLAGS)])
     assert list(results[TINY_DATASET]) == ['cam']
-    with open(os.path.join(_run_dir(tmp_path / 'results', 'cam'), benchmark.TIMING_FILE)) as f:
+    with open(benchmark_timing_path(_run_dir(tmp_path / 'results', 'cam'))) as f:
         record = json.load(f)
     assert record['stopped_at_budget'] and 12 <= record['train_seconds'] < 20
     _, table, _ = _table(tmp_path / 'docs')

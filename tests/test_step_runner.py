@@ -147,7 +147,7 @@ def test_the_chain_runs_the_five_scripts_once_and_then_only_what_changed(tmp_pat
     assert len(ran) == 5 and capsys.readouterr().out.count('up to date') == 5
     stage2_chain.main([*RUN, '--', *STAGE1, '--', *STAGE2, '--overwrite', 'True'])
     assert ran[5:] == [['train.py', *STAGE2, '--overwrite', 'True']]
-    assert os.path.isfile(os.path.join('results', 'ISIC', 'isic_1', 'mine', stage2_chain.RECORD))
+    assert os.path.isfile(os.path.join('results', 'ISIC', 'isic_1', 'mine', 'stage2_chain.json'))
 
 
 def test_the_chain_needs_its_three_word_lists(capsys):

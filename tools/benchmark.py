@@ -25,7 +25,6 @@ With ``--readme README.md`` a short headline table from the same rows goes betwe
 ``<!-- results start -->`` and ``<!-- results end -->`` markers.
 """
 import argparse
-import json
 import os
 import re
 import shlex
@@ -40,8 +39,10 @@ from models import find_model_class
 from models.weights_file import read_state
 from options.base_options import default_folder
 from records.pipeline_record import PipelineRecord
-from records.record_io import crf_record_path, require_record, test_record_path
-from records.run_folder import list_checkpoints
+from records.record_io import load_json, require_record
+from records.run_folder import (benchmark_steps_path, benchmark_timing_path, checkpoints_folder, crf_record_path,
+                                list_checkpoints, pipeline_record_path, pipeline_run_name, run_in,
+                                runs_folder, split_folder, stage_folder, summary_path, test_record_path)
 from reporting.pipeline_report import replace_section
 from tools import speed_benchmark
 from util.machine import machine
@@ -55,8 +56,6 @@ METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELI
 # method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
 STAGE1_METHODS = ('cltnet', 'cam')  # trained from the weak labels alone, like stage 1
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
-TIMING_FILE = 'benchmark_train.json'  # what this tool measured of a training it ran
-STEPS_FILE = 'benchmark_steps.json'  # the record of the test.py, crf.py and pseudo.py steps it ran on a run
 # The steps of a pipeline (pipeline.json) that train: stage 1 (absent when it came from a file), each round.
 PIPELINE_TRAINING = re.compile(r'stage1|r\d+_train')
 # The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
@@ -215,10 +214,10 @@ class Run:
         self.dataset, self.method = dataset, method
         self.folder = default_folder(dataset)
         self.name = run_name(opt.names, dataset, method)
-        self.root = os.path.join(opt.result_dir, dataset, self.folder)
+        self.root = runs_folder(opt.result_dir, dataset, self.folder)
         self.pipeline = method == PIPELINE
-        self.dir = os.path.join(self.root, self.name + '_release' if self.pipeline else self.name)
-        self.record = os.path.join(self.root, self.name, 'pipeline.json') if self.pipeline else None
+        self.dir = run_in(self.root, pipeline_run_name(self.name, 'release') if self.pipeline else self.name)
+        self.record = pipeline_record_path(run_in(self.root, self.name)) if self.pipeline else None
         self.command = pipeline_command(opt, dataset, self.name) if self.pipeline else None
         model = 'cascade' if self.pipeline else 'seg' if method in STAGE2 else method
         self.trained = not self.pipeline and getattr(find_model_class(model), 'needs_checkpoint', True)
@@ -283,7 +282,7 @@ def train_run(run, opt):
         if not opt.reuse:
             raise SystemExit(f'error: {run.dir} already holds checkpoints; pass --reuse to use them, or choose '
                              f'another --result_dir or --names {run.method}=NEW_NAME')
-        print(f'[{run.label()}] reusing the checkpoints in {run.dir}/checkpoints')
+        print(f'[{run.label()}] reusing the checkpoints in {checkpoints_folder(run.dir)}')
         return
     argv, record, deadline = list(run.train_argv), {}, None
     if opt.minutes is not None:
@@ -298,7 +297,7 @@ def train_run(run, opt):
         print(f'[{run.label()}] the {opt.minutes} min budget ran out before the last step; '
               f'the run is marked incomplete')
         record['stopped_at_budget'] = True
-    write_json_atomic(os.path.join(run.dir, TIMING_FILE),
+    write_json_atomic(benchmark_timing_path(run.dir),
                       {'train_seconds': seconds, 'command': 'train.py ' + shlex.join(argv), **record})
 
 
@@ -308,7 +307,7 @@ class RunSteps(StepRunner):
     folder and leaves --result_dir out of the commands: a run folder copied or moved with it stays up to date."""
 
     def __init__(self, run, source, rerun=False):
-        super().__init__(PipelineRecord(os.path.join(source.dir, STEPS_FILE), base=source.dir),
+        super().__init__(PipelineRecord(benchmark_steps_path(source.dir), base=source.dir),
                          lambda argv: _call(run, argv))
         self.run, self.source = run, source
         self.redo = rerun  # every step runs, and is recorded
@@ -320,26 +319,26 @@ class RunSteps(StepRunner):
 
     def skipped(self, step, done):
         what = 'the pseudo-masks' if step.name == 'pseudo' else f'{step.argv[0]} outputs'
-        print(f'[{self.run.label()}] reusing {what} in {os.path.join(self.source.dir, step.name)}')
+        print(f'[{self.run.label()}] reusing {what} in {stage_folder(self.source.dir, step.name)}')
 
     def starting(self, step, resume):
         pass  # _call prints the command
 
     def step(self, name, script, inputs):
         """Step ``name``: ``script`` on the source run, reading ``inputs``, writing <run>/<name>/."""
-        return Step(name, [script, *self.source.argv], inputs, outputs=[os.path.join(self.source.dir, name)])
+        return Step(name, [script, *self.source.argv], inputs, outputs=[stage_folder(self.source.dir, name)])
 
 
 def make_pseudo_masks(run, source, opt):
     """pseudo.py on the stage-1 run ``source`` (a Run), unless its pseudo-masks are up to date with its
     checkpoints and the test.py and crf.py records they follow."""
     steps = RunSteps(run, source)
-    steps.execute(steps.step('pseudo', 'pseudo.py', [os.path.join(source.dir, 'checkpoints'),
+    steps.execute(steps.step('pseudo', 'pseudo.py', [checkpoints_folder(source.dir),
                                                      test_record_path(source.dir), crf_record_path(source.dir)]))
 
 
 def _summary_path(run, stage, split):
-    return os.path.join(run.dir, stage, split, 'summary.json')
+    return summary_path(split_folder(run.dir, stage, split))
 
 
 def _stage_outputs(run, stage):
@@ -352,14 +351,9 @@ def _stage_outputs(run, stage):
 def test_and_refine(run, opt):
     """test.py, then crf.py for the methods in --crf; with --reuse only what is not up to date."""
     steps = RunSteps(run, run, rerun=not opt.reuse)
-    steps.execute(steps.step('test', 'test.py', [os.path.join(run.dir, 'checkpoints')]))
+    steps.execute(steps.step('test', 'test.py', [checkpoints_folder(run.dir)]))
     if run.method in opt.crf:
-        steps.execute(steps.step('crf', 'crf.py', [os.path.join(run.dir, 'test')]))
-
-
-def _read_json(path):
-    with open(path, encoding='utf-8') as handle:
-        return json.load(handle)
+        steps.execute(steps.step('crf', 'crf.py', [stage_folder(run.dir, 'test')]))
 
 
 def read_pipeline(run, opt):
@@ -370,7 +364,7 @@ def read_pipeline(run, opt):
     missing = next((path for path in needed if not os.path.isfile(path)), None)
     if missing:
         raise SystemExit(f'error: {missing} not found: run the pipeline first: {run.command}')
-    record = _read_json(run.record)
+    record = load_json(run.record)
     unfinished = next((name for name, step in record['steps'].items() if step.get('status') != 'done'), None)
     if unfinished or 'choose' not in record:
         what = f'step {unfinished} has not finished' if unfinished else 'no round chosen yet'
@@ -398,9 +392,9 @@ def pipeline_training(run):
     """{'seconds', 'note', 'step', 'planned', 'setting'} of a pipeline: the seconds of its training steps
     (stage 1 when it trained it, every round's train.py), noting a stage 1 that came from a file; the
     steps and setting of the round it chose (pipeline.json 'choose'), from that round's checkpoints."""
-    record = _read_json(run.record)
+    record = load_json(run.record)
     steps, choice = record['steps'], record['choose']
-    chosen = os.path.join(run.root, choice['chosen'])
+    chosen = run_in(run.root, choice['chosen'])
     if not list_checkpoints(chosen):
         raise SystemExit(f'error: no checkpoints in {chosen}, the round pipeline {run.name} chose: run the '
                          f'pipeline again: {run.command}')
@@ -417,9 +411,9 @@ def _checkpoint_training(run_dir):
     state = read_state(list_checkpoints(run_dir)[-1][1])
     options = state.get('options', {})
     seconds = state.get('train_seconds')
-    timing = os.path.join(run_dir, TIMING_FILE)
+    timing = benchmark_timing_path(run_dir)
     if seconds is None and os.path.isfile(timing):
-        seconds = _read_json(timing)['train_seconds']
+        seconds = load_json(timing)['train_seconds']
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
             'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"
                        + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')
@@ -434,7 +428,7 @@ def collect(run, opt):
     release run; 'file' is the weights file it released (None for other methods)."""
     record = read_pipeline(run, opt) if run.pipeline else None
     released = _flag(record['steps'].get('release_export', {}).get('argv', []), '--out') if record else None
-    test_a, test_b = (_read_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
+    test_a, test_b = (load_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
     chosen = require_record(test_record_path(run.dir), f'run test.py for {run.label()} first')['selection']
     training = training_record(run)
     rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES},
@@ -442,7 +436,7 @@ def collect(run, opt):
              'auc': test_a.get('auc'), 'training': training, 'chosen_step': chosen.get('step'),
              'map_mode': chosen['map_mode'], 'images_per_second': test_a['images_per_second'], 'file': released}]
     if run.method in opt.crf:
-        crf_a, crf_b = (_read_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
+        crf_a, crf_b = (load_json(_summary_path(run, 'crf', s)) for s in ('testA', 'testB'))
         rows.append({'method': run.method + '+crf', 'run': run.name, 'scores': {k: crf_a[k] for k in SCORE_NAMES},
                      'fp_rate': crf_b['fp_rate'], 'auc': None, 'training': training,
                      'chosen_step': rows[0]['chosen_step'], 'map_mode': rows[0]['map_mode'],

@@ -22,7 +22,9 @@ import tomllib
 from data.image_io import write_json_atomic
 from data.layout import LayoutError, held_out_normals, hold_out_spec
 from evaluation.release_rules import DEFAULT_MARGIN, DEFAULT_TOLERANCE, choose
-from records.record_io import RecordError, crf_record_path, read_record, require_record, test_record_path
+from records.record_io import RecordError, read_record, require_record
+from records.run_folder import (crf_record_path, metrics_path, pipeline_record_path, pipeline_run_name,
+                                pipeline_snapshot_path, run_in, runs_folder, split_folder, test_record_path)
 from reporting.pipeline_report import replace_section
 from reporting.report_cells import read_metrics
 
@@ -31,9 +33,9 @@ def pipeline_scores(result_folder, data_dir, name):
     """Selection-set scores after the CRF of finished pipeline ``name`` under ``result_folder``:
     {'name', 'recipe' (flattened), 'lesion_DI', 'lesion_images' (sorted names), 'normals',
     'normals_with_lesion' (share, None when it held out none)}."""
-    release = os.path.join(result_folder, f'{name}_release')
+    release = run_in(result_folder, pipeline_run_name(name, 'release'))
     hint = f'finish the pipeline first (python pipeline.py ... --name {name})'
-    require_record(os.path.join(result_folder, name, 'pipeline.json'), hint)
+    require_record(pipeline_record_path(run_in(result_folder, name)), hint)
     require_record(crf_record_path(release), hint)
     held = hold_out_spec(require_record(test_record_path(release), hint)['selection'])
     try:
@@ -41,7 +43,7 @@ def pipeline_scores(result_folder, data_dir, name):
     except LayoutError as error:
         raise SystemExit(f'error: {error}\n(pass the --dataroot/--dataset/--folder the pipeline {name} ran on)')
     normal_names = {os.path.splitext(os.path.basename(path))[0] for path in normal_paths}
-    metrics = os.path.join(release, 'crf', 'val', 'metrics.csv')
+    metrics = metrics_path(split_folder(release, 'crf', 'val'))
     if not os.path.isfile(metrics):
         raise SystemExit(f'error: {metrics} not found: {hint}')
     rows = read_metrics(metrics)[1]
@@ -49,7 +51,7 @@ def pipeline_scores(result_folder, data_dir, name):
     normals = [row for row in rows if row['name'] in normal_names]
     if not lesions:
         raise SystemExit(f'error: {metrics} scores no lesion image: rerun crf.py on that release run')
-    return {'name': name, 'recipe': _recipe(os.path.join(result_folder, name, 'steps.json')),
+    return {'name': name, 'recipe': _recipe(pipeline_snapshot_path(run_in(result_folder, name))),
             'lesion_DI': sum(float(row['DI']) for row in lesions) / len(lesions),
             'lesion_images': sorted(row['name'] for row in lesions), 'normals': len(normals),
             'normals_with_lesion': (sum(int(row['TP']) + int(row['FP']) > 0 for row in normals) / len(normals)
@@ -134,7 +136,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     data_dir = os.path.join(args.dataroot, args.dataset, args.folder)
-    result_folder = os.path.join(args.result_dir, args.dataset, args.folder)
+    result_folder = runs_folder(args.result_dir, args.dataset, args.folder)
     if not os.path.isdir(data_dir):
         raise SystemExit(f'error: {data_dir} not found; pass the --dataroot/--dataset/--folder the pipelines ran on')
     if args.doc and not os.path.isfile(args.doc):

@@ -13,17 +13,15 @@ weights README from the run's own summary files (no number typed by hand).
 import argparse
 import os
 
-from data.pseudo_dataset import PSEUDO_FOLDER
 from models import find_model_class
 from models.base_model import CHECKPOINT_FORMAT, atomic_torch_save
 from models.cascade_model import STAGE1_MODELS, cascade_architecture
-from options.base_options import run_dir
-from reporting.pipeline_report import replace_section, score_rows
 from models.weights_file import read_state
-from records.run_folder import list_checkpoints
+from records.record_io import read_crf_selection, read_test_selection, require_record
+from records.run_folder import (crf_record_path, list_checkpoints, pseudo_folder, run_folder, split_folder,
+                                summary_path, test_record_path)
+from reporting.pipeline_report import replace_section, score_rows
 from util.full_disk import exit_on_full_disk
-from records.record_io import (crf_record_path, read_crf_selection, read_test_selection, require_record,
-                          test_record_path)
 
 
 def _read_json(path, what, key):
@@ -101,7 +99,8 @@ def pseudo_command(state):
         return None
     if state.get('pseudo_command'):
         return state['pseudo_command']
-    summary = os.path.join(run_dir(argparse.Namespace(**options), options['pseudo']), PSEUDO_FOLDER, 'summary.json')
+    source = run_folder(options['result_dir'], options['dataset'], options['folder'], options['pseudo'])
+    summary = summary_path(pseudo_folder(source))
     return _read_json(summary, "the stage-2 run's pseudo-masks are gone or damaged: run its pseudo.py again",
                       'command')['command']
 
@@ -176,7 +175,8 @@ def readme_section(dataset, run, out, selection, state, readme='weights/README.m
              '| split | stage | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|',
              *score_rows(run, val_label)[0], '',
              f'Written by `python -m tools.export_weights --run {run} --out {out} --readme {readme} '
-             f'--dataset {dataset}` from `{run}/test/*/summary.json` and `{run}/crf/*/summary.json`.',
+             f"--dataset {dataset}` from `{summary_path(split_folder(run, 'test', '*'))}` and "
+             f"`{summary_path(split_folder(run, 'crf', '*'))}`.",
              f'<!-- {dataset} end -->']
     return '\n'.join(lines)
 

@@ -41,6 +41,8 @@ from data.synthetic import make_phantom
 from models import create_model
 from options.base_options import NUM_THREADS_HELP, PRESETS, default_folder, str2bool
 from options.train_options import TrainOptions
+from records.record_io import load_json
+from records.run_folder import run_folder, split_folder, summary_path
 from util.hardware import apply_hardware_options
 from util.machine import machine
 from util.progress import progress_bar
@@ -260,9 +262,8 @@ def val_dice(opt, name, root):
         code = run_script(argv)
         if code:
             raise SystemExit(f'speed benchmark: {argv[0]} of the {name} path stopped ({code})')
-    summary = os.path.join(root, opt.dataset, default_folder(opt.dataset), name, 'test', 'val', 'summary.json')
-    with open(summary) as handle:
-        return json.load(handle)['DI']
+    run = run_folder(root, opt.dataset, default_folder(opt.dataset), name)
+    return load_json(summary_path(split_folder(run, 'test', 'val')))['DI']
 
 
 def quality(opt):

@@ -10,39 +10,36 @@ in <stage-1 run>/stage2_chain.json: the same command again skips the steps that 
 same inputs, outputs as they left them) and reruns a step whose flags or inputs changed and every step after it.
 """
 import argparse
-import os
 import sys
 
 from options.base_options import default_folder
 from records.pipeline_record import PipelineRecord
-from records.record_io import crf_record_path, test_record_path
+from records.run_folder import (checkpoints_folder, crf_record_path, pseudo_folder, run_folder, stage2_chain_path,
+                                stage_folder, test_record_path)
 from workflow.run_script import run_script
 from workflow.step_runner import Step, StepRunner, stops_cleanly
 
-RECORD = 'stage2_chain.json'
-
-
-def run_folder(words):
+def named_run(words):
     """The run folder the flags ``words`` name (their --result_dir, --dataset, --folder and --name, the last of
     each as argparse keeps it; the scripts' defaults otherwise)."""
     parser = argparse.ArgumentParser(add_help=False)
     for flag, default in (('--result_dir', 'results'), ('--dataset', 'demo'), ('--folder', None), ('--name', None)):
         parser.add_argument(flag, default=default)
     where = parser.parse_known_args(words)[0]
-    return os.path.join(where.result_dir, where.dataset, where.folder or default_folder(where.dataset), where.name)
+    return run_folder(where.result_dir, where.dataset, where.folder or default_folder(where.dataset), where.name)
 
 
 def chain_steps(run_words, stage1_words, stage2_words):
     """The five steps, in order."""
-    run, stage2 = run_folder(run_words), run_folder(stage2_words)
-    checkpoints = os.path.join(run, 'checkpoints')
+    run, stage2 = named_run(run_words), named_run(stage2_words)
+    checkpoints, tested, refined = checkpoints_folder(run), stage_folder(run, 'test'), stage_folder(run, 'crf')
     return [Step('stage1', ['train.py', *stage1_words], inputs=[], outputs=[checkpoints]),
-            Step('test', ['test.py', *run_words], inputs=[checkpoints], outputs=[os.path.join(run, 'test')]),
-            Step('crf', ['crf.py', *run_words], inputs=[os.path.join(run, 'test')], outputs=[os.path.join(run, 'crf')]),
+            Step('test', ['test.py', *run_words], inputs=[checkpoints], outputs=[tested]),
+            Step('crf', ['crf.py', *run_words], inputs=[tested], outputs=[refined]),
             Step('pseudo', ['pseudo.py', *run_words], inputs=[checkpoints, test_record_path(run), crf_record_path(run)],
-                 outputs=[os.path.join(run, 'pseudo')]),
-            Step('stage2', ['train.py', *stage2_words], inputs=[os.path.join(run, 'pseudo')],
-                 outputs=[os.path.join(stage2, 'checkpoints')])]
+                 outputs=[pseudo_folder(run)]),
+            Step('stage2', ['train.py', *stage2_words], inputs=[pseudo_folder(run)],
+                 outputs=[checkpoints_folder(stage2)])]
 
 
 def split_words(argv):
@@ -56,7 +53,7 @@ def split_words(argv):
 
 def main(argv=None):
     run_words, stage1_words, stage2_words = split_words(sys.argv[1:] if argv is None else list(argv))
-    record = PipelineRecord(os.path.join(run_folder(run_words), RECORD))
+    record = PipelineRecord(stage2_chain_path(named_run(run_words)))
     runner = StepRunner(record, run_script)
     with stops_cleanly('stage 2'):
         for step in chain_steps(run_words, stage1_words, stage2_words):
