@@ -194,6 +194,13 @@ class ScratchLevels(nn.Module):
         return levels
 
 
+def _resized(features, size):
+    """Features brought to ``size``: averaged down (the stride-2 level), bilinearly up (the deeper ones)."""
+    if features.shape[-1] > size[-1]:
+        return F.adaptive_avg_pool2d(features, size)
+    return F.interpolate(features, size=size, mode='bilinear', align_corners=False)
+
+
 class BoundaryNet(nn.Module):
     """Images B x C x H x W -> class-boundary map B x H/4 x W/4 in [0, 1]: each encoder level projected to
     ``width`` channels (1x1 convolution, GroupNorm, ReLU), resized to stride 4, joined by a 1x1 convolution.
@@ -218,9 +225,7 @@ class BoundaryNet(nn.Module):
         size = (images.shape[-2] // STRIDE, images.shape[-1] // STRIDE)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             levels = self.encoder(images)
-        joined = torch.cat([F.interpolate(project(level), size=size, mode='bilinear', align_corners=False,
-                                          antialias=level.shape[-1] > size[-1])
-                            for project, level in zip(self.project, levels)], 1)
+        joined = torch.cat([_resized(project(level), size) for project, level in zip(self.project, levels)], 1)
         return torch.sigmoid(self.head(joined).float())[:, 0]
 
 

@@ -89,7 +89,7 @@ def test_the_boundary_loss_is_lowest_for_a_boundary_between_the_classes_alone():
     assert loss(edge * 0.99) < loss(torch.zeros(6, 6)) / 10 and loss(edge * 0.99) < loss(torch.full((6, 6), 0.99)) / 10
 
 
-def test_the_pretrained_boundary_network_is_frozen_and_gives_a_stride_4_map():
+def test_the_pretrained_boundary_network_is_frozen_and_gives_a_stride_4_map_in_every_precision():
     net = boundary_network(argparse.Namespace(encoder='efficientnet-lite0', is_train=False, img_ch=3, ch=8))
     trained = {name.split('.')[0] for name, p in net.named_parameters() if p.requires_grad}
     assert trained == {'project', 'head'}
@@ -97,6 +97,8 @@ def test_the_pretrained_boundary_network_is_frozen_and_gives_a_stride_4_map():
         boundary = net.train()(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert boundary.shape == (2, 16, 16) and 0 <= boundary.min() and boundary.max() <= 1
     assert not net.encoder.training
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):  # --amp bf16 resizes every level too
+        assert net(torch.zeros(1, 3, 64, 64)).dtype == torch.float32
 
 
 def test_a_missing_or_wrong_cam_file_is_one_line(tmp_path):
