@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import test as test_script
 import train
@@ -87,6 +88,44 @@ def test_the_boundary_loss_is_lowest_for_a_boundary_between_the_classes_alone():
     edge[:, 3] = 1.0  # along the uncertain column
     assert loss(edge * 0.99) < 0.1
     assert loss(edge * 0.99) < loss(torch.zeros(6, 6)) / 10 and loss(edge * 0.99) < loss(torch.full((6, 6), 0.99)) / 10
+
+
+def _discs(generator, n):
+    """n noisy 64-px images of a bright disc (radius 14 px) at a random place, with each stride-4 position's
+    distance to the disc's centre (n x 16 x 16) and a blurry CAM of it: 1 inside, fading to 0.2 at 6 positions
+    from the centre, 0 beyond."""
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing='ij')
+    centre = torch.randint(5, 11, (n, 2), generator=generator).float()
+    dist = ((yy - centre[:, :1, None]) ** 2 + (xx - centre[:, 1:, None]) ** 2).sqrt()
+    disc = F.interpolate((dist <= 3.5).float()[:, None], size=64, mode='bilinear').expand(-1, 3, -1, -1)
+    images = disc * 1.4 - 0.8 + 0.1 * torch.randn(disc.shape, generator=generator)
+    return images, dist, (1 - (dist - 3.5).clamp(min=0) / 3).clamp(0, 1) * (dist <= 6)
+
+
+def test_the_boundary_branch_learns_the_class_edge_from_the_pairs_and_the_walk_keeps_inside_it():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    net = boundary_network(argparse.Namespace(encoder='scratch', img_ch=3, ch=8, is_train=True))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    totals = []
+    for _ in range(60):
+        images, _, cam = _discs(generator, 4)
+        labels = relation_labels(seed_labels(cam, fg_threshold=0.99, bg_threshold=0.05), radius=3)
+        bg_pos, fg_pos, neg = boundary_losses(path_max_affinity(net(images), 3), labels)
+        total = ((bg_pos + fg_pos) / 2 + neg) / 2
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(float(total))
+    assert totals[-1] < totals[0] / 5, totals
+    images, dist, cam = _discs(generator, 6)
+    with torch.no_grad():
+        boundary = net.eval()(images)
+    edge, inside, outside = (dist > 3) & (dist < 6.5), dist < 2, dist > 7  # edge: the uncertain band
+    assert boundary[edge].mean() > 10 * max(boundary[inside].mean(), boundary[outside].mean())
+    seeds = torch.where(dist < 2, 1.0, 0.0)  # seeds inside alone: the walk must fill the disc, not the image
+    walked = boundary_random_walk(seeds, boundary, radius=2.5, beta=10, steps=256)
+    assert walked[dist < 3].mean() > 5 * walked[outside].mean()
 
 
 def test_the_pretrained_boundary_network_is_frozen_and_gives_a_stride_4_map_in_every_precision():
