@@ -116,7 +116,7 @@ def test_the_boundary_branch_learns_the_class_edge_from_the_pairs_and_the_walk_k
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
-        totals.append(float(total))
+        totals.append(float(total.detach()))
     assert totals[-1] < totals[0] / 5, totals
     images, dist, cam = _discs(generator, 6)
     with torch.no_grad():
