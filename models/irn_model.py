@@ -31,7 +31,6 @@ What is simplified, and why:
 """
 import argparse
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
@@ -41,30 +40,19 @@ from .backbone import PretrainedEncoder
 from .base_model import BaseModel, _unwrap, set_requires_grad
 from .cam_model import CAMClassifier, _norm, class_activation_map, classifier_network
 from .random_walk import random_walk
-from .weights_file import build_model, read_state
+from .trained_cam import frozen_classifier, trained_cam_state
 
 # The boundary map's stride (IRN's).
 STRIDE = 4
 IGNORE = -1  # the seed of an uncertain position
-CAM_HELP = ('pass a checkpoint of a --model cam run (<run>/checkpoints/iter_*.pt) or its exported weights '
-            'file as --irn_cam_weights')
 
 
 def load_frozen_cam(path, device):
     """The CAM classifier stored in ``path`` (a --model cam checkpoint or weights file) on ``device``, in
     eval mode with every weight frozen, and its architecture; exits with one line for a wrong file."""
-    if not path:
-        raise SystemExit(f'error: --model irn needs a trained CAM: {CAM_HELP}')
-    if not os.path.isfile(path):
-        raise SystemExit(f'error: --irn_cam_weights {path} not found; train one (train.py --model cam) and {CAM_HELP}')
-    state = read_state(path)
-    model = state['architecture'].get('model')
-    if model != 'cam':
-        raise SystemExit(f'error: --irn_cam_weights {path} holds a --model {model} network, not a CAM; {CAM_HELP}')
+    state = trained_cam_state(path, '--irn_cam_weights', 'irn')
     options = argparse.Namespace(device=str(device), amp='off', channels_last=False, compile=False, is_train=False)
-    classifier = _unwrap(build_model(options, state, path).classifier)
-    set_requires_grad([classifier], False)
-    return classifier.eval(), state['architecture']
+    return frozen_classifier(options, state, path), state['architecture']
 
 
 # ---- pairs within a radius and the path between them (IRN's PathIndex, for one map size) ----

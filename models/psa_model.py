@@ -25,7 +25,6 @@ gave its new layers 10x), Adam instead of SGD, as every model here. The random w
 radius are stored in the architecture, so test.py serves a run with the values it trained with.
 """
 import argparse
-import os
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +34,12 @@ from .backbone import PretrainedEncoder
 from .base_model import BaseModel, _unwrap, set_requires_grad
 from .cam_model import CAMClassifier, class_activation_map, classifier_network
 from .random_walk import random_walk, within_radius
-from .weights_file import build_model, read_state, serving_state
+from .trained_cam import frozen_classifier, trained_cam_state
 
 # A position of the uncertain band (neither confident lesion nor confident background).
 UNCERTAIN = -1
 # The head's widths per depth (PSA: 64, 128, 256 from ResNet-38's conv4, conv5, conv6).
 HEAD_WIDTHS = (64, 128, 256)
-CAM_FILE_HELP = ('pass a checkpoint of a --model cam run (<run>/checkpoints/iter_*.pt, trained with train.py '
-                 '--model cam) or an exported cam weights file')
 
 
 class ScratchTrunk(nn.Module):
@@ -189,15 +186,8 @@ def load_cam_classifier(opt):
     """The classifier of ``opt.psa_cam_weights`` (a CAM checkpoint or weights file), checked against this run's
     shape flags; exit with one line naming the file and the fix for a missing or wrong file."""
     path = opt.psa_cam_weights
-    if not path:
-        raise SystemExit(f'error: --model psa needs --psa_cam_weights FILE: {CAM_FILE_HELP}')
-    if not os.path.isfile(path):
-        raise SystemExit(f'error: --psa_cam_weights {path} not found; {CAM_FILE_HELP}')
-    state = serving_state(read_state(path), 'cam')
+    state = trained_cam_state(path, '--psa_cam_weights', 'psa')
     theirs = state['architecture']
-    if theirs.get('model') != 'cam':
-        raise SystemExit(f"error: --psa_cam_weights {path} holds a --model {theirs.get('model')} file, not a CAM; "
-                         f'{CAM_FILE_HELP}')
     shape = {'encoder': theirs.get('encoder', 'scratch'), 'img_ch': theirs.get('img_ch')}
     if shape['encoder'] == 'scratch':
         shape['ch'] = theirs.get('ch')  # the pretrained classifier's width is the encoder's
@@ -207,7 +197,7 @@ def load_cam_classifier(opt):
         raise SystemExit(f'error: --psa_cam_weights {path} is a CAM of {flags}; pass {flags} to this run too '
                          f'(the stored classifier is rebuilt from its flags)')
     cam_opt = argparse.Namespace(**{**vars(opt), 'is_train': False, 'compile': False})
-    return build_model(cam_opt, state, path).classifier
+    return frozen_classifier(cam_opt, state, path)
 
 
 class PSAModel(BaseModel):

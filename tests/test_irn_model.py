@@ -141,13 +141,13 @@ def test_the_pretrained_boundary_network_is_frozen_and_gives_a_stride_4_map_in_e
 
 
 def test_a_missing_or_wrong_cam_file_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r'^error: --model irn needs a trained CAM: pass a checkpoint'):
+    with pytest.raises(SystemExit, match=r'^error: --model irn needs --irn_cam_weights FILE: pass a checkpoint'):
         load_frozen_cam('', 'cpu')
-    with pytest.raises(SystemExit, match=r'^error: --irn_cam_weights no/such.pt not found; train one'):
+    with pytest.raises(SystemExit, match=r'^error: --irn_cam_weights no/such.pt not found; pass a checkpoint'):
         load_frozen_cam('no/such.pt', 'cpu')
     other = tmp_path / 'seg.pt'
     torch.save({'format': CHECKPOINT_FORMAT, 'architecture': {'model': 'seg'}, 'nets': {}}, other)
-    with pytest.raises(SystemExit, match=r'holds a --model seg network, not a CAM; pass a checkpoint of a --model cam'):
+    with pytest.raises(SystemExit, match=r'holds a --model seg file, not a CAM; pass a checkpoint of a --model cam'):
         load_frozen_cam(str(other), 'cpu')
 
 
@@ -167,7 +167,7 @@ def test_irn_trains_on_a_cam_checkpoint_and_test_serves_it(tiny_argv, tiny_test_
     cam_state = torch.load(cam_file, weights_only=True)
     assert all(torch.equal(value, cam_state['nets']['classifier'][key])
                for key, value in state['nets']['classifier'].items())  # the CAM stayed frozen
-    with pytest.raises(SystemExit, match='holds a --model irn network, not a CAM'):
+    with pytest.raises(SystemExit, match='holds a --model irn file, not a CAM'):
         train.main(tiny_argv('--model', 'irn', '--irn_cam_weights', path, name='irn2'))
 
     model = load_model(tiny_test_opt(name='irn'), path)
