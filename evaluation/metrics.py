@@ -7,7 +7,7 @@ Any zero denominator scores 1, so an empty prediction on an empty mask scores JA
 A probability map becomes a mask by ``probs >= threshold`` (see ``binarize``).
 
 Boundary and lesion-wise figures (``surface_scores``, ``lesion_counts``; MONAI's definitions, checked against
-``monai.metrics`` in tests/test_metrics.py), in pixels (voxels, or ``spacing`` units) of the scored mask:
+``monai.metrics`` in tests/evaluation/test_metrics.py), in pixels (voxels, or ``spacing`` units) of the scored mask:
     HD95  95th-percentile symmetric Hausdorff distance between the two masks' boundaries (pixels with a
           face-neighbour outside the mask): the larger of the two directed 95th percentiles
     NSD   normalised surface Dice at ``SURFACE_TOLERANCE`` px: the share of both boundaries' pixels lying

@@ -331,7 +331,7 @@ PRUNE_MARGIN = 1e-9
 
 def search_params(items, combos, num_workers=1):
     """Score the combos on the selection set by mean DI; the same choice as scoring every combo on every
-    image, with less work (exact pruning; tests/test_crf.py checks it against the full grid).
+    image, with less work (exact pruning; tests/scripts/test_crf.py checks it against the full grid).
 
     items: sequence of (image_path, prob_path, label_path or None (a normal image), gated (its mask stays
     empty)); combos: list of CRFParams. Returns a Search.

@@ -1,11 +1,14 @@
 """Shared fixtures for the training tests: a tiny demo dataset and tiny option/argument factories."""
 import hashlib
+import importlib.util
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 
 import pytest
@@ -16,6 +19,26 @@ from options.train_options import TrainOptions
 from reporting.visualizer import Visualizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_script(name, alias):
+    """The repository's script ``name``.py imported as module ``alias``: test.py must not be imported as
+    ``test``, the name of Python's own regression-test package."""
+    spec = importlib.util.spec_from_file_location(alias, os.path.join(REPO_ROOT, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+test_script = _load_script('test', 'test_script')
+
+
+class Terminal(io.StringIO):
+    """Output that says it is a terminal, as a console's stderr does."""
+
+    def isatty(self):
+        return True
 
 # One thread: the tests share 2 cores with other jobs, and oversubscribed threads are ~3x slower here.
 torch.set_num_threads(1)
@@ -189,3 +212,19 @@ def visdom_server(visdom_assets, tmp_path):
 def traces(server, group, env):
     window = server.window(Visualizer.loss_window(group), env)
     return {t['name']: (t['x'], t['y']) for t in window['content']['data']} if window else {}
+
+
+def tiny_recipe(path, **pipeline_keys):
+    """recipes/demo.toml shrunk to the tiny phantoms (a user's own dataset runs with such a copy)."""
+    with open(os.path.join(REPO_ROOT, 'recipes', 'demo.toml'), 'rb') as handle:
+        recipe = tomllib.load(handle)
+    recipe['pipeline'].update({'rounds': 1, **pipeline_keys})
+    recipe['common'].update(img_size=32, n_res=1, amp='off', device='cpu')
+    recipe['stage1'].update(ch=4, iteration=40, save_freq=10, print_freq=10, batch_size=1)
+    recipe['stage2'].update(ch=4, iteration=12, save_freq=6, print_freq=6)
+    lines = []
+    for section, values in recipe.items():
+        lines.append(f'[{section}]')
+        lines += [f'{key} = {json.dumps(value)}' for key, value in values.items()]
+    path.write_text('\n'.join(lines) + '\n')  # JSON scalars are TOML scalars
+    return str(path)

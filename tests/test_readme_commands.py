@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
-from test_pipeline import tiny_recipe
+from conftest import REPO_ROOT, tiny_recipe
 
 SECTION = '## Your own weakly labelled data'
 
@@ -108,6 +107,7 @@ def commands():
     return readme_commands()
 
 
+@pytest.mark.slow
 def test_the_readme_own_data_commands_run_in_sequence_as_written(commands, tmp_path):
     """pipeline.py finds the folder prepare_weak.py wrote and its stage 1 trains on it (with a tiny copy of the
     demo recipe where the README copies recipes/ISIC.toml for the user to edit); stopped at its first step."""
@@ -131,6 +131,7 @@ def test_the_readme_own_data_commands_run_in_sequence_as_written(commands, tmp_p
     assert f'train {dataset}:' in output, output[-3000:]  # train.py read the folder's images
 
 
+@pytest.mark.slow
 def test_the_start_train_line_runs_the_same_pipeline_command(commands, tmp_path):
     """start_train.sh MyLesions all, as the README offers it, hands pipeline.py the same data folder, recipe
     and name (a stand-in python records the words start_train.sh passes)."""

@@ -30,13 +30,13 @@ class Mutation(NamedTuple):
     defect: str       # what a user would get
 
 
-MAPS_TEST = 'tests/test_cltnet_model.py::test_lesion_maps_match_values_worked_out_by_hand'
-WEIGHTS_TEST = 'tests/test_cltnet_model.py::test_each_loss_weight_scales_exactly_the_loss_it_names'
-TEST_FIGURES = ('tests/test_test_script.py::'
+MAPS_TEST = 'tests/models/test_cltnet_model.py::test_lesion_maps_match_values_worked_out_by_hand'
+WEIGHTS_TEST = 'tests/models/test_cltnet_model.py::test_each_loss_weight_scales_exactly_the_loss_it_names'
+TEST_FIGURES = ('tests/scripts/test_test_script.py::'
                 'test_testB_rate_and_testA_auc_are_those_of_the_written_masks_and_the_scores')
-EXPORT_TESTS = ('tests/test_export_weights.py::test_weights_hold_the_chosen_checkpoints_A_to_B_generator',
-                'tests/test_export_weights.py::test_weights_work_on_a_folder_with_only_testA_and_testB')
-GRID_TEST = 'tests/test_crf.py::test_grid_has_the_readmes_size_and_crf_runs_per_image'
+EXPORT_TESTS = ('tests/tools/test_export_weights.py::test_weights_hold_the_chosen_checkpoints_A_to_B_generator',
+                'tests/tools/test_export_weights.py::test_weights_work_on_a_folder_with_only_testA_and_testB')
+GRID_TEST = 'tests/scripts/test_crf.py::test_grid_has_the_readmes_size_and_crf_runs_per_image'
 
 
 def _weight_swap(loss, weight, other):
@@ -59,7 +59,7 @@ MUTATIONS = [
              "test.py's testB fp_rate is the mean predicted area"),
     Mutation('fp-rate-crf', 'crf.py', "return {'fp_rate': float(np.mean([m.any() for m in masks])),",
              "return {'fp_rate': float(np.mean([m.mean() for m in masks])),",
-             ('tests/test_crf.py::test_testB_figures_are_those_of_the_written_masks',),
+             ('tests/scripts/test_crf.py::test_testB_figures_are_those_of_the_written_masks',),
              "crf.py's testB fp_rate is the mean predicted area"),
     Mutation('auc-labels-swapped', 'test.py', "[1] * len(scores['testA']) + [0] * len(scores['testB'])",
              "[0] * len(scores['testA']) + [1] * len(scores['testB'])", (TEST_FIGURES,),
@@ -73,11 +73,12 @@ MUTATIONS = [
     _weight_swap('identity', 'identity_weight', 'cycle_weight'),
     Mutation('test-chooses-on-testA', 'test.py', "val = split_pairs(data_dir, 'val', opt)",
              "val = split_pairs(data_dir, 'testA', opt)",
-             ('tests/test_test_script.py::test_selection_never_reads_testA_labels',),
+             ('tests/scripts/test_test_script.py::test_selection_never_reads_testA_labels',),
              'test.py chooses checkpoint, map and threshold on testA'),
     Mutation('crf-searches-on-testA', 'crf.py', "split_items(opt, run, 'val', rule)\n",
              "split_items(opt, run, 'testA', rule)\n",
-             ('tests/test_crf.py::test_selection_reads_only_val_labels',), 'crf.py chooses its parameters on testA'),
+             ('tests/scripts/test_crf.py::test_selection_reads_only_val_labels',),
+             'crf.py chooses its parameters on testA'),
     Mutation('crf-grid-grows', 'refinement/crf_utils.py', 'in itertools.product(COLOUR_WEIGHTS, (1, 2, 4), widths,',
              'in itertools.product(COLOUR_WEIGHTS, (1, 2, 4, 8), widths,', (GRID_TEST,),
              'a CRF grid of another size than the README says'),
@@ -85,11 +86,11 @@ MUTATIONS = [
              'return combo', (GRID_TEST,), 'a CRF run per setting: n_iter and post-processing share none'),
     Mutation('read-only-not-checked', 'util/preflight.py', 'with tempfile.TemporaryFile(dir=base):',
              'with open(os.devnull, "w"):',
-             ('tests/test_fault_injection.py::test_read_only_result_dir_is_refused_before_anything_runs',),
+             ('tests/scripts/test_fault_injection.py::test_read_only_result_dir_is_refused_before_anything_runs',),
              'a read-only --result_dir found only when the first file is written'),
     Mutation('pseudo-confidence-noisy', 'pseudo.py',
              'np.round(confidence * 255)', 'np.round(confidence * 255 + np.random.rand(*mask.shape))',
-             ('tests/test_pseudo.py::test_pseudo_masks_are_deterministic',),
+             ('tests/scripts/test_pseudo.py::test_pseudo_masks_are_deterministic',),
              'pseudo-mask confidence PNGs differ from run to run'),
 ]
 

@@ -108,7 +108,7 @@ def wrap(net):
     - no static_graph: a network called several times before one backward (G_AB on real A, then on
       the fake A of the cycle and real B as one batch) is reduced correctly, because autograd sums
       every use of a parameter before its gradient-ready hook fires once per backward
-      (tests/test_distributed.py checks the result against one process on the same global batch).
+      (tests/util/test_distributed.py checks the result against one process on the same global batch).
     """
     device = next(net.parameters()).device
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None,
