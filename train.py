@@ -10,6 +10,7 @@ checkpoints/, samples/). ``--resume True`` continues from the latest checkpoint 
 Under torchrun every process trains on its own ``--batch_size`` slice of each step's global batch;
 rank 0 alone checks the data, reads and writes files and talks to visdom (see util/distributed.py).
 """
+import contextlib
 import os
 import random
 import shutil
@@ -294,10 +295,10 @@ def main(argv=None):
             lock.release()
 
 
-def train(opt, lock):
-    """Train with ``opt`` (device and world size already set for this process), holding the run folder with
-    ``lock`` from the first read of it (rank 0); returns the exit code, 128 + the signal number when a signal
-    stopped the run."""
+def prepare(opt, lock):
+    """(model, run folder, first step, checked data files) of a run ready to train: rank 0 checks the data and
+    the folder, takes ``lock``, resumes or starts afresh; the first step is past --iteration when the run has
+    nothing left to do."""
     main_rank = distributed.is_main()
     apply_hardware_options(opt)
     files = distributed.from_main(check_data, opt)
@@ -322,21 +323,19 @@ def train(opt, lock):
     else:
         distributed.from_main(start_fresh, folder, opt.overwrite)
     if start > opt.iteration:
-        if main_rank:
-            print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')
-        return 0
+        return model, folder, start, files
     if main_rank:
         # Only now: a refused resume leaves the run's opt.txt as it was.
         write_text_atomic(options_file(folder), options_text + '\n')
     if distributed.is_distributed():
         model.wrap_distributed(distributed.wrap)
-    dataset_A, dataset_B = training_datasets(opt, files)
-    loader_A = make_loader(dataset_A, opt, 0, start, opt.device)
-    loader_B = make_loader(dataset_B, opt, 1, start, opt.device)
-    visualizer = Visualizer(folder, opt.display_id, opt.display_server, opt.display_port, opt.display_env,
-                            enabled=main_rank, resume_step=start - 1 if opt.resume else None)
-    torch.autograd.set_detect_anomaly(opt.detect_anomaly)
+    return model, folder, start, files
 
+
+@contextlib.contextmanager
+def stop_requests():
+    """While the block runs, SIGINT and SIGTERM append their number to the list it gets (the step under way
+    finishes and saves first); the previous handlers come back when it ends."""
     stop = []
 
     def request_stop(signum, _frame):
@@ -350,19 +349,59 @@ def train(opt, lock):
             check_workers(signum, frame)
     handlers = {signal.SIGINT: request_stop, signal.SIGTERM: request_stop, signal.SIGCHLD: child_exited}
     previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def train(opt, lock):
+    """Train with ``opt`` (device and world size already set for this process), holding the run folder with
+    ``lock`` from the first read of it (rank 0); returns the exit code, 128 + the signal number when a signal
+    stopped the run."""
+    main_rank = distributed.is_main()
+    model, folder, start, files = prepare(opt, lock)
+    if start > opt.iteration:
+        if main_rank:
+            print(f'nothing to do: the run already reached step {start - 1} (--iteration {opt.iteration})')
+        return 0
+    dataset_A, dataset_B = training_datasets(opt, files)
+    loaders = (make_loader(dataset_A, opt, 0, start, opt.device), make_loader(dataset_B, opt, 1, start, opt.device))
+    visualizer = Visualizer(folder, opt.display_id, opt.display_server, opt.display_port, opt.display_env,
+                            enabled=main_rank, resume_step=start - 1 if opt.resume else None)
+    torch.autograd.set_detect_anomaly(opt.detect_anomaly)
+    with stop_requests() as stop:
+        started = time.time()
+        code = train_steps(opt, model, folder, range(start, opt.iteration + 1), loaders, visualizer, stop, lock,
+                           started)
+    if code is not None:
+        return code
+    distributed.barrier()
+    if main_rank:
+        minutes = (time.time() - started) / 60
+        print(f'done: {opt.iteration} steps in {minutes:.1f} min; checkpoints in {checkpoints_folder(folder)}, '
+              f'losses in {loss_log(folder)}, samples in {samples_folder(folder)}')
+    return 0
+
+
+def train_steps(opt, model, folder, steps, loaders, visualizer, stop, lock, started):
+    """Run the training ``steps`` (a range ending at --iteration), logging, showing and saving as the flags say;
+    returns the exit code when a signal in ``stop`` ended them early, None when all ran. ``lock`` is released
+    at the end either way, before the caller puts the signal handlers back."""
+    main_rank = distributed.is_main()
     model.train()
     losses = LossBuffer()
-    progress = tqdm(range(start, opt.iteration + 1), initial=start - 1, total=opt.iteration,
-                    desc=f'train {opt.dataset}', dynamic_ncols=True, file=sys.stdout, disable=not main_rank)
-    started = time.time()
+    progress = tqdm(steps, initial=steps.start - 1, total=opt.iteration, desc=f'train {opt.dataset}',
+                    dynamic_ncols=True, file=sys.stdout, disable=not main_rank)
 
     def save(at):
         save_checkpoint(model, folder, at, opt, getattr(model, 'prior_train_seconds', 0.0) + time.time() - started)
-    step = start - 1
+    step = steps.start - 1
     try:
         for step in progress:
             model.set_learning_rate(step)
-            model.set_input(step_input(next(loader_A), next(loader_B)))
+            model.set_input(step_input(next(loaders[0]), next(loaders[1])))
             model.optimize_parameters()
             losses.add(step, model.get_current_losses())
             # A signal may reach the ranks at different steps: all stop after the first step any saw it.
@@ -399,16 +438,9 @@ def train(opt, lock):
         progress.close()
         visualizer.close()
         # Released while child_exited still guards SIGCHLD: loader workers stopped with this process may
-        # be reaped any moment now, and torch's own handler, put back below, raises when they are.
+        # be reaped any moment now, and torch's own handler, put back after this, raises when they are.
         lock.release()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    distributed.barrier()
-    if main_rank:
-        minutes = (time.time() - started) / 60
-        print(f'done: {opt.iteration} steps in {minutes:.1f} min; checkpoints in {checkpoints_folder(folder)}, '
-              f'losses in {loss_log(folder)}, samples in {samples_folder(folder)}')
-    return 0
+    return None
 
 
 if __name__ == '__main__':
