@@ -12,7 +12,8 @@
         crf/<split>/ (as test/, without prob/), crf/val_grid.json, crf/selection.json      (crf.py)
         pseudo/A/{prob,masks,confidence}/NAME.png, pseudo/B/masks/NAME.png, pseudo/summary.json  (pseudo.py)
         index.html                              report_path           (test.py, crf.py)
-        benchmark_train.json                    benchmark_timing_path (tools/benchmark.py)
+        benchmark_train.json, benchmark_steps.json   benchmark_timing_path, benchmark_steps_path (tools/benchmark.py)
+        stage2_chain.json                       stage2_chain_path     (start_train.sh's stage 2)
         run.lock                                util/run_lock.py (below records: it names its own file)
       <name>/ of pipeline.py: pipeline.json, steps.json, stage1.pt, cascade.pt, release.pt (default --out);
       its steps' runs beside it: <name>_stage1/, <name>_r1/, ..., <name>_release/   pipeline_run_name
