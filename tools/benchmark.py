@@ -6,6 +6,8 @@
     python -m tools.benchmark --dataroot ../shared/datasets --reuse --result_dir ../runs \\
         --methods cltnet,cam,otsu,cltnet_pipeline --names cltnet=stage1,cltnet_pipeline=isic \\
         --datasets ISIC --readme README.md   # runs trained separately, pipeline.py's release included
+    python -m tools.benchmark --dataroot ../shared/datasets --datasets ISIC --methods cam,pcm,seam,psa,irn \\
+        --args "--encoder efficientnet-lite0 --img_size 256" --method_train_args "psa=--batch_size 1"
     python -m tools.benchmark --speed --preset paper   # speed and memory instead (flags: see the end)
 
 Each (dataset, method) is one ordinary run folder <result_dir>/<dataset>/<folder>/<name>/ (default
@@ -16,6 +18,11 @@ changed since this tool ran them there (pipeline.py's rule, workflow/step_runner
 <run>/benchmark_steps.json, so they run once on a run this tool has not tested yet). Every number of
 RESULTS.md and results.json is read from the run folders (summary.json, checkpoints) and every choice
 from the stages' records (test/selection.json, records/record_io.py); the file is only ever written by this command.
+
+The baselines pcm, seam, psa and irn train like cam (stage-1 runs, the same shared flags and --stage1_recipes);
+psa and irn learn from a trained CAM: each gets the checkpoint test.py chose on val in the cam run of its dataset
+(its test/selection.json; the run --names gives cam), so cam trains and is tested before them. Flags of one
+method alone: --method_train_args "seam=--batch_size 4;BraTS/psa=--batch_size 1".
 
 The method cltnet_pipeline is the released two-stage file as pipeline.py builds it; this tool never
 trains or tests it, it reads the pipeline's record <name>/pipeline.json and its release run
@@ -39,9 +46,9 @@ from models import find_model_class
 from models.weights_file import read_state
 from options.base_options import default_folder
 from records.pipeline_record import PipelineRecord
-from records.record_io import load_json, require_record
-from records.run_folder import (benchmark_steps_path, benchmark_timing_path, checkpoints_folder, crf_record_path,
-                                list_checkpoints, pipeline_record_path, pipeline_run_name, run_in,
+from records.record_io import load_json, read_test_selection, require_record
+from records.run_folder import (benchmark_steps_path, benchmark_timing_path, checkpoint_path, checkpoints_folder,
+                                crf_record_path, list_checkpoints, pipeline_record_path, pipeline_run_name, run_in,
                                 runs_folder, split_folder, stage_folder, summary_path, test_record_path)
 from reporting.pipeline_report import replace_section
 from tools import speed_benchmark
@@ -51,19 +58,32 @@ from workflow.run_script import run_script
 from workflow.step_runner import Step, StepRunner
 
 PIPELINE = 'cltnet_pipeline'
-METHODS = ('cltnet', 'cam', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
+METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
+STAGE1_METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn')  # trained from the weak labels alone, like stage 1
+# The methods that learn from a trained CAM: method -> the train.py flag naming the cam run's checkpoint.
+CAM_BASED = {'psa': '--psa_cam_weights', 'irn': '--irn_cam_weights'}
+# Each method's name in the comparison table and the figure (the paper's names; "+crf" rows add "+CRF").
+NAMES = {'cltnet': 'CLTNet stage 1', 'cam': 'CAM', 'pcm': 'PCM', 'seam': 'SEAM', 'psa': 'PSA', 'irn': 'IRN',
+         'otsu': 'Otsu', 'cltnet_stage2': 'CLTNet stage 2', 'cltnet_stage2_few': 'CLTNet stage 2 + few labels',
+         PIPELINE: 'CLTNet (released file)'}
 # Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
 # method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
-STAGE1_METHODS = ('cltnet', 'cam')  # trained from the weak labels alone, like stage 1
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
 # The steps of a pipeline (pipeline.json) that train: stage 1 (absent when it came from a file), each round.
 PIPELINE_TRAINING = re.compile(r'stage1|r\d+_train')
-# The paper's own figures (percent, testA), for orientation only: another setup (GPU, full budget,
-# its own splits and post-processing). "CAM" and "CAM+CRF": the paper gives JA alone.
+# Literature constants, never measured here: the CLTNet paper's own figures (percent, testA), for orientation
+# only: another setup (GPU, full budget, its own splits and post-processing, ResNet backbones). "CAM" and
+# "CAM+CRF": the paper gives JA alone; the other methods' figures on these datasets are not sourced ("—").
+PAPER_SOURCE = ('the CLTNet paper\'s comparison table, as entered with this benchmark (commit 45a2b02); '
+                'its DI (ISIC 88.9, BraTS 87.3) and CAM\'s ISIC JA (68.1) are also quoted in issue 43')
 PAPER = {'BraTS': {'CLTNet': dict(JA=79.0, DI=87.3, AC=99.2, SE=88.6, SP=99.6),
                    'CAM': dict(JA=38.0), 'CAM+CRF': dict(JA=63.6)},
          'ISIC': {'CLTNet': dict(JA=81.8, DI=88.9, AC=95.4, SE=86.3, SP=98.6),
                   'CAM': dict(JA=68.1), 'CAM+CRF': dict(JA=70.9)}}
+LITE0 = 'efficientnet-lite0'  # the ImageNet-pretrained backbone every method can use (models/backbone.py)
+# Which table row stands beside which of the paper's rows: its CLTNet is the complete method (both stages, CRF).
+PAPER_ROW = {'cam': 'CAM', 'cam+crf': 'CAM+CRF', 'pcm': 'PCM', 'pcm+crf': 'PCM+CRF', 'psa': 'PSA', 'seam': 'SEAM',
+             'irn': 'IRN', PIPELINE + '+crf': 'CLTNet'}
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +106,9 @@ def build_parser():
                         help='comma-separated datasets under --dataroot; each uses its default folder '
                              '(ISIC: isic_1, BraTS: brats_1, other: <name>_1)')
     parser.add_argument('--methods', default=','.join(METHODS),
-                        help='comma-separated methods: cltnet, cam, otsu (models/<method>_model.py), '
+                        help='comma-separated methods: cltnet, cam, pcm, seam, psa, irn, otsu '
+                             '(models/<method>_model.py; psa and irn train on the CAM test.py chose in the cam '
+                             'run, so cam, when listed, goes before them), '
                              'cltnet_stage2 (a U-Net trained on the cltnet run\'s pseudo-masks, pseudo.py), '
                              'cltnet_stage2_few (the same plus the --few_sample labelled images) and '
                              'cltnet_pipeline (the release of a finished pipeline.py run of that --names name, '
@@ -94,7 +116,7 @@ def build_parser():
                              'before them')
     parser.add_argument('--few_sample', default='stage2_50',
                         help='few-shot folder (few_sample/<NAME>) of the cltnet_stage2_few method')
-    parser.add_argument('--crf', default='cltnet,cam,cltnet_stage2,cltnet_stage2_few,cltnet_pipeline',
+    parser.add_argument('--crf', default='cltnet,cam,pcm,seam,psa,irn,cltnet_stage2,cltnet_stage2_few,cltnet_pipeline',
                         help='comma-separated methods whose maps also go through crf.py (their "+crf" rows; '
                              'cltnet_pipeline: the pipeline\'s own crf.py outputs)')
     parser.add_argument('--result_dir', default='results', help='root of the run folders (as train.py)')
@@ -119,6 +141,12 @@ def build_parser():
                         help='extra flags given to train.py, test.py and crf.py alike (one shell string), '
                              'e.g. "--preset cpu --num_threads 2 --num_workers 1"')
     parser.add_argument('--train_args', default='', help='extra flags for train.py only, e.g. "--save_freq 250"')
+    parser.add_argument('--method_train_args', default='', metavar='[DATASET/]METHOD=FLAGS;...',
+                        help='extra train.py flags of one method (on one dataset with DATASET/), pairs separated '
+                             'by ";", e.g. "seam=--batch_size 4;psa=--batch_size 1 --psa_beta 8;BraTS/irn=--lr '
+                             '1e-4"; they come after --train_args, and DATASET/METHOD\'s after METHOD\'s, so the '
+                             'most specific wins; psa/irn: a --psa_cam_weights / --irn_cam_weights given here '
+                             'replaces the cam run\'s chosen checkpoint')
     parser.add_argument('--stage1_recipes', default=None, metavar='DIR',
                         help='train cltnet and cam with the [common] and [stage1] flags of DIR/<dataset>.toml (e.g. '
                              'recipes), so a baseline gets the released stage 1\'s schedule and augmentation; '
@@ -131,11 +159,11 @@ def build_parser():
     return parser
 
 
-def _pairs(text, flag, parser, per_dataset=False):
-    """'a=1,b=2' -> {'a': '1', 'b': '2'} (errors name ``flag``); ``per_dataset`` also takes
-    'DATASET/METHOD=VALUE' keys."""
+def method_pairs(text, flag, parser, per_dataset=False, sep=','):
+    """'a=1,b=2' -> {'a': '1', 'b': '2'} (items split at ``sep``; errors name ``flag``); ``per_dataset`` also
+    takes 'DATASET/METHOD=VALUE' keys."""
     pairs = {}
-    for item in filter(None, (part.strip() for part in text.split(','))):
+    for item in filter(None, (part.strip() for part in text.split(sep))):
         key, sep, value = item.partition('=')
         method = key.rpartition('/')[2] if per_dataset else key
         if not sep or not value or method not in METHODS or key.startswith('/'):
@@ -160,13 +188,22 @@ def parse(argv):
                 parser.error(f'--methods: {method} trains on the pseudo-masks of the cltnet run; list cltnet before it')
         elif method == PIPELINE:
             pass  # built by pipeline.py: nothing of it runs here
+        elif method in CAM_BASED and 'cam' in opt.methods[opt.methods.index(method):]:
+            parser.error(f'--methods: {method} trains on the CAM test.py chose in the cam run; list cam before it')
         elif method in METHODS:
             find_model_class(method)
         else:
             parser.error(f'--methods: unknown method {method!r}; choose from {", ".join(METHODS)}')
-    opt.names = _pairs(opt.names, '--names', parser, per_dataset=True)
+    opt.names = method_pairs(opt.names, '--names', parser, per_dataset=True)
+    opt.method_train_args = method_pairs(opt.method_train_args, '--method_train_args', parser, per_dataset=True,
+                                         sep=';')
+    for key, flags in opt.method_train_args.items():
+        try:
+            opt.method_train_args[key] = shlex.split(flags)
+        except ValueError as error:
+            parser.error(f'--method_train_args: {key}={flags!r}: {error}')
     if opt.iteration is None or '=' in opt.iteration:
-        opt.iteration = _pairs(opt.iteration or '', '--iteration', parser)
+        opt.iteration = method_pairs(opt.iteration or '', '--iteration', parser)
     elif opt.iteration.isdigit() and int(opt.iteration) > 0:
         opt.iteration = {method: opt.iteration for method in opt.methods}
     else:
@@ -193,6 +230,29 @@ def stage1_recipe_flags(opt, dataset):
 def run_name(names, dataset, method):
     """--names' run name of ``method`` on ``dataset``: DATASET/METHOD, else METHOD, else the method name."""
     return names.get(f'{dataset}/{method}', names.get(method, method))
+
+
+def method_train_flags(pairs, dataset, method):
+    """--method_train_args' train.py flags of ``method`` on ``dataset``: METHOD's, then DATASET/METHOD's."""
+    return [*pairs.get(method, []), *pairs.get(f'{dataset}/{method}', [])]
+
+
+def chosen_cam_checkpoint(run):
+    """The checkpoint test.py chose on val in the cam run that ``run`` (psa or irn) learns from; exits with one
+    line when that run is missing or not yet tested, or the chosen file is gone."""
+    record = test_record_path(run.cam_source)
+    fix = (f'train and test the cam run first (list cam before {run.method} in --methods), or name a tested cam '
+           f'run with --names {run.dataset}/cam=NAME')
+    if not os.path.isfile(record):
+        raise SystemExit(f'error: {run.label()} trains on the CAM test.py chose in {run.cam_source}, but '
+                         f'{record} is not there: {fix}')
+    selection = read_test_selection(record, fix)
+    step = selection.get('step')
+    path = checkpoint_path(run.cam_source, step) if step is not None else selection['checkpoint']
+    if not path or not os.path.isfile(path):
+        raise SystemExit(f'error: {record} chose the checkpoint {path}, which is not there: run test.py on '
+                         f'{run.cam_source} again')
+    return path
 
 
 def pipeline_command(opt, dataset, name):
@@ -226,6 +286,9 @@ class Run:
         self.argv = base + shlex.split(opt.args)
         recipe = stage1_recipe_flags(opt, dataset) if method in STAGE1_METHODS else []
         self.train_argv = base + recipe + shlex.split(opt.args) + ['--display_id', '0', *shlex.split(opt.train_args)]
+        self.train_argv += method_train_flags(opt.method_train_args, dataset, method)
+        self.cam_flag = CAM_BASED.get(method)
+        self.cam_source = run_in(self.root, run_name(opt.names, dataset, 'cam')) if self.cam_flag else None
         self.pseudo_source = None
         if method in STAGE2:
             self.pseudo_source = run_name(opt.names, dataset, 'cltnet')
@@ -284,6 +347,8 @@ def train_run(run, opt):
                              f'another --result_dir or --names {run.method}=NEW_NAME')
         print(f'[{run.label()}] reusing the checkpoints in {checkpoints_folder(run.dir)}')
         return
+    if run.cam_flag and run.cam_flag not in run.train_argv:
+        run.train_argv = run.train_argv + [run.cam_flag, chosen_cam_checkpoint(run)]
     argv, record, deadline = list(run.train_argv), {}, None
     if opt.minutes is not None:
         steps, per_step = probe_iterations(run, opt.minutes, opt.probe_steps)
@@ -403,6 +468,8 @@ def pipeline_training(run):
     training['note'] = None if 'stage1' in steps else \
         f"stage 2 only: stage 1 from {_flag(steps['stage1_test']['argv'], '--weights')}"
     training['setting'] += f"; round {choice['chosen']} of {len(choice['ranking'])}, by {choice['rule']}"
+    if training['backbone']:  # the chosen round's U-Net; stage 1 is CLTNet's generator, which has no encoder
+        training['backbone'] += ' (stage-2 U-Net)'
     return training
 
 
@@ -415,11 +482,21 @@ def _checkpoint_training(run_dir):
     if seconds is None and os.path.isfile(timing):
         seconds = load_json(timing)['train_seconds']
     return {'seconds': seconds, 'step': state.get('step'), 'planned': options.get('iteration'),
+            'backbone': backbone(state),
             'setting': f"{options.get('img_size')} px, ch {options.get('ch')}, batch {options.get('batch_size')}"
                        + (f", jitter {options['jitter']}" if options.get('jitter', 0.1) != 0.1 else '')
                        + (f", pseudo-masks of {options['pseudo']}" if options.get('stage') == 2 else '')
                        + (f", chosen on val + few_sample/{options['select_few']} (held out of training)"
                           if options.get('select_few') else '')}
+
+
+def backbone(state):
+    """The encoder a checkpoint's networks were built on, from its architecture: 'efficientnet-lite0', 'scratch'
+    (an optional encoder left at its default), or None for a model that has no encoder to choose."""
+    architecture = state.get('architecture', {})
+    model = architecture.get('model')
+    default = find_model_class(model).optional_architecture.get('encoder') if model else None
+    return architecture.get('encoder', default)
 
 
 def collect(run, opt):
@@ -497,6 +574,72 @@ def _command(opt):
     return 'python -m tools.benchmark ' + shlex.join(opt.argv)
 
 
+def _row_name(method):
+    """A row's name in the comparison table: the method's (NAMES), "+CRF" after crf.py."""
+    base, refined = (method[:-4], True) if method.endswith('+crf') else (method, False)
+    return NAMES.get(base, base) + ('+CRF' if refined else '')
+
+
+def _paper_cell(dataset, method):
+    """The paper's JA / DI / AC / SE / SP (in [0, 1]) for the row ``method`` stands beside (PAPER_ROW), '—'
+    for each figure it does not give; a single '—' for a row with no paper row."""
+    figures = PAPER.get(dataset, {}).get(PAPER_ROW.get(method))
+    if not figures:
+        return '—'
+    return ' / '.join(_num(None if figures.get(k) is None else figures[k] / 100) for k in SCORE_NAMES)
+
+
+def _minutes(training):
+    if training is None:
+        return 'training-free'
+    return 'not recorded' if training['seconds'] is None else f"{training['seconds'] / 60:.1f}"
+
+
+def backbone_note(rows):
+    """One line: which methods ran on the ImageNet-pretrained EfficientNet-Lite0, which did not (read from
+    each run's checkpoint), and the papers' backbones."""
+    groups = {}
+    for row in rows:
+        if not row['method'].endswith('+crf'):
+            training = row['training']
+            key = 'training-free' if training is None else training.get('backbone') or 'own'
+            groups.setdefault(key, []).append(_row_name(row['method']))
+    text = {LITE0: 'on the same ImageNet-pretrained EfficientNet-Lite0 (`--encoder efficientnet-lite0`, '
+                   'models/backbone.py)',
+            'scratch': 'on an encoder trained from scratch (`--encoder scratch`)',
+            'own': 'on a network of their own (no encoder to choose)', 'training-free': 'without training'}
+    parts = [f"{', '.join(names)}: {text.get(key, f'on {key}')}" for key, names in groups.items()]
+    return ('Backbone, read from each run\'s checkpoint: ' + '; '.join(parts) + '. The papers used ImageNet '
+            'ResNet-38/50 backbones, which cannot be installed here, so these rows compare the methods on one '
+            'backbone, not the papers\' setups.')
+
+
+def comparison(tables):
+    """The RESULTS.md section laid out as the paper's table: per dataset a row per method and "+CRF" row, its
+    measured testA scores, testB false lesions, image AUC and training minutes, and the paper's figures beside
+    them (PAPER, never in a measured cell)."""
+    lines = ['## The comparison table, laid out as the paper\'s', '',
+             'A row per method and its "+CRF" row (crf.py on that method\'s maps). JA, DI, AC, SE, SP: testA, '
+             'scored once by test.py or crf.py with the rules chosen on val, in [0, 1]. testB false lesions: the '
+             'share of the normal testB images given any lesion pixel. Image AUC: test.py\'s image-level lesion '
+             'score, testA vs testB (— where the method has none). Training: minutes of train.py, as the run '
+             'recorded them (a pipeline: its training steps). Paper: the CLTNet paper\'s figures for the same '
+             f'row (JA / DI / AC / SE / SP, as fractions) for orientation only, from another setup; source: '
+             f'{PAPER_SOURCE}; — where it gives none or none is sourced here. The paper\'s CLTNet stands beside '
+             'the released file after the CRF. Every row, its run and setting: the per-dataset tables below.', '']
+    header = ('| method | JA | DI | AC | SE | SP | testB false lesions | image AUC | training (min) | backbone '
+              '| paper: JA / DI / AC / SE / SP |')
+    for dataset, rows in tables.items():
+        lines += [f'### {dataset} (testA)', '', header, '|' + '---|' * 11]
+        for row in rows:
+            cells = [_row_name(row['method'])] + [_num(row['scores'][k]) for k in SCORE_NAMES]
+            cells += [_num(row['fp_rate']), _num(row['auc']), _minutes(row['training']),
+                      (row['training'] or {}).get('backbone') or '—', _paper_cell(dataset, row['method'])]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        lines += ['', backbone_note(rows), '']
+    return lines
+
+
 def render(tables, opt, started, finished):
     """RESULTS.md text from {dataset: rows}."""
     lines = ['# Results', '',
@@ -519,8 +662,11 @@ def render(tables, opt, started, finished):
              'from a released stage-1 file, whose training is not counted), its iterations and setting those of '
              'the round the pipeline chose, its chosen step the release test record\'s. The baselines: **cam**, '
              'the class activation map of an image classifier trained on the same weak labels '
-             '(models/cam_model.py), and **otsu**, a training-free Otsu threshold of the image intensity '
-             '(models/otsu_model.py). "+crf": the same masks refined by crf.py.', '',
+             '(models/cam_model.py); **pcm** and **seam**, the CAM refined by pixel correlations and SEAM\'s '
+             'siamese equivariant CAM (models/pcm_model.py, models/seam_model.py); **psa** and **irn**, '
+             'AffinityNet\'s and IRN\'s random walks on the CAM that test.py chose in the cam run '
+             '(models/psa_model.py, models/irn_model.py); and **otsu**, a training-free Otsu threshold of the '
+             'image intensity (models/otsu_model.py). "+crf": the same masks refined by crf.py.', '',
              'JA, DI, AC, SE, SP: testA, mean over images, in [0, 1]; masks made by the rule chosen on val '
              '(checkpoint, map, threshold, post-processing; CRF parameters for "+crf"), or on val plus the '
              'held-out few-shot images where the setting says so (--select_few). testB FP rate: fraction '
@@ -530,6 +676,7 @@ def render(tables, opt, started, finished):
              'crf.py\'s for "+crf" rows. The DI line under each table compares the best CLTNet row (stage 1, '
              'stage 2 or the pipeline; not the few-shot rows, which learn from labelled masks) with the best '
              'baseline row.', '']
+    lines += comparison(tables)
     header = ('| method | run | JA | DI | AC | SE | SP | testB FP rate | AUC | training time | iterations | setting '
               '| map | images/s |')
     for dataset, rows in tables.items():
@@ -543,7 +690,7 @@ def render(tables, opt, started, finished):
     lines += ['## Reported in the paper (a different setup)', '',
               'The paper\'s own figures, in percent, for orientation only: its GPU training budget, data '
               'splits and post-processing differ from the runs above, so they are not comparable numbers. '
-              'For CAM and CAM+CRF the paper gives JA only.', '',
+              f'For CAM and CAM+CRF the paper gives JA only. Source: {PAPER_SOURCE}.', '',
               '| dataset | method | JA | DI | AC | SE | SP |', '|---|---|---|---|---|---|---|']
     for dataset, methods in PAPER.items():
         for method, values in methods.items():

@@ -305,13 +305,13 @@ def test_names_per_dataset_win_over_names_per_method(tmp_path, capsys):
     assert (isic.name, isic.pseudo_source) == ('r3', 's1')
     assert (brats.name, brats.pseudo_source) == ('u', 's1b')
     for bad in ('ISIC/unknown=x', '/cltnet=x', 'ISIC/cltnet='):
-        assert f"error: --names: expected [DATASET/]METHOD=VALUE pairs with METHOD in cltnet, cam, otsu, " \
-            f"cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, got '{bad}'" in usage_error(
+        assert f"error: --names: expected [DATASET/]METHOD=VALUE pairs with METHOD in cltnet, cam, pcm, seam, psa, " \
+            f"irn, otsu, cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, got '{bad}'" in usage_error(
                 capsys, benchmark.parse, ['--names', bad])
     # Training budgets are per method only: a dataset prefix is refused.
     message = usage_error(capsys, benchmark.parse, ['--iteration', 'ISIC/cltnet=5'])
-    assert "error: --iteration: expected METHOD=VALUE pairs with METHOD in cltnet, cam, otsu, cltnet_stage2, " \
-        "cltnet_stage2_few, cltnet_pipeline, got 'ISIC/cltnet=5'" in message
+    assert "error: --iteration: expected METHOD=VALUE pairs with METHOD in cltnet, cam, pcm, seam, psa, irn, otsu, " \
+        "cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, got 'ISIC/cltnet=5'" in message
     # A pipeline's run is its release run, beside its record; the command to build it names the dataset's recipe.
     opt = benchmark.parse(['--result_dir', str(tmp_path), '--names', 'BraTS/cltnet_pipeline=brats'])
     pipeline = benchmark.Run(opt, 'BraTS', 'cltnet_pipeline')
