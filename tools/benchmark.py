@@ -148,9 +148,10 @@ def build_parser():
                              'most specific wins; psa/irn: a --psa_cam_weights / --irn_cam_weights given here '
                              'replaces the cam run\'s chosen checkpoint')
     parser.add_argument('--stage1_recipes', default=None, metavar='DIR',
-                        help='train cltnet and cam with the [common] and [stage1] flags of DIR/<dataset>.toml (e.g. '
-                             'recipes), so a baseline gets the released stage 1\'s schedule and augmentation; '
-                             '--args and --train_args come after them and win')
+                        help='train the stage-1 methods (cltnet, cam, pcm, seam, psa, irn) with the [common] and '
+                             '[stage1] flags of DIR/<dataset>.toml (e.g. recipes), so a baseline gets the released '
+                             'stage 1\'s schedule and augmentation; --args, --train_args and --method_train_args '
+                             'come after them and win')
     parser.add_argument('--out_dir', default='docs', help='where RESULTS.md and results.json are written')
     parser.add_argument('--readme', default=None, metavar='PATH',
                         help='also write a short headline table (released file, stage 1, Otsu, paper) between '

@@ -1,8 +1,8 @@
 """The masks of several methods side by side on a few testA images per dataset (the paper's first figure).
 
+    RUNS=ISIC/cltnet=isic_lite0_release,BraTS/cltnet=brats_lite0_release,cam=cam_lite0,psa=psa_lite0
     python -m tools.comparison_figure --dataroot ../shared/datasets --result_dir ../runs \\
-        --names ISIC/cltnet=isic_lite0_release,BraTS/cltnet=brats_lite0_release,cam=cam_lite0,psa=psa_lite0,\\
-seam=seam_lite0,irn=irn_lite0 --out docs/comparison.png
+        --names "$RUNS,seam=seam_lite0,irn=irn_lite0" --out docs/comparison.png
 
 A reader of finished run folders (<result_dir>/<dataset>/<folder>/<name>/, as tools/benchmark.py names them):
 nothing is trained or predicted here. Columns: the image, its ground truth, then one per --methods entry (default

@@ -448,7 +448,8 @@ def test_stage1_recipes_give_cltnet_and_cam_the_recipes_stage_1_flags(tmp_path, 
     cam = benchmark.Run(opt, 'ISIC', 'cam').train_argv
     assert cam[cam.index('--model') + 2:] == ['--num_workers', '1', '--iteration', '30', '--rot90', 'True',
                                               '--num_threads', '1', '--display_id', '0', '--iteration', '40']
-    assert '--rot90' in benchmark.Run(opt, 'ISIC', 'cltnet').train_argv
+    for method in ('cltnet', 'pcm', 'seam', 'psa', 'irn'):
+        assert '--rot90' in benchmark.Run(opt, 'ISIC', method).train_argv
     for method in ('otsu', 'cltnet_stage2'):
         assert '--rot90' not in benchmark.Run(opt, 'ISIC', method).train_argv
     assert '--rot90' not in benchmark.Run(benchmark.parse(['--result_dir', str(tmp_path)]), 'ISIC', 'cam').train_argv
