@@ -78,6 +78,12 @@ def torch_load_safely(path):
                               f'delete it to fall back to an earlier checkpoint, or pass another file') from None
 
 
+def add_flag_table(group, rows, help_prefix=''):
+    """Add ``rows`` of (flag, type, default, help) to an argument ``group``: a model's own flags as one table."""
+    for flag, kind, default, text in rows:
+        group.add_argument(flag, type=kind, default=default, help=help_prefix + text)
+
+
 class BaseModel:
     """Holds options, device and precision; saves and loads the declared networks."""
 

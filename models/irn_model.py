@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import PretrainedEncoder
-from .base_model import BaseModel, _unwrap, set_requires_grad
+from .base_model import BaseModel, _unwrap, add_flag_table, set_requires_grad
 from .cam_model import CAMClassifier, _norm, class_activation_map, classifier_network
 from .random_walk import random_walk
 from .trained_cam import frozen_classifier, trained_cam_state
@@ -224,25 +224,19 @@ def boundary_network(opt):
     return BoundaryNet(PretrainedEncoder(pretrained=opt.is_train), opt.ch, frozen=True)
 
 
-def add_flags(parser):
-    """IRN's flags, a group of their own."""
-    g = parser.add_argument_group('IRN (--model irn)')
-    g.add_argument('--irn_cam_weights', default='',
-                   help='the trained CAM IRN starts from (frozen): a checkpoint of a --model cam run '
-                        '(<run>/checkpoints/iter_*.pt) or its exported weights file; recorded as given')
-    g.add_argument('--irn_fg_threshold', type=float, default=0.3,
-                   help='CAM (scaled to its maximum) at or above which a lesion-image position is a confident '
-                        'lesion seed (IRN 0.30, there after a CRF)')
-    g.add_argument('--irn_bg_threshold', type=float, default=0.05,
-                   help='CAM below which a position is a confident background seed (IRN 0.05); between the two '
-                        'thresholds seeds are uncertain and form no pair')
-    g.add_argument('--irn_radius', type=float, default=5,
-                   help='pairs within this many stride-4 positions are labelled (IRN 10 on 512-px crops); the '
-                        'random walk uses half of it, as IRN walks within 5 (stored in the checkpoints)')
-    g.add_argument('--irn_beta', type=float, default=10,
-                   help='the random walk raises the affinities to this power (IRN 10; stored in the checkpoints)')
-    g.add_argument('--irn_steps', type=int, default=256,
-                   help='random-walk steps (IRN: 2^8 = 256, by squaring; stored in the checkpoints)')
+IRN_FLAGS = (
+    ('--irn_cam_weights', str, '', 'the trained CAM IRN starts from (frozen): a checkpoint of a --model cam run '
+                                   '(<run>/checkpoints/iter_*.pt) or its exported weights file; recorded as given'),
+    ('--irn_fg_threshold', float, 0.3, 'CAM (scaled to its maximum) at or above which a lesion-image position is a '
+                                       'confident lesion seed (IRN 0.30, there after a CRF)'),
+    ('--irn_bg_threshold', float, 0.05, 'CAM below which a position is a confident background seed (IRN 0.05); '
+                                        'between the two thresholds seeds are uncertain and form no pair'),
+    ('--irn_radius', float, 5, 'pairs within this many stride-4 positions are labelled (IRN 10 on 512-px crops); '
+                               'the random walk uses half of it, as IRN walks within 5 (stored in the checkpoints)'),
+    ('--irn_beta', float, 10, 'the random walk raises the affinities to this power (IRN 10; stored in the '
+                              'checkpoints)'),
+    ('--irn_steps', int, 256, 'random-walk steps (IRN: 2^8 = 256, by squaring; stored in the checkpoints)'),
+)
 
 
 class IRNModel(BaseModel):
@@ -264,7 +258,7 @@ class IRNModel(BaseModel):
 
     @staticmethod
     def modify_commandline_options(parser, groups):
-        add_flags(parser)
+        add_flag_table(parser.add_argument_group('IRN (--model irn)'), IRN_FLAGS)
 
     def __init__(self, opt):
         super().__init__(opt)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import PretrainedEncoder
-from .base_model import BaseModel, _unwrap, set_requires_grad
+from .base_model import BaseModel, _unwrap, add_flag_table, set_requires_grad
 from .cam_model import CAMClassifier, class_activation_map, classifier_network
 from .random_walk import random_walk, within_radius
 from .trained_cam import frozen_classifier, trained_cam_state
@@ -162,24 +162,18 @@ def balanced_affinity_loss(affinity, labels, eps=1e-5):
     return parts['fg'] / 4 + parts['bg'] / 4 + parts['neg'] / 2, parts
 
 
-def add_psa_flags(group):
-    group.add_argument('--psa_cam_weights', default='',
-                       help='--model psa: the trained CAM it learns affinities from and propagates: a checkpoint '
-                            'of a --model cam run or an exported cam weights file (recorded as given)')
-    group.add_argument('--psa_radius', type=int, default=5,
-                       help='--model psa: pairs of positions within this distance at 1/8 of the image are '
-                            'labelled and walked along (PSA: 5)')
-    group.add_argument('--psa_alpha_low', type=float, default=4.0,
-                       help='--model psa: confident lesion where the CAM exceeds (1 - CAM)^this (PSA: 4)')
-    group.add_argument('--psa_alpha_high', type=float, default=24.0,
-                       help='--model psa: confident background where (1 - CAM)^this exceeds the CAM (PSA: 24); '
-                            'between the two: uncertain, no pair labels')
-    group.add_argument('--psa_alpha', type=float, default=16.0,
-                       help='--model psa: background score (1 - CAM)^this walked beside the CAM (PSA: 16)')
-    group.add_argument('--psa_beta', type=float, default=8.0,
-                       help='--model psa: affinities raised to this power before the walk (PSA: 8)')
-    group.add_argument('--psa_steps', type=int, default=256,
-                       help='--model psa: random-walk steps (PSA: 2^8, as logt 8 matrix squarings)')
+PSA_FLAGS = (
+    ('--psa_cam_weights', str, '', 'the trained CAM it learns affinities from and propagates: a checkpoint of a '
+                                   '--model cam run or an exported cam weights file (recorded as given)'),
+    ('--psa_radius', int, 5, 'pairs of positions within this distance at 1/8 of the image are labelled and walked '
+                             'along (PSA: 5)'),
+    ('--psa_alpha_low', float, 4.0, 'confident lesion where the CAM exceeds (1 - CAM)^this (PSA: 4)'),
+    ('--psa_alpha_high', float, 24.0, 'confident background where (1 - CAM)^this exceeds the CAM (PSA: 24); '
+                                      'between the two: uncertain, no pair labels'),
+    ('--psa_alpha', float, 16.0, 'background score (1 - CAM)^this walked beside the CAM (PSA: 16)'),
+    ('--psa_beta', float, 8.0, 'affinities raised to this power before the walk (PSA: 8)'),
+    ('--psa_steps', int, 256, 'random-walk steps (PSA: 2^8, as logt 8 matrix squarings)'),
+)
 
 
 def load_cam_classifier(opt):
@@ -216,7 +210,8 @@ class PSAModel(BaseModel):
 
     @staticmethod
     def modify_commandline_options(parser, groups):
-        add_psa_flags(parser.add_argument_group('--model psa (AffinityNet on a trained CAM)'))
+        add_flag_table(parser.add_argument_group('--model psa (AffinityNet on a trained CAM)'), PSA_FLAGS,
+                       '--model psa: ')
 
     def __init__(self, opt):
         super().__init__(opt)

@@ -37,6 +37,8 @@ TEST_FIGURES = ('tests/scripts/test_test_script.py::'
 EXPORT_TESTS = ('tests/tools/test_export_weights.py::test_weights_hold_the_chosen_checkpoints_A_to_B_generator',
                 'tests/tools/test_export_weights.py::test_weights_work_on_a_folder_with_only_testA_and_testB')
 GRID_TEST = 'tests/scripts/test_crf.py::test_grid_has_the_readmes_size_and_crf_runs_per_image'
+TEST_SELECTION_TEST = 'tests/scripts/test_test_script.py::test_selection_never_reads_testA_labels'
+CRF_SELECTION_TEST = 'tests/scripts/test_crf.py::test_selection_reads_only_val_labels'
 
 
 def _weight_swap(loss, weight, other):
@@ -72,13 +74,10 @@ MUTATIONS = [
     _weight_swap('cycle', 'cycle_weight', 'identity_weight'),
     _weight_swap('identity', 'identity_weight', 'cycle_weight'),
     Mutation('test-chooses-on-testA', 'test.py', "val = split_pairs(data_dir, 'val', opt)",
-             "val = split_pairs(data_dir, 'testA', opt)",
-             ('tests/scripts/test_test_script.py::test_selection_never_reads_testA_labels',),
+             "val = split_pairs(data_dir, 'testA', opt)", (TEST_SELECTION_TEST,),
              'test.py chooses checkpoint, map and threshold on testA'),
     Mutation('crf-searches-on-testA', 'crf.py', "split_items(opt, run, 'val', rule)\n",
-             "split_items(opt, run, 'testA', rule)\n",
-             ('tests/scripts/test_crf.py::test_selection_reads_only_val_labels',),
-             'crf.py chooses its parameters on testA'),
+             "split_items(opt, run, 'testA', rule)\n", (CRF_SELECTION_TEST,), 'crf.py chooses its parameters on testA'),
     Mutation('crf-grid-grows', 'refinement/crf_utils.py', 'in itertools.product(COLOUR_WEIGHTS, (1, 2, 4), widths,',
              'in itertools.product(COLOUR_WEIGHTS, (1, 2, 4, 8), widths,', (GRID_TEST,),
              'a CRF grid of another size than the README says'),
