@@ -64,6 +64,31 @@ class CAMClassifier(nn.Module):
         return torch.einsum('bkhw,k->bhw', features.float(), self.fc.weight[0].float())
 
 
+def block_outputs(stem, blocks, images, taps):
+    """The outputs of a CAMClassifier's ``blocks`` (its ``features``) at the indices ``taps``, after ``stem``."""
+    x, found = stem(images), []
+    for index, block in enumerate(blocks):
+        x = block(x)
+        if index in taps:
+            found.append(x)
+    return found
+
+
+class ScratchTaps(nn.Module):
+    """A fresh CAMClassifier's layers (--encoder scratch) giving its block outputs at ``taps``, for methods that
+    build their own network from them; ``channels``: those outputs' widths (two blocks per stage of ch, 2ch,
+    4ch, 8ch)."""
+
+    def __init__(self, img_ch, ch, taps):
+        super().__init__()
+        net = CAMClassifier(img_ch=img_ch, ch=ch)
+        self.stem, self.blocks, self.taps = net.stem, net.features, tuple(taps)
+        self.channels = tuple(ch * 2 ** (index // 2) for index in self.taps)
+
+    def forward(self, images):
+        return block_outputs(self.stem, self.blocks, images, self.taps)
+
+
 class PretrainedCAMClassifier(CAMClassifier):
     """The same classifier on ImageNet-pretrained EfficientNet-Lite0 features (``--encoder``), its deepest
     stage kept at stride 16 so the activation map is 1/16 of the input (16 x 16 at 256 px), not 1/32.

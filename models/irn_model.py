@@ -38,12 +38,14 @@ from torch import nn
 
 from .backbone import PretrainedEncoder
 from .base_model import BaseModel, _unwrap, add_flag_table, set_requires_grad
-from .cam_model import CAMClassifier, _norm, class_activation_map, classifier_network
+from .cam_model import ScratchTaps, _norm, class_activation_map, classifier_network
 from .random_walk import random_walk
 from .trained_cam import frozen_classifier, trained_cam_state
 
 # The boundary map's stride (IRN's).
 STRIDE = 4
+# --encoder scratch: the CAM classifier's stage ends (strides 2, 4, 8, 8; widths ch, 2ch, 4ch, 8ch).
+SCRATCH_TAPS = (1, 3, 5, 7)
 IGNORE = -1  # the seed of an uncertain position
 
 
@@ -161,27 +163,6 @@ def boundary_random_walk(cam, boundary, radius, beta, steps):
 
 # ---- the class-boundary network ----
 
-class ScratchLevels(nn.Module):
-    """``--encoder scratch``: the CAM classifier's stem and stages (cam_model.CAMClassifier) as a trained
-    encoder, images -> features at strides 2, 4, 8, 8 (widths ch, 2ch, 4ch, 8ch)."""
-
-    taps = (1, 3, 5, 7)
-
-    def __init__(self, img_ch, ch):
-        super().__init__()
-        net = CAMClassifier(img_ch=img_ch, ch=ch)
-        self.stem, self.blocks = net.stem, net.features
-        self.channels = (ch, 2 * ch, 4 * ch, 8 * ch)
-
-    def forward(self, images):
-        x, levels = self.stem(images), []
-        for index, block in enumerate(self.blocks):
-            x = block(x)
-            if index in self.taps:
-                levels.append(x)
-        return levels
-
-
 def _resized(features, size):
     """Features brought to ``size``: averaged down (the stride-2 level), bilinearly up (the deeper ones)."""
     if features.shape[-1] > size[-1]:
@@ -220,7 +201,7 @@ class BoundaryNet(nn.Module):
 def boundary_network(opt):
     """The boundary network on the encoder ``opt.encoder`` names (ImageNet weights loaded only to train)."""
     if getattr(opt, 'encoder', 'scratch') == 'scratch':
-        return BoundaryNet(ScratchLevels(opt.img_ch, opt.ch), opt.ch, frozen=False)
+        return BoundaryNet(ScratchTaps(opt.img_ch, opt.ch, SCRATCH_TAPS), opt.ch, frozen=False)
     return BoundaryNet(PretrainedEncoder(pretrained=opt.is_train), opt.ch, frozen=True)
 
 

@@ -13,7 +13,7 @@ normalisation SEAM's losses compare maps with.
 import torch
 import torch.nn.functional as F
 
-from .cam_model import PretrainedCAMClassifier
+from .cam_model import PretrainedCAMClassifier, block_outputs
 from .random_walk import random_walk
 
 
@@ -39,12 +39,8 @@ def classifier_stages(classifier, images):
     if isinstance(classifier, PretrainedCAMClassifier):
         stages = classifier.encoder(images)[2:]  # strides 8, 16, 16 (its last stage kept at stride 16)
     else:
-        x, ends = classifier.stem(images), []
-        for index, block in enumerate(classifier.features):
-            x = block(x)
-            if index % 2 == 1:  # CAMClassifier: two basic blocks per stage
-                ends.append(x)
-        stages = ends[1:]  # strides 4, 8, 8
+        # CAMClassifier: two basic blocks per stage; the ends of its last three stages (strides 4, 8, 8).
+        stages = block_outputs(classifier.stem, classifier.features, images, (3, 5, 7))
     return classifier.fc(stages[-1].mean((2, 3)))[:, 0], stages
 
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from .backbone import PretrainedEncoder
 from .base_model import BaseModel, _unwrap, add_flag_table, set_requires_grad
-from .cam_model import CAMClassifier, class_activation_map, classifier_network
+from .cam_model import ScratchTaps, class_activation_map, classifier_network
 from .random_walk import random_walk, within_radius
 from .trained_cam import frozen_classifier, trained_cam_state
 
@@ -40,27 +40,9 @@ from .trained_cam import frozen_classifier, trained_cam_state
 UNCERTAIN = -1
 # The head's widths per depth (PSA: 64, 128, 256 from ResNet-38's conv4, conv5, conv6).
 HEAD_WIDTHS = (64, 128, 256)
-
-
-class ScratchTrunk(nn.Module):
-    """The CAM classifier's convolutional layers (--encoder scratch): its last three blocks' features, all at
-    stride 8 (widths 4ch, 8ch, 8ch), as PSA taps three stride-8 stages of its dilated ResNet-38."""
-
-    taps = (5, 6, 7)
-
-    def __init__(self, img_ch, ch):
-        super().__init__()
-        net = CAMClassifier(img_ch=img_ch, ch=ch)
-        self.stem, self.blocks = net.stem, net.features
-        self.channels = (4 * ch, 8 * ch, 8 * ch)
-
-    def forward(self, images):
-        x, features = self.stem(images), []
-        for index, block in enumerate(self.blocks):
-            x = block(x)
-            if index in self.taps:
-                features.append(x)
-        return features
+# --encoder scratch: the CAM classifier's last three blocks, all at stride 8 (widths 4ch, 8ch, 8ch), as PSA taps
+# three stride-8 stages of its dilated ResNet-38.
+SCRATCH_TAPS = (5, 6, 7)
 
 
 class PretrainedTrunk(nn.Module):
@@ -101,7 +83,7 @@ class AffinityNet(nn.Module):
 def affinity_network(opt):
     """The affinity network on ``opt.encoder``'s trunk (ImageNet weights loaded only to train)."""
     if getattr(opt, 'encoder', 'scratch') == 'scratch':
-        return AffinityNet(ScratchTrunk(opt.img_ch, opt.ch))
+        return AffinityNet(ScratchTaps(opt.img_ch, opt.ch, SCRATCH_TAPS))
     return AffinityNet(PretrainedTrunk(pretrained=opt.is_train))
 
 
