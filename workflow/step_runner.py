@@ -106,7 +106,6 @@ class StepRunner:
                          f'the same command again (finished steps are kept)')
 
 
-
 def _terminated(number, frame):
     raise Stopped(number)
 
