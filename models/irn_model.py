@@ -14,8 +14,10 @@ The mechanism, as IRN has it:
   nowhere inside one.
 - Inference: the CAM times (1 - B), walked along the affinities raised to ``--irn_beta`` for
   ``--irn_steps`` steps within half the training radius (IRN: 10 to train, 5 to walk), normalised by its
-  maximum: the 'irn' map. IRN then compares it with a constant background score (0.25); here that
-  constant is the threshold test.py chooses on val like every model's. 'cam' is the frozen CAM itself.
+  maximum: the 'irn' map; 'irn-t4', 'irn-t16' and 'irn-t64' walk 4, 16 and 64 steps (IRN's 256 were set
+  for 128 x 128 maps; ours are 64 x 64, where as many steps spread further), and val chooses among them.
+  IRN then compares it with a constant background score (0.25); here that constant is the threshold
+  test.py chooses on val like every model's. 'cam' is the frozen CAM itself.
 
 What is simplified, and why:
 - No displacement-field branch: it serves instance segmentation only; the semantic maps do not use it.
@@ -39,7 +41,7 @@ from torch import nn
 from .backbone import PretrainedEncoder
 from .base_model import BaseModel, _unwrap, add_flag_table, set_requires_grad
 from .cam_model import ScratchTaps, _norm, class_activation_map, classifier_network
-from .random_walk import random_walk
+from .random_walk import scaled_to_peak, walk_modes, walks
 from .trained_cam import frozen_classifier, trained_cam_state
 
 # The boundary map's stride (IRN's).
@@ -153,12 +155,12 @@ def dense_affinity(boundary, radius):
     return dense
 
 
-def boundary_random_walk(cam, boundary, radius, beta, steps):
+def boundary_random_walk(cam, boundary, radius, beta, lengths):
     """IRN's propagation: B x H x W CAM times (1 - boundary), walked along ``dense_affinity`` (one image at a
-    time: the N x N matrix is the memory)."""
-    walked = [random_walk((c * (1 - b))[None, None], dense_affinity(b[None], radius), beta, steps)[0, 0]
-              for c, b in zip(cam.float(), boundary.float())]
-    return torch.stack(walked)
+    time: the N x N matrix is the memory) -> {t: the B x H x W walk of t steps} for each t in ``lengths``."""
+    per_image = [walks((c * (1 - b))[None, None], dense_affinity(b[None], radius), beta, lengths)
+                 for c, b in zip(cam.float(), boundary.float())]
+    return {t: torch.cat([walked[t][:, 0] for walked in per_image]) for t in lengths}
 
 
 # ---- the class-boundary network ----
@@ -216,7 +218,8 @@ IRN_FLAGS = (
                                'the random walk uses half of it, as IRN walks within 5 (stored in the checkpoints)'),
     ('--irn_beta', float, 10, 'the random walk raises the affinities to this power (IRN 10; stored in the '
                               'checkpoints)'),
-    ('--irn_steps', int, 256, 'random-walk steps (IRN: 2^8 = 256, by squaring; stored in the checkpoints)'),
+    ('--irn_steps', int, 256, "random-walk steps of the 'irn' map (IRN: 2^8 = 256, by squaring; stored in the "
+                              "checkpoints); the 'irn-tT' maps walk T = 4, 16, 64 (at most this)"),
 )
 
 
@@ -228,8 +231,9 @@ class IRNModel(BaseModel):
     loss_names = ['bg_pos', 'fg_pos', 'neg']
     loss_groups = {'IRN boundary loss (pairs: background, lesion, different)': ['bg_pos', 'fg_pos', 'neg']}
     visual_names = ['real_A', 'cam_A', 'seeds_A', 'boundary_A', 'real_B', 'boundary_B']
-    map_modes = ('cam', 'irn')
-    map_modes_help = "cam, irn (the CAM walked within IRN's class boundaries)"
+    map_modes = ('cam', *walk_modes('irn', 1))
+    map_modes_help = "cam, irn (the CAM walked --irn_steps within IRN's class boundaries), irn-t4, irn-t16, " \
+                     "irn-t64 (walked 4, 16, 64 steps)"
     # The CAM's shape (from its file) and the walk's settings travel with the networks: test.py has no IRN flags.
     architecture_keys = ('model', 'img_size', 'img_ch', 'ch', 'irn_cam_ch', 'irn_cam_encoder',
                          'irn_radius', 'irn_beta', 'irn_steps')
@@ -308,8 +312,8 @@ class IRNModel(BaseModel):
 
     @torch.inference_mode()
     def infer(self, images):
-        """images: B x C x H x W in [-1, 1] -> {'maps': {'cam': the frozen CAM, 'irn': the CAM walked within
-        the class boundaries, scaled to its maximum}, 'score': the CAM classifier's lesion probability (B,),
+        """images: B x C x H x W in [-1, 1] -> {'maps': {'cam': the frozen CAM, 'irn', 'irn-tT': the CAM walked
+        within the class boundaries, scaled to its maximum}, 'score': the CAM classifier's lesion probability (B,),
         'heatmap': the CAM, 'boundary': the class-boundary map}, maps B x H x W in [0, 1]."""
         images = self.to_device(images)
         classifier, size = _unwrap(self.classifier), images.shape[-2:]
@@ -318,9 +322,11 @@ class IRNModel(BaseModel):
             boundary = _unwrap(self.boundary)(images)
         cam = class_activation_map(classifier, features, size)
         seeds = class_activation_map(classifier, features, boundary.shape[-2:])
-        walked = boundary_random_walk(seeds, boundary, self.opt.irn_radius / 2, self.opt.irn_beta, self.opt.irn_steps)
-        walked = F.interpolate(walked[:, None], size=size, mode='bilinear', align_corners=False)[:, 0].clamp_min(0)
-        irn = walked / walked.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        lengths = walk_modes('irn', self.opt.irn_steps)
+        walked = boundary_random_walk(seeds, boundary, self.opt.irn_radius / 2, self.opt.irn_beta,
+                                      set(lengths.values()))
+        maps = {mode: scaled_to_peak(F.interpolate(walked[steps][:, None], size=size, mode='bilinear',
+                                                   align_corners=False)[:, 0]) for mode, steps in lengths.items()}
         boundary = F.interpolate(boundary[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
-        return {'maps': {'cam': cam, 'irn': irn}, 'score': torch.sigmoid(logits.float()), 'heatmap': cam,
+        return {'maps': {'cam': cam, **maps}, 'score': torch.sigmoid(logits.float()), 'heatmap': cam,
                 'boundary': boundary}

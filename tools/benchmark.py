@@ -147,6 +147,10 @@ def build_parser():
                              '1e-4"; they come after --train_args, and DATASET/METHOD\'s after METHOD\'s, so the '
                              'most specific wins; psa/irn: a --psa_cam_weights / --irn_cam_weights given here '
                              'replaces the cam run\'s chosen checkpoint')
+    parser.add_argument('--select_few', default='', metavar='DATASET=NAME,...',
+                        help='test.py of that dataset chooses on val plus the held-out few-shot folder '
+                             'few_sample/NAME (test.py --select_few), as a recipe with select_few chooses the '
+                             'released file, e.g. "BraTS=stage2_50"; default: val alone')
     parser.add_argument('--stage1_recipes', default=None, metavar='DIR',
                         help='train the stage-1 methods (cltnet, cam, pcm, seam, psa, irn) with the [common] and '
                              '[stage1] flags of DIR/<dataset>.toml (e.g. recipes), so a baseline gets the released '
@@ -174,6 +178,18 @@ def method_pairs(text, flag, parser, per_dataset=False, sep=','):
     return pairs
 
 
+def dataset_pairs(text, datasets, parser):
+    """--select_few's 'BraTS=stage2_50,...' -> {'BraTS': 'stage2_50'}; every DATASET one of ``datasets``."""
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(','))):
+        dataset, sep, name = item.partition('=')
+        if not sep or not name or dataset not in datasets:
+            parser.error(f'--select_few: expected DATASET=NAME pairs with DATASET in --datasets '
+                         f'({", ".join(datasets)}), got {item!r}')
+        pairs[dataset] = name
+    return pairs
+
+
 def parse(argv):
     parser = build_parser()
     opt = parser.parse_args(argv)
@@ -196,6 +212,7 @@ def parse(argv):
         else:
             parser.error(f'--methods: unknown method {method!r}; choose from {", ".join(METHODS)}')
     opt.names = method_pairs(opt.names, '--names', parser, per_dataset=True)
+    opt.select_few = dataset_pairs(opt.select_few, opt.datasets, parser)
     opt.method_train_args = method_pairs(opt.method_train_args, '--method_train_args', parser, per_dataset=True,
                                          sep=';')
     for key, flags in opt.method_train_args.items():
@@ -285,6 +302,7 @@ class Run:
         base = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
                 '--result_dir', opt.result_dir, '--name', self.name, '--model', model]
         self.argv = base + shlex.split(opt.args)
+        self.test_argv = self.argv + (['--select_few', opt.select_few[dataset]] if dataset in opt.select_few else [])
         recipe = stage1_recipe_flags(opt, dataset) if method in STAGE1_METHODS else []
         self.train_argv = base + recipe + shlex.split(opt.args) + ['--display_id', '0', *shlex.split(opt.train_args)]
         self.train_argv += method_train_flags(opt.method_train_args, dataset, method)
@@ -392,7 +410,8 @@ class RunSteps(StepRunner):
 
     def step(self, name, script, inputs):
         """Step ``name``: ``script`` on the source run, reading ``inputs``, writing <run>/<name>/."""
-        return Step(name, [script, *self.source.argv], inputs, outputs=[stage_folder(self.source.dir, name)])
+        argv = self.source.test_argv if script == 'test.py' else self.source.argv
+        return Step(name, [script, *argv], inputs, outputs=[stage_folder(self.source.dir, name)])
 
 
 def make_pseudo_masks(run, source, opt):
@@ -509,6 +528,8 @@ def collect(run, opt):
     test_a, test_b = (load_json(_summary_path(run, 'test', s)) for s in ('testA', 'testB'))
     chosen = require_record(test_record_path(run.dir), f'run test.py for {run.label()} first')['selection']
     training = training_record(run)
+    if training and chosen.get('select_few') and 'few_sample/' not in training['setting']:
+        training['setting'] += f", chosen on {chosen['chosen_on']}"  # a stage-1 method tested with --select_few
     rows = [{'method': run.method, 'run': run.name, 'scores': {k: test_a[k] for k in SCORE_NAMES},
              'fp_rate': test_b['fp_rate'],
              'auc': test_a.get('auc'), 'training': training, 'chosen_step': chosen.get('step'),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import train
 from models.base_model import CHECKPOINT_FORMAT
-from models.irn_model import (IGNORE, boundary_losses, boundary_network, boundary_random_walk, dense_affinity,
+from models.irn_model import (IGNORE, IRNModel, boundary_losses, boundary_network, boundary_random_walk, dense_affinity,
                               load_frozen_cam, path_max_affinity, relation_labels, seed_labels, walk_directions)
 from models.random_walk import within_radius
 from models.weights_file import load_model
@@ -54,11 +54,11 @@ def test_the_walk_spreads_a_seed_inside_its_region_and_stops_at_the_boundary():
     inside[3:8, 3:8] = True
     cam = torch.zeros(1, 12, 12)
     cam[0, 4, 4] = 1.0  # one seed inside
-    walked = boundary_random_walk(cam, boundary[None], radius=2.5, beta=10, steps=256)[0]
+    walked = boundary_random_walk(cam, boundary[None], radius=2.5, beta=10, lengths=(256,))[256][0]
     assert (walked[inside] > 0).all(), 'the seed did not reach its whole region'
     assert torch.count_nonzero(walked[~inside]) == 0, 'the seed crossed the boundary'
     # A weak boundary (0.5, sharpened by beta) lets a little through.
-    leaky = boundary_random_walk(cam, boundary[None] * 0.5, radius=2.5, beta=10, steps=256)[0]
+    leaky = boundary_random_walk(cam, boundary[None] * 0.5, radius=2.5, beta=10, lengths=(256,))[256][0]
     beyond = ~inside & (boundary == 0)
     assert (leaky[beyond] > 0).all() and leaky[inside].mean() > 10 * leaky[beyond].mean()
 
@@ -125,7 +125,7 @@ def test_the_boundary_branch_learns_the_class_edge_from_the_pairs_and_the_walk_k
     edge, inside, outside = (dist > 3) & (dist < 6.5), dist < 2, dist > 7  # edge: the uncertain band
     assert boundary[edge].mean() > 10 * max(boundary[inside].mean(), boundary[outside].mean())
     seeds = torch.where(dist < 2, 1.0, 0.0)  # seeds inside alone: the walk must fill the disc, not the image
-    walked = boundary_random_walk(seeds, boundary, radius=2.5, beta=10, steps=256)
+    walked = boundary_random_walk(seeds, boundary, radius=2.5, beta=10, lengths=(256,))[256]
     assert walked[dist < 3].mean() > 5 * walked[outside].mean()
 
 
@@ -173,10 +173,10 @@ def test_irn_trains_on_a_cam_checkpoint_and_test_serves_it(tiny_argv, tiny_test_
 
     model = load_model(tiny_test_opt(name='irn'), path)
     out = model.infer(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
-    assert set(out['maps']) == {'cam', 'irn'} and out['boundary'].shape == (2, 32, 32)
+    assert set(out['maps']) == {'cam', 'irn', 'irn-t4', 'irn-t16', 'irn-t64'} and out['boundary'].shape == (2, 32, 32)
     assert all(m.shape == (2, 32, 32) and 0 <= m.min() and m.max() <= 1 for m in out['maps'].values())
 
     test_script.main(tiny_test_argv(name='irn'))
     with open(os.path.join(run_folder('irn'), 'test', 'testA', 'summary.json')) as handle:
         summary = json.load(handle)
-    assert summary['selection']['map_mode'] in ('cam', 'irn') and 0 <= summary['DI'] <= 1
+    assert summary['selection']['map_mode'] in IRNModel.map_modes and 0 <= summary['DI'] <= 1

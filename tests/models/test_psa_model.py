@@ -96,10 +96,13 @@ def test_affinities_are_feature_distances_and_the_walk_keeps_the_lesion_on_its_s
     cam[0, :, :3] = 0.8  # the lesion: the left half...
     cam[0, 1, 1] = 0.0   # ...but for a hole
     cam[0, 2, 4] = 0.3   # and a stray response on the right
-    opt = SimpleNamespace(psa_alpha=16.0, psa_beta=8.0, psa_steps=64, psa_radius=2)
-    share = PSAModel.propagate(SimpleNamespace(opt=opt), cam, features)[0]
+    opt = SimpleNamespace(psa_beta=8.0, psa_steps=64, psa_radius=2)
+    walked = PSAModel.propagate(SimpleNamespace(opt=opt), cam, features)
+    assert set(walked) == {'psa', 'psa-t4', 'psa-t16', 'psa-t64'} and torch.equal(walked['psa'], walked['psa-t64'])
+    psa = walked['psa'][0]
     # The walk fills the hole from its region and averages the stray response away in its own.
-    assert share[:, :3].min() > 0.85 and share[:, 3:].max() < 0.05, share
+    assert psa[:, :3].min() > 0.9 and psa[:, 3:].max() < 0.05, psa
+    assert walked['psa-t4'][0, 1, 1] < psa[1, 1]  # a short walk has filled the hole less
 
 
 def _cam_and_psa_runs(tiny_argv, run_folder, monkeypatch, tmp_path):
@@ -123,7 +126,7 @@ def test_train_and_test_scripts_serve_a_psa_run_without_its_cam_file(tiny_argv, 
     assert list(state['nets']) == ['classifier', 'affinity'] and list(state['optimizers']) == ['aff']
     assert state['options']['psa_cam_weights'] == cam_file  # recorded as given: relative stays relative
     assert state['architecture'] == {'model': 'psa', 'img_size': 32, 'img_ch': 3, 'ch': 4, 'psa_radius': 2,
-                                     'psa_alpha': 16.0, 'psa_beta': 8.0, 'psa_steps': 8}
+                                     'psa_beta': 8.0, 'psa_steps': 8}
     cam_state = torch.load(cam_file, weights_only=False)
     for key, value in cam_state['nets']['classifier'].items():  # frozen: the CAM as it was trained
         assert torch.equal(state['nets']['classifier'][key], value), key
@@ -137,7 +140,7 @@ def test_train_and_test_scripts_serve_a_psa_run_without_its_cam_file(tiny_argv, 
     test_script.main(tiny_test_argv(name='psa'))
     with open(os.path.join(folder, 'test', 'testA', 'summary.json')) as handle:
         rule = json.load(handle)
-    assert rule['selection']['map_mode'] in ('cam', 'psa') and 0 <= rule['DI'] <= 1
+    assert rule['selection']['map_mode'] in PSAModel.map_modes and 0 <= rule['DI'] <= 1
     test_script.main(tiny_test_argv('--map_mode', 'psa', '--reselect', name='psa'))
     with open(os.path.join(folder, 'test', 'testA', 'summary.json')) as handle:
         assert json.load(handle)['selection']['map_mode'] == 'psa'
@@ -177,5 +180,6 @@ def test_pretrained_affinity_network_features_at_stride_8_on_a_pretrained_cam(tm
     psa.train(False)
     assert psa.affinity(images).shape == (2, 448, 8, 8)
     out = psa.infer(images)
-    assert set(out['maps']) == {'cam', 'psa'} and all(m.shape == (2, 64, 64) for m in out['maps'].values())
+    assert set(out['maps']) == {'cam', 'psa', 'psa-t4', 'psa-t16', 'psa-t64'}
+    assert all(m.shape == (2, 64, 64) for m in out['maps'].values())
     assert all(0 <= m.min() and m.max() <= 1 for m in out['maps'].values())

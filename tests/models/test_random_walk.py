@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from models.random_walk import random_walk, transition_matrix, within_radius
+from models.random_walk import random_walk, scaled_to_peak, transition_matrix, walk_modes, walks, within_radius
 
 
 def _two_regions(height=6, width=8, across=0.0):
@@ -52,3 +52,26 @@ def test_a_constant_map_stays_constant():
 def test_affinity_of_the_wrong_size_is_one_clear_error():
     with pytest.raises(ValueError, match='does not match maps'):
         random_walk(torch.zeros(1, 1, 4, 4), torch.ones(1, 15, 15))
+
+
+def test_walks_of_several_lengths_are_the_snapshots_of_one_walk():
+    seed = torch.zeros(1, 1, 6, 8)
+    seed[0, 0, 2, 1] = 1.0
+    affinity = _two_regions(across=0.2)
+    walked = walks(seed, affinity, beta=2, lengths=(0, 3, 12))
+    assert sorted(walked) == [0, 3, 12] and torch.equal(walked[0], seed)
+    for steps in (3, 12):
+        torch.testing.assert_close(walked[steps], random_walk(seed, affinity, beta=2, steps=steps))
+    assert walked[12][0, 0, :, 4:].sum() > walked[3][0, 0, :, 4:].sum()  # longer walks spread further
+
+
+def test_walk_modes_name_the_shorter_walks_and_the_method_s_own():
+    assert walk_modes('psa', 256) == {'psa-t4': 4, 'psa-t16': 16, 'psa-t64': 64, 'psa': 256}
+    assert walk_modes('irn', 8) == {'irn-t4': 4, 'irn-t16': 8, 'irn-t64': 8, 'irn': 8}
+
+
+def test_scaled_to_peak_puts_each_image_s_maximum_at_one():
+    maps = torch.tensor([[[0.0, 0.2], [0.1, 0.4]], [[0.0, 0.0], [0.0, 0.0]]])
+    scaled = scaled_to_peak(maps)
+    torch.testing.assert_close(scaled[0], maps[0] / 0.4)
+    assert torch.equal(scaled[1], maps[1])

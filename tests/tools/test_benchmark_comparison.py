@@ -18,7 +18,7 @@ NEW = ('cam', 'pcm', 'seam', 'psa', 'irn')
 LITE0 = 'efficientnet-lite0'
 
 
-def fake_trained_run(results, method, name, index, encoder=LITE0, steps=(2,), chosen=2):
+def fake_trained_run(results, method, name, index, encoder=LITE0, steps=(2,), chosen=2, select_few=''):
     """A finished run of ``method`` named ``name`` as train.py, test.py and crf.py leave it, in small files: its
     checkpoints (train_seconds 60 * (index + 1)), records and summaries, every score distinct (from ``index``);
     returns {'test': testA summary, 'crf': testA summary, 'fp': {stage: testB fp_rate}}."""
@@ -32,7 +32,8 @@ def fake_trained_run(results, method, name, index, encoder=LITE0, steps=(2,), ch
                    rf.checkpoint_path(run, step))
     write_json(rf.test_record_path(run), {'selection': {
         'step': chosen, 'checkpoint': rf.checkpoint_path(run, chosen), 'map_mode': method, 'binarize': 'fixed',
-        'threshold': 0.5, 'postprocess': 'none', 'chosen_on': 'val'}})
+        'threshold': 0.5, 'postprocess': 'none', 'select_few': select_few,
+        'chosen_on': f'val + few_sample/{select_few}' if select_few else 'val'}})
     write_json(rf.crf_record_path(run), {'selection': {'crf': {'alpha': 1.0}, 'chosen_on': 'val'}})
     made = {'fp': {}}
     for offset, stage in enumerate(('test', 'crf')):
@@ -154,6 +155,29 @@ def test_method_train_args_go_to_train_py_only_most_specific_last(tmp_path, caps
                        ('psa=--x "1', "psa='--x \"1': No closing quotation")):
         assert f'error: --method_train_args: {error}' in usage_error(
             capsys, benchmark.parse, ['--method_train_args', bad])
+
+
+def test_select_few_goes_to_that_datasets_test_py_only(tmp_path, capsys):
+    opt = benchmark.parse(['--result_dir', str(tmp_path), '--select_few', 'BraTS=stage2_50'])
+    brats, isic = benchmark.Run(opt, 'BraTS', 'cam'), benchmark.Run(opt, 'ISIC', 'cam')
+    steps = benchmark.RunSteps(brats, brats)
+    assert steps.step('test', 'test.py', []).argv[-2:] == ['--select_few', 'stage2_50']
+    assert '--select_few' not in steps.step('crf', 'crf.py', []).argv
+    assert '--select_few' not in brats.train_argv and '--select_few' not in isic.test_argv
+    for bad in ('BraTS', 'LiTS=x', 'BraTS='):
+        assert f"error: --select_few: expected DATASET=NAME pairs with DATASET in --datasets (ISIC, BraTS), " \
+               f"got '{bad}'" in usage_error(capsys, benchmark.parse, ['--select_few', bad])
+
+
+def test_a_stage1_method_chosen_with_select_few_says_so_in_its_setting(tmp_path):
+    results = tmp_path / 'results'
+    fake_trained_run(results, 'cam', 'cam', 0, select_few='stage2_50')
+    fake_trained_run(results, 'seam', 'seam', 1)
+    opt = benchmark.parse(['--result_dir', str(results), '--datasets', TINY_DATASET])
+    cam, seam = (benchmark.collect(benchmark.Run(opt, TINY_DATASET, m), opt) for m in ('cam', 'seam'))
+    settings = [row['training']['setting'] for row in cam]
+    assert settings == ['32 px, ch 4, batch 2, chosen on val + few_sample/stage2_50'] * 2
+    assert seam[0]['training']['setting'] == '32 px, ch 4, batch 2'
 
 
 def test_every_method_is_refined_by_the_crf_by_default():
