@@ -167,9 +167,13 @@ def choose(opt, folder, data_dir, candidates):
         return serve_stored(opt, record_path, stored)
     few = present_few(data_dir, few)
     val, normals = set_to_choose_on(data_dir, val, few, options)
+    first = load_model(opt, candidates[0][1])
+    # The maps the model offers belong to the key: a model that gained a map (new code, same checkpoints)
+    # must be chosen again, not served the choice made among the old ones.
     key = {'version': 2, 'sources': [[s, p] + ([os.path.getsize(p), os.path.getmtime(p)] if p else [])
                                      for s, p in candidates],
-           'map_mode': opt.map_mode, 'val': [os.path.basename(p) for p, _ in val]}
+           'map_mode': opt.map_mode, 'maps': list(available_map_modes(first.map_modes)),
+           'val': [os.path.basename(p) for p, _ in val]}
     if normals:
         key['normals'] = [os.path.basename(path) for path in normals]
     earlier = earlier_record(record_path)
@@ -178,7 +182,7 @@ def choose(opt, folder, data_dir, candidates):
         return earlier['selection']
     items_by_source = {}
     for step, path in candidates:
-        model = load_model(opt, path)
+        model = first if (step, path) == candidates[0] else load_model(opt, path)
         available = available_map_modes(model.map_modes)
         if opt.map_mode not in ('auto', *available):
             raise SystemExit(f"error: --map_mode {opt.map_mode}: this model's maps are {', '.join(available)}")

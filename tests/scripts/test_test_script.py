@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import crf
-from models import weights_file
+from models import find_model_class, weights_file
 import train
 from conftest import TINY_DATASET, TINY_FOLDER, test_script
 from data.image_io import list_images, read_mask
@@ -167,6 +167,12 @@ def test_second_run_uses_the_record_and_reselect_chooses_again(trained, run_test
     out = capsys.readouterr().out
     assert calls == [1] and 'already recorded' not in out and 'held another decision' not in out
     assert _summary(trained, 'testA')['selection'] == first['selection']  # same data, same choice
+
+    # New code whose model offers other maps (same checkpoints): chosen again, not served the old choice.
+    model_class = find_model_class(weights_file.read_state(first['selection']['checkpoint'])['architecture']['model'])
+    monkeypatch.setattr(model_class, 'map_modes', model_class.map_modes + ('a-new-map',))
+    run_test()
+    assert calls == [1, 1] and 'already recorded' not in capsys.readouterr().out
 
 
 @pytest.mark.slow
