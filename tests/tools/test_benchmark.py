@@ -433,6 +433,10 @@ def test_readme_section_gives_the_papers_figure_and_a_dash_for_each_missing_row(
     assert section.endswith('<!-- results end -->')
     assert '| ISIC | — | — | — | — | 0.889 |' in section
     assert '| BraTS | — | — | — | — | 0.873 |' in section
+    # The best baseline of the CAM family, with or without the CRF, by name; CLTNet's own rows and Otsu are not one.
+    rows = [{'method': method, 'scores': {'DI': di}} for method, di in (
+        ('cam', 0.5), ('seam+crf', 0.7), ('psa', 0.6), ('otsu', 0.8), ('cltnet+crf', 0.9))]
+    assert '| ISIC | — | — | SEAM+CRF 0.700 | 0.800 | 0.889 |' in benchmark.headline({'ISIC': rows}, opt)
     missing = tmp_path / 'none.md'
     assert f'error: --readme: {missing} not found (the section goes into an existing file)' in usage_error(
         capsys, benchmark.parse, ['--readme', str(missing)])
