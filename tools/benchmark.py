@@ -616,7 +616,10 @@ def _paper_cell(dataset, method):
 def _minutes(training):
     if training is None:
         return 'training-free'
-    return 'not recorded' if training['seconds'] is None else f"{training['seconds'] / 60:.1f}"
+    if training['seconds'] is None:
+        return 'not recorded'
+    # A pipeline that started from a stage-1 file counts stage 2 alone: the cell says so.
+    return f"{training['seconds'] / 60:.1f}" + (' (stage 2 only)' if training.get('note') else '')
 
 
 def backbone_note(rows):
@@ -647,7 +650,8 @@ def comparison(tables):
              'scored once by test.py or crf.py with the rules chosen on val, in [0, 1]. testB false lesions: the '
              'share of the normal testB images given any lesion pixel. Image AUC: test.py\'s image-level lesion '
              'score, testA vs testB (— where the method has none). Training: minutes of train.py, as the run '
-             'recorded them (a pipeline: its training steps). Paper: the CLTNet paper\'s figures for the same '
+             'recorded them (a pipeline: its training steps; "stage 2 only" when it started from a stage-1 file, whose '
+             'training is not counted). Paper: the CLTNet paper\'s figures for the same '
              f'row (JA / DI / AC / SE / SP, as fractions) for orientation only, from another setup; source: '
              f'{PAPER_SOURCE}; — where it gives none or none is sourced here. The paper\'s CLTNet stands beside '
              'the released file after the CRF. Every row, its run and setting: the per-dataset tables below.', '']
@@ -723,6 +727,15 @@ def render(tables, opt, started, finished):
     return '\n'.join(lines) + '\n'
 
 
+def _release_name(row):
+    """How the headline names a pipeline's release: its file when the pipeline wrote it into the repository
+    (weights/), else the pipeline's name (a file under the result folder is no path for a reader)."""
+    file = row['file']
+    if file and not os.path.isabs(file) and not os.path.normpath(file).startswith('..'):
+        return f'`{file}`: '
+    return f"pipeline `{row['run']}`: "
+
+
 def headline(tables, opt):
     """The README section (between <!-- results start --> and <!-- results end -->) from the same rows
     as RESULTS.md: per dataset the released file's testA DI before and after the CRF, its testB share of
@@ -740,7 +753,7 @@ def headline(tables, opt):
         def di(method):
             return _num(by_method[method]['scores']['DI']) if method in by_method else '—'
         released, refined = by_method.get(PIPELINE), by_method.get(PIPELINE + '+crf')
-        file = f"`{released['file']}`: " if released and released['file'] else ''
+        file = _release_name(released) if released else ''
         paper = PAPER.get(dataset, {}).get('CLTNet', {}).get('DI')
         baselines = [row for row in rows if row['method'].split('+')[0] in CAM_FAMILY]
         best = max(baselines, key=lambda row: row['scores']['DI']) if baselines else None

@@ -436,6 +436,15 @@ def test_readme_section_gives_the_papers_figure_and_a_dash_for_each_missing_row(
     rows = [{'method': method, 'scores': {'DI': di}} for method, di in (
         ('cam', 0.5), ('seam+crf', 0.7), ('psa', 0.6), ('otsu', 0.8), ('cltnet+crf', 0.9))]
     assert '| ISIC | — | — | SEAM+CRF 0.700 | 0.800 | 0.889 |' in benchmark.headline({'ISIC': rows}, opt)
+    # A release written under the result folder is named by its pipeline; one written into weights/ by its path.
+    for file, named in (('../runs/ISIC/isic_1/isic/release.pt', 'pipeline `isic`'),
+                        ('weights/ISIC.pt', '`weights/ISIC.pt`')):
+        release = [{'method': method, 'run': 'isic', 'file': file, 'fp_rate': 0.04, 'scores': {'DI': di}}
+                   for method, di in (('cltnet_pipeline', 0.78), ('cltnet_pipeline+crf', 0.8))]
+        assert f'| ISIC | {named}: 0.780 -> 0.800 | 0.04 | — |' in benchmark.headline({'ISIC': release}, opt)
+    assert benchmark._minutes({'seconds': 750, 'note': 'stage 2 only: stage 1 from weights/ISIC_stage1.pt'}) \
+        == '12.5 (stage 2 only)'
+    assert benchmark._minutes({'seconds': 750}) == '12.5' and benchmark._minutes(None) == 'training-free'
     missing = tmp_path / 'none.md'
     assert f'error: --readme: {missing} not found (the section goes into an existing file)' in usage_error(
         capsys, benchmark.parse, ['--readme', str(missing)])
