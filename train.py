@@ -25,7 +25,6 @@ exit_quietly_on_ctrl_c(__name__)  # before the slow imports below (torch: second
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data.image_io import write_text_atomic
 from data.layout import LayoutError, check_training_layout, few_shot_pairs, held_out_normals, hold_out_spec
@@ -44,6 +43,7 @@ from util.full_disk import OUT_OF_SPACE, exit_on_full_disk
 from util.hardware import apply_hardware_options
 from util.machine import machine
 from util.preflight import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
+from util.progress import progress_bar
 from util.run_lock import RunLock
 from reporting.visualizer import Visualizer
 
@@ -392,8 +392,11 @@ def train_steps(opt, model, folder, steps, loaders, visualizer, stop, lock, star
     main_rank = distributed.is_main()
     model.train()
     losses = LossBuffer()
-    progress = tqdm(steps, initial=steps.start - 1, total=opt.iteration, desc=f'train {opt.dataset}',
-                    dynamic_ncols=True, file=sys.stdout, disable=not main_rank)
+    if main_rank:  # in a log the progress lines come every 30 s at the earliest: say at once that it trains
+        print(f'train {opt.dataset}: steps {steps.start} to {opt.iteration}', flush=True)
+    # A bar on a terminal; in a log (nohup, a pipeline's) lines with the losses, not carriage returns.
+    progress = progress_bar(steps, initial=steps.start - 1, total=opt.iteration, desc=f'train {opt.dataset}',
+                            unit='step', file=sys.stdout, leave=True, disable=not main_rank)
 
     def save(at):
         save_checkpoint(model, folder, at, opt, getattr(model, 'prior_train_seconds', 0.0) + time.time() - started)

@@ -79,3 +79,26 @@ def test_a_closed_file_or_an_object_without_isatty_is_not_a_terminal():
     closed.close()
     assert not progress._is_terminal(closed) and not progress._is_terminal(object())
     assert progress._is_terminal(Terminal())
+
+
+def test_a_resumed_training_in_a_log_counts_from_its_start_and_shows_the_losses(monkeypatch):
+    clock = Clock(monkeypatch)
+    log = io.StringIO()
+    bar = progress_bar(range(101, 201), total=200, initial=100, desc='train ISIC', unit='step', file=log)
+    for step in bar:
+        clock.now += 1  # one step a second: the rate counts this run's steps, not the 100 done before
+        bar.set_postfix({'D_A': '0.25', 'G_total': '1.2e+03'})
+    lines = log.getvalue().splitlines()
+    assert lines[0] == 'train ISIC: 130/200 step (65%), 1.00 step/s, 01:10 left, D_A=0.25, G_total=1.2e+03'
+    assert lines[-1] == 'train ISIC: 200 step done in 01:40'
+
+
+def test_a_disabled_bar_prints_nothing_even_in_a_log(monkeypatch):
+    clock = Clock(monkeypatch)
+    log = io.StringIO()
+    bar = progress_bar(range(50), desc='train', file=log, disable=True)
+    for _ in bar:
+        clock.now += 60
+        bar.set_postfix({'D_A': '1'})
+    bar.close()
+    assert log.getvalue() == ''
