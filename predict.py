@@ -45,6 +45,7 @@ from records.predict_manifest import MANIFEST, Manifest, file_key
 from reporting.prediction_table import SUMMARY, write_predictions
 from refinement.predictor import Predictor
 from util.preflight import check_output_dir
+from util.progress import progress_bar
 from records.record_io import file_sha256
 
 SKIP_HINT = '--skip_bad_images True goes on without such files'
@@ -272,8 +273,7 @@ def volume_predictions(voxels, job, name):
     slices = np.flatnonzero(enough_brain(voxels, opt.min_brain_frac))
     raws = [slice_image(scaled, z) for z in slices]
     predictions = []
-    for start in tqdm(range(0, len(raws), opt.batch_size), desc=name, unit='batch', leave=False,
-                      dynamic_ncols=True):
+    for start in progress_bar(range(0, len(raws), opt.batch_size), desc=name, unit='batch'):
         chunk = raws[start:start + opt.batch_size]
         images = torch.stack([network_input(raw, model.opt.img_size, model.opt.img_ch) for raw in chunk])
         predictions += job.predictor.decide(images, chunk)
@@ -334,7 +334,7 @@ def input_keys(inputs, opt):
     """{input path: what its outputs are made from (records.predict_manifest.file_key), None if unreadable}."""
     weights = file_sha256(opt.weights)
     keys = {}
-    for item in tqdm(inputs, desc='digest', unit='file', leave=False, dynamic_ncols=True):
+    for item in progress_bar(inputs, desc='digest', unit='file'):
         try:
             keys[item.path] = file_key(file_sha256(item.path), weights, opt)
         except OSError:
@@ -371,7 +371,7 @@ def predict_all(job, state, choices, todo, rows):
                              f"({', '.join(available_map_modes(model.map_modes))}); export it again")
         job.model, job.predictor = model, Predictor(model, rule, crf, pool)
         images = [item for item in todo if item.kind == 'image']
-        with tqdm(total=len(todo), desc='predict', unit='file', dynamic_ncols=True) as bar:
+        with progress_bar(total=len(todo), desc='predict', unit='file', leave=True) as bar:
             for row in predict_images(images, job, bar) if images else ():
                 rows.append(row)
             for item in (item for item in todo if item.kind == 'volume'):
