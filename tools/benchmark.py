@@ -61,7 +61,7 @@ PIPELINE = 'cltnet_pipeline'
 METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
 STAGE1_METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn')  # trained from the weak labels alone, like stage 1
 # The weakly supervised baselines of the paper's table (the README headline names the best of them).
-CAM_FAMILY = ('cam', 'pcm', 'seam', 'psa', 'irn')
+CAM_FAMILY = tuple(method for method in STAGE1_METHODS if method != 'cltnet')
 # The methods that learn from a trained CAM: method -> the train.py flag naming the cam run's checkpoint.
 CAM_BASED = {'psa': '--psa_cam_weights', 'irn': '--irn_cam_weights'}
 # Each method's name in the comparison table and the figure (the paper's names; "+crf" rows add "+CRF").
@@ -169,26 +169,28 @@ def build_parser():
 def method_pairs(text, flag, parser, per_dataset=False, sep=','):
     """'a=1,b=2' -> {'a': '1', 'b': '2'} (items split at ``sep``; errors name ``flag``); ``per_dataset`` also
     takes 'DATASET/METHOD=VALUE' keys."""
-    pairs = {}
-    for item in filter(None, (part.strip() for part in text.split(sep))):
-        key, sep, value = item.partition('=')
+    def valid(key):
         method = key.rpartition('/')[2] if per_dataset else key
-        if not sep or not value or method not in METHODS or key.startswith('/'):
-            form = '[DATASET/]METHOD=VALUE' if per_dataset else 'METHOD=VALUE'
-            parser.error(f'{flag}: expected {form} pairs with METHOD in {", ".join(METHODS)}, got {item!r}')
-        pairs[key] = value
-    return pairs
+        return method in METHODS and not key.startswith('/')
+    form = '[DATASET/]METHOD=VALUE' if per_dataset else 'METHOD=VALUE'
+    return _pairs(text, flag, parser, valid, f'{form} pairs with METHOD in {", ".join(METHODS)}', sep)
 
 
 def dataset_pairs(text, datasets, parser):
     """--select_few's 'BraTS=stage2_50,...' -> {'BraTS': 'stage2_50'}; every DATASET one of ``datasets``."""
+    return _pairs(text, '--select_few', parser, lambda key: key in datasets,
+                  f'DATASET=NAME pairs with DATASET in --datasets ({", ".join(datasets)})')
+
+
+def _pairs(text, flag, parser, valid, expected, sep=','):
+    """KEY=VALUE items of ``text`` split at ``sep`` -> {KEY: VALUE}; an item without a value or whose key is
+    not ``valid`` stops the parse with one line naming ``flag`` and the ``expected`` form."""
     pairs = {}
-    for item in filter(None, (part.strip() for part in text.split(','))):
-        dataset, sep, name = item.partition('=')
-        if not sep or not name or dataset not in datasets:
-            parser.error(f'--select_few: expected DATASET=NAME pairs with DATASET in --datasets '
-                         f'({", ".join(datasets)}), got {item!r}')
-        pairs[dataset] = name
+    for item in filter(None, (part.strip() for part in text.split(sep))):
+        key, equals, value = item.partition('=')
+        if not equals or not value or not valid(key):
+            parser.error(f'{flag}: expected {expected}, got {item!r}')
+        pairs[key] = value
     return pairs
 
 
