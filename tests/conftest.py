@@ -117,6 +117,14 @@ def usage_error(capsys, call, *args):
     return capsys.readouterr().err
 
 
+def help_text(capsys, call):
+    """What ``call(['--help'])`` printed on stdout; it must exit with status 0."""
+    with pytest.raises(SystemExit) as info:
+        call(['--help'])
+    assert info.value.code == 0, info.value.code
+    return capsys.readouterr().out
+
+
 def file_hashes(folder):
     """{relative path: sha256} of every file under ``folder`` (to compare two builds byte for byte)."""
     hashes = {}

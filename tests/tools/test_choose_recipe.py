@@ -7,6 +7,7 @@ from PIL import Image
 
 from tools.choose_recipe import main, parse_args
 from evaluation.metrics import CSV_COLUMNS, write_metrics_csv
+from conftest import help_text
 
 LESIONS = ['les_a', 'les_b']
 NORMALS = ['norm_0', 'norm_1', 'norm_2', 'norm_3']  # B_weak, sorted: the last two are held out
@@ -140,10 +141,7 @@ def test_a_damaged_steps_json_is_refused_in_one_line_with_the_fix(dataroot, tmp_
 
 
 def test_help_explains_every_flag(capsys):
-    with pytest.raises(SystemExit) as exited:
-        parse_args(['--help'])
-    assert exited.value.code == 0
-    text = capsys.readouterr().out
+    text = help_text(capsys, parse_args)
     for flag in ('--dataroot', '--dataset', '--folder', '--result_dir', '--released', '--candidates', '--margin',
                  '--tolerance', '--out', '--doc'):
         assert flag in text

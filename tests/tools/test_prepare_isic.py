@@ -10,7 +10,7 @@ from scipy import ndimage
 from data.layout import check_split, check_training_layout
 from tools import prepare_isic
 from tools.prepare_common import PrepareError
-from conftest import file_hashes
+from conftest import file_hashes, help_text
 
 H, W, SIZE = 72, 96, 40
 IDS = [f'ISIC_{i:07d}' for i in range(9)]
@@ -183,10 +183,7 @@ def test_errors_are_one_line_naming_the_path(src, tmp_path, kind):
 
 
 def test_help_explains_every_flag(capsys):
-    with pytest.raises(SystemExit) as exc:
-        prepare_isic.main(['--help'])
-    text = capsys.readouterr().out
-    assert exc.value.code == 0
+    text = help_text(capsys, prepare_isic.main)
     for flag in ('--images', '--masks', '--out', '--folder', '--size', '--seed', '--overwrite', '--n_val',
                  '--n_testA', '--n_testB', '--n_a', '--n_b'):
         assert flag in text
