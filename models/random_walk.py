@@ -54,7 +54,8 @@ SHORT_WALKS = (4, 16, 64)
 
 
 def walk_modes(method: str, steps: int) -> dict:
-    """{map mode: walk length}: ``method`` walks its own ``steps``, METHOD-tT the SHORT_WALKS T (at most ``steps``)."""
+    """{map mode: walk length}: ``method`` walks its own ``steps``, METHOD-tT the SHORT_WALKS T (at most ``steps``).
+    The modes do not depend on ``steps``, so a model class lists them as ``walk_modes(method, 1)``."""
     return {**{f'{method}-t{t}': min(t, steps) for t in SHORT_WALKS}, method: steps}
 
 
