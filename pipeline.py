@@ -127,8 +127,9 @@ class Pipeline:
                           inputs=[test_record_path(run), crf_record_path(run), *inputs], outputs=[out]))
 
     def stage1_source(self):
-        """The stage-1 file to start from (--from_stage1, else the recipe's), or '' when stage 1 trains here."""
-        return self.args.from_stage1 or self.settings['from_stage1']
+        """The stage-1 file to start from (--from_stage1, else the recipe's), or '' when stage 1 trains here
+        (--from_stage1 '' trains it even where the recipe names a file: the reproduction of that file)."""
+        return self.settings['from_stage1'] if self.args.from_stage1 is None else self.args.from_stage1
 
     def stage1(self):
         """Stage 1 trained here (and exported) or taken from the recipe's file; returns the file."""
@@ -298,7 +299,8 @@ def parse_args(argv=None):
                              '(e.g. weights/README.md); default: none')
     parser.add_argument('--from_stage1', default=None, metavar='FILE',
                         help="start from this stage-1 weights file instead of the recipe's from_stage1 or training "
-                             'stage 1 (e.g. weights/ISIC_stage1.pt)')
+                             "stage 1 (e.g. weights/ISIC_stage1.pt); '' trains stage 1 by the recipe's [stage1] "
+                             "flags even where the recipe names a file (rebuilds that file)")
     parser.add_argument('--seed', type=int, default=None, help="override the recipe's seed (every step's --seed)")
     args = parser.parse_args(argv)
     args.folder = args.folder or default_folder(args.dataset)
