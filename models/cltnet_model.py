@@ -75,6 +75,7 @@ class CLTNetModel(BaseModel):
     dataset_defaults_name = 'loss weights'
     flag_ranges = {key: (0, None) for key in (*LOSS_WEIGHTS['BraTS'], 'mask_weight')}
 
+    optional_architecture = {'encoder': 'scratch'}
     model_names = ['G_AB', 'G_BA', 'D_A_global', 'D_A_local', 'D_B_global', 'D_B_local']
     inference_nets = ['G_AB']
     loss_names = ['D_A', 'D_B', 'G_adv_A', 'G_adv_B', 'G_cycle', 'G_identity', 'G_cam', 'G_recon',
@@ -89,7 +90,9 @@ class CLTNetModel(BaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        gen = dict(img_ch=opt.img_ch, ch=opt.ch, n_res=opt.n_res, img_size=opt.img_size, light=opt.light)
+        # ImageNet weights are loaded only to train: a saved file holds the (frozen) encoder too.
+        gen = dict(img_ch=opt.img_ch, ch=opt.ch, n_res=opt.n_res, img_size=opt.img_size, light=opt.light,
+                   encoder=getattr(opt, 'encoder', 'scratch'), pretrained=opt.is_train)
         self.G_AB = CLTGenerator(**gen)
         self.G_BA = CLTGenerator(**gen) if opt.is_train else None
         if opt.is_train:
@@ -105,7 +108,8 @@ class CLTNetModel(BaseModel):
             self.place(net)
         if opt.is_train:
             groups = {'G': [self.G_AB, self.G_BA], 'D': self.discriminators}
-            self.optimizers = {name: self.adam([p for net in nets for p in net.parameters()], betas=(0.5, 0.999))
+            self.optimizers = {name: self.adam([p for net in nets for p in net.parameters() if p.requires_grad],
+                                               betas=(0.5, 0.999))
                                for name, nets in groups.items()}
             self.scalers = {k: self.grad_scaler() for k in self.optimizers}
 

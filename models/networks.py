@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 from torch.utils.checkpoint import checkpoint
 
+from .backbone import PretrainedEncoder
+
 
 class InstanceNorm(nn.Module):
     """Instance normalisation without affine parameters (what nn.InstanceNorm2d computes), as a
@@ -302,9 +304,15 @@ class CLTGenerator(nn.Module):
     Decoder block k computes ``x = translate_k(x) * mask + x_r * (1 - mask)`` with
     ``x_r = reconstruct_k(x_r)``; both streams share the upsampling head, so the reconstruction
     of the input and the translation are decoded by the same layers.
+
+    ``encoder='efficientnet-lite0'`` adds frozen ImageNet features (strides 4, 8 and 16, brought to the
+    encoder's 1/4 grid) to the encoder's output through a 1x1 convolution that starts at zero: training
+    starts from the scratch generator, and the CAM head, mask and decoder learn how much of them to use.
+    Frozen because a GAN's generator gradients on 500 + 500 images would wear the features away; the
+    gradient still flows through them to the input (the cycle passes judge translated images).
     """
 
-    def __init__(self, img_ch=3, ch=64, n_res=4, img_size=256, light=True):
+    def __init__(self, img_ch=3, ch=64, n_res=4, img_size=256, light=True, encoder='scratch', pretrained=True):
         super().__init__()
         if img_size % 4:
             raise ValueError(f"img_size must be divisible by 4, got {img_size}")
@@ -319,6 +327,12 @@ class CLTGenerator(nn.Module):
             *_conv3(ch, ch * 2, stride=2), InstanceNorm(), nn.ReLU(True),
             *_conv3(ch * 2, dim, stride=2), InstanceNorm(), nn.ReLU(True),
             *[ResnetBlock(dim) for _ in range(n_res)])
+        self.imagenet = None
+        if encoder != 'scratch':
+            self.imagenet = PretrainedEncoder(pretrained=pretrained).requires_grad_(False)
+            self.imagenet_projection = nn.Conv2d(sum(self.imagenet.channels[1:4]), dim, 1)
+            nn.init.zeros_(self.imagenet_projection.weight)
+            nn.init.zeros_(self.imagenet_projection.bias)
         self.cam = CAMHead(dim)
         self.mask_head = nn.Sequential(*_conv3(dim, 1, bias=True), nn.Sigmoid())
         mlp_in = dim if light else dim * (img_size // 4) ** 2
@@ -342,8 +356,14 @@ class CLTGenerator(nn.Module):
 
     def encode(self, x):
         """Encoder + CAM head: returns (features, cam_logit, heatmap at 1/4 resolution)."""
+        feats = self._run(self.encoder, x)
+        if self.imagenet is not None:
+            grid = feats.shape[-2:]
+            pretrained = [F.interpolate(f, size=grid, mode='bilinear', align_corners=False)
+                          for f in self.imagenet(x)[1:4]]
+            feats = feats + self.imagenet_projection(torch.cat(pretrained, 1))
         # The CAM weights re-weight the feature maps so the decoder sees where the classifier looks.
-        return self.cam(self._run(self.encoder, x))
+        return self.cam(feats)
 
     def forward(self, x, with_reconstruction=True):
         """x: B x img_ch x H x W in [-1, 1] -> GeneratorOutput.

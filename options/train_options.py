@@ -87,10 +87,11 @@ def add_stage2_arguments(parser):
                         'whose lesion score is below a threshold) and crf.py its parameters on normal '
                         'images the network never saw (recorded in the checkpoints); 0: none')
     g.add_argument('--encoder', default='scratch', choices=ENCODERS,
-                   help='stage 2 (--model seg) and --model cam: scratch: the network learns every weight from '
-                        'the training images; efficientnet-lite0: it stands on ImageNet-pretrained '
-                        'EfficientNet-Lite0 features (weights inside the pip package, never downloaded), '
-                        'with --ch the width of what is trained on top (recorded in the checkpoints)')
+                   help='stage 2 (--model seg), the CAM-family models and stage 1 (--model cltnet): scratch: the '
+                        'network learns every weight from the training images; efficientnet-lite0: it stands on '
+                        'ImageNet-pretrained EfficientNet-Lite0 features (weights inside the pip package, never '
+                        'downloaded), with --ch the width of what is trained on top; CLTNet adds them, frozen, '
+                        "to its generators' encoders (recorded in the checkpoints)")
     g.add_argument('--hold_out_group', default='',
                    help='stage 2, with --hold_out_normals N: hold out whole patients instead of the last N '
                         'names, so the gate is judged on patients never trained on: a regular expression whose '
