@@ -65,6 +65,7 @@ class PretrainedEncoder(nn.Module):
         if last_stride == 1:
             self.blocks[TAPS[3] + 1]._depthwise_conv.stride = (1, 1)
         self.strides = (2, 4, 8, 16, 16 * last_stride)
+        self.train()  # a new module is in training mode: its BatchNorm layers go to eval from the start
 
     def train(self, mode=True):
         super().train(mode)

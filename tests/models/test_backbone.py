@@ -42,8 +42,11 @@ def test_feature_strides_and_channels(last_stride, deepest):
     assert [(f.shape[2], f.shape[3]) for f in features] == [(64 // s, 96 // s) for s in encoder.strides]
 
 
-def test_batchnorm_keeps_imagenet_statistics_while_training():
-    encoder = PretrainedEncoder(pretrained=False).train()
+@pytest.mark.parametrize('put_in_training', [True, False])  # False: as built, before any .train() call
+def test_batchnorm_keeps_imagenet_statistics_while_training(put_in_training):
+    encoder = PretrainedEncoder(pretrained=False)
+    if put_in_training:
+        encoder.train()
     norms = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
     before = norms[0].running_mean.clone()

@@ -238,6 +238,23 @@ def test_checkpoint_round_trip_is_bit_exact(make_model, batch, tmp_path):
     _assert_same_state(trained.state_dict(), fresh.state_dict())
 
 
+def test_pretrained_features_are_recorded_stay_frozen_and_come_back_from_the_file(make_model, batch, tmp_path):
+    model = make_model('--encoder', 'efficientnet-lite0')
+    assert model.architecture()['encoder'] == 'efficientnet-lite0'
+    assert 'encoder' not in make_model().architecture()  # scratch files read as they were written
+    frozen = {key: value.clone() for key, value in model.G_AB.imagenet.state_dict().items()}
+    model.set_input(batch)
+    for _ in range(2):
+        model.optimize_parameters()
+    assert all(torch.equal(value, model.G_AB.imagenet.state_dict()[key]) for key, value in frozen.items())
+    assert model.G_AB.imagenet_projection.weight.abs().sum() > 0
+    path = tmp_path / 'model.pt'
+    model.save(str(path), step=2)
+    fresh = make_model('--encoder', 'efficientnet-lite0', seed=123)
+    fresh.load(str(path))
+    _assert_same_state(model.state_dict(nets_only=True), fresh.state_dict(nets_only=True))
+
+
 @pytest.mark.parametrize('flags, differing', [(('--ch', '8'), ['--ch 4 (checkpoint) vs 8 (now)']),
                                               (('--light', 'False', '--n_res', '2'),
                                                ['--n_res 1 (checkpoint) vs 2 (now)',

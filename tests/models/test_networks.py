@@ -92,6 +92,35 @@ def test_generator_has_no_dead_parameters():
     assert unused == []
 
 
+def _pretrained_generator(scratch):
+    """A generator on (randomly initialised) EfficientNet-Lite0 features holding ``scratch``'s own weights."""
+    generator = CLTGenerator(ch=CH, n_res=N_RES, img_size=32, encoder='efficientnet-lite0', pretrained=False)
+    missing, unexpected = generator.load_state_dict(scratch.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(key.startswith('imagenet') for key in missing)
+    return generator
+
+
+def test_imagenet_features_start_at_zero_so_the_generator_starts_as_the_scratch_one():
+    scratch = _generator(32)
+    generator, x = _pretrained_generator(scratch), _images(2, 32)
+    for name, ours, theirs in zip(GeneratorOutput._fields, generator(x), scratch(x)):
+        torch.testing.assert_close(ours, theirs, msg=name)
+
+
+def test_imagenet_features_stay_frozen_while_their_projection_and_the_input_get_gradients():
+    scratch = _generator(32)
+    generator = _pretrained_generator(scratch)
+    torch.nn.init.normal_(generator.imagenet_projection.weight, std=0.1)  # as after a few steps
+    grads = []
+    for net in (generator, scratch):
+        x = _images(2, 32).requires_grad_()
+        sum(field.float().sum() for field in net(x, with_reconstruction=False) if field is not None).backward()
+        grads.append(x.grad)
+    assert all(p.grad is None for p in generator.imagenet.parameters())
+    assert generator.imagenet_projection.weight.grad.abs().sum() > 0
+    assert not torch.allclose(*grads)  # the input's gradient also flows back through the frozen features
+
+
 @pytest.mark.parametrize('size', [32, 64])
 @pytest.mark.parametrize('n_layers', [7, 5])
 def test_discriminator_patch_and_cam_logits(n_layers, size):

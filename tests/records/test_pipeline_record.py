@@ -96,6 +96,15 @@ def test_a_stage1_file_instead_of_training_sets_the_trained_stage1_aside_and_bac
     assert list(record()['steps']) == TRAINED + [f'r1_{step}' for step in ROUND] + RELEASE
 
 
+def test_an_empty_from_stage1_trains_stage1_where_the_recipe_names_a_file(work):
+    given = stage1_file(work / 'stage1.pt')
+    named = recipe('named.toml', f'from_stage1 = "{given}"\n')
+    pipeline.main(argv(named))
+    assert list(record()['steps'])[:len(FROM_FILE)] == FROM_FILE
+    pipeline.main(argv(named, '--from_stage1', '', name='rebuilt'))
+    assert list(record('rebuilt')['steps']) == TRAINED + [f'r1_{step}' for step in ROUND] + RELEASE
+
+
 @pytest.mark.parametrize('text, message', [
     ('[stage2]\nlr = "fast"\n', '[stage2] lr = "fast": train.py refuses it: argument --lr: invalid float value: '
                                 "'fast'"),
