@@ -34,6 +34,7 @@ flag comes from the recipe (workflow/recipe.py).
 """
 import argparse
 import os
+import shlex
 import sys
 
 from data.image_io import write_json_atomic
@@ -207,6 +208,12 @@ class Pipeline:
                     'recipe': recipe_text, 'seed': self.seed, 'choose': self.record.data.get('choose'),
                     'steps': {name: {k: step[k] for k in ('argv', 'commit', 'seconds', 'machine')}
                               for name, step in self.record.steps.items() if name != 'release_export'}}
+        # The recipe as run: what the command set instead of the file (kept out when nothing, so the
+        # snapshots of runs without such flags stay as they were).
+        overrides = {f'pipeline.{key}': getattr(self.args, key) for key in ('from_stage1', 'seed')
+                     if getattr(self.args, key) is not None}
+        if overrides:
+            snapshot['overrides'] = overrides
         if _read_snapshot(path) != snapshot:
             write_json_atomic(path, snapshot)
 
@@ -308,7 +315,7 @@ def parse_args(argv=None):
     args.out = args.out or pipeline_file(run_folder(args.result_dir, args.dataset, args.folder, args.name), 'release')
     if args.readme:
         check_readme(args.readme)  # now, not after hours of steps
-    args.command = 'pipeline.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    args.command = 'pipeline.py ' + shlex.join(sys.argv[1:] if argv is None else argv)  # '' stays visible
     return args
 
 

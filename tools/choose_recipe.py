@@ -60,11 +60,14 @@ def pipeline_scores(result_folder, data_dir, name):
 
 def _recipe(snapshot):
     """The recipe a pipeline ran, flattened to {'section.key': value}, from the snapshot it keeps beside its
-    record (``steps.json``); {} when there is none; exit with one line when it is damaged."""
+    record (``steps.json``), with what its command set instead (``overrides``: --from_stage1, --seed); {} when
+    there is none; exit with one line when it is damaged."""
     try:
-        text = read_record(snapshot).get('recipe') or ''
+        record = read_record(snapshot)
     except RecordError as error:
         raise SystemExit(f'error: {error}') from None
+    text = record.get('recipe') or ''
+    overrides = record.get('overrides') or {}
     try:
         sections = tomllib.loads(text) if isinstance(text, str) else None
     except tomllib.TOMLDecodeError:
@@ -74,7 +77,8 @@ def _recipe(snapshot):
         raise SystemExit(f'error: {snapshot} holds no recipe of [sections] ({json.dumps(text)[:60]}); run the '
                          f'pipeline {name} again with its command (python pipeline.py ... --name {name}): its '
                          f'finished steps are skipped and steps.json is written anew')
-    return {f'{section}.{key}': value for section, keys in sections.items() for key, value in keys.items()}
+    return {**{f'{section}.{key}': value for section, keys in sections.items() for key, value in keys.items()},
+            **overrides}
 
 
 def recipe_changes(released, candidate):

@@ -103,6 +103,10 @@ def test_an_empty_from_stage1_trains_stage1_where_the_recipe_names_a_file(work):
     assert list(record()['steps'])[:len(FROM_FILE)] == FROM_FILE
     pipeline.main(argv(named, '--from_stage1', '', name='rebuilt'))
     assert list(record('rebuilt')['steps']) == TRAINED + [f'r1_{step}' for step in ROUND] + RELEASE
+    snapshots = [json.loads(open(os.path.join(folder(name), 'steps.json')).read()) for name in ('p', 'rebuilt')]
+    assert 'overrides' not in snapshots[0]  # the recipe as written: nothing set instead of it
+    assert snapshots[1]['overrides'] == {'pipeline.from_stage1': ''}
+    assert snapshots[1]['command'].endswith("--from_stage1 ''")  # a command that runs as shown
 
 
 @pytest.mark.parametrize('text, message', [

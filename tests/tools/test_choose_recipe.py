@@ -23,14 +23,16 @@ def dataroot(tmp_path):
     return tmp_path / 'data'
 
 
-def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0, recipe=None):
+def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0, recipe=None, overrides=None):
     """A finished pipeline's records: per-image val rows after the CRF (lesion DI as given; each held-out
-    normal image predicted with the given lesion pixel count) and, when given, the recipe it ran."""
+    normal image predicted with the given lesion pixel count) and, when given, the recipe it ran and what its
+    command set instead."""
     folder = results / 'Toy' / 'toy_1'
     (folder / name).mkdir(parents=True)
     (folder / name / 'pipeline.json').write_text(json.dumps({'steps': {}}))
     if recipe is not None:
-        (folder / name / 'steps.json').write_text(json.dumps({'recipe': recipe}))
+        snapshot = {'recipe': recipe} | ({'overrides': overrides} if overrides else {})
+        (folder / name / 'steps.json').write_text(json.dumps(snapshot))
     release = folder / f'{name}_release'
     (release / 'test').mkdir(parents=True)
     (release / 'test' / 'selection.json').write_text(json.dumps({'selection': {'hold_out_normals': held}}))
@@ -55,6 +57,9 @@ def test_a_candidate_is_released_only_when_it_gains_the_margin_without_more_fals
     _pipeline(results, 'small_gain', [0.80, 0.808], normal_pixels=(0, 5), held=2)      # +0.004 < 0.005
     _pipeline(results, 'gain_more_fp', [0.85, 0.85], normal_pixels=(3, 5), held=2)     # 1.00 > 0.50
     _pipeline(results, 'gain', [0.82, 0.82], normal_pixels=(0, 0), held=2)
+    _pipeline(results, 'rebuilt', [0.79, 0.79], normal_pixels=(0, 5), held=2,
+              recipe='[pipeline]\nrounds = 1\nhold_out_normals = 2\n[stage2]\nch = 24\n',
+              overrides={'pipeline.from_stage1': '', 'pipeline.seed': 0})
     _pipeline(results, 'bigger_gain', [0.83, 0.83], normal_pixels=(0, 9), held=2,
               recipe='[pipeline]\nrounds = 2\nhold_out_normals = 2\n[stage2]\nimg_size = 256\n')
     out = tmp_path / 'choice.json'
@@ -69,6 +74,8 @@ def test_a_candidate_is_released_only_when_it_gains_the_margin_without_more_fals
     changes = 'pipeline.rounds = 2, stage2.ch = "unset", stage2.img_size = 256'
     assert f'| bigger_gain | {changes} | 2 | 0.8300 | 2 | 0.50 |' in printed and 'release: bigger_gain' in printed
     assert '| gain | recipe not recorded | 2 | 0.8200 |' in printed
+    assert _choose(dataroot, results, 'old', 'rebuilt') == 'old'
+    assert '| rebuilt | pipeline.from_stage1 = "", pipeline.seed = 0 | 2 | 0.7900 |' in capsys.readouterr().out
     assert _choose(dataroot, results, 'old', 'small_gain,gain_more_fp') == 'old'
     assert _choose(dataroot, results, 'old', 'small_gain', '--margin', '0.003') == 'small_gain'
 
