@@ -130,7 +130,12 @@ def parse_args(argv=None):
                         help="also write the table and this command into FILE's section of the dataset "
                              '(between <!-- recipes DATASET start --> and <!-- recipes DATASET end -->; appended '
                              'when missing), e.g. docs/RECIPES.md')
+    parser.add_argument('--section', default=None, metavar='TITLE',
+                        help="with --doc: the section's name instead of the dataset's, e.g. \"ISIC, pretrained "
+                             'features\", so a new set of candidates gets a table of its own beside the earlier ones')
     args = parser.parse_args(argv)
+    if args.section and not args.doc:
+        parser.error('--section names a section of the --doc file: give --doc too (e.g. docs/RECIPES.md)')
     for flag in ('margin', 'tolerance'):
         if getattr(args, flag) < 0:
             parser.error(f'--{flag} must be at least 0, got {getattr(args, flag)}')
@@ -158,8 +163,9 @@ def main(argv=None):
                                      'tolerance': args.tolerance, 'reasons': reasons, 'chosen': chosen,
                                      'command': command})
     if args.doc:
-        key = f'recipes {args.dataset}'
-        replace_section(args.doc, key, f'<!-- {key} start -->\n### Recipe candidates, {args.dataset}\n\n'
+        title = args.section or args.dataset
+        key = f'recipes {title}'
+        replace_section(args.doc, key, f'<!-- {key} start -->\n### Recipe candidates, {title}\n\n'
                         f'Val figures of each finished pipeline (testA not read); the verdict is the rule of '
                         f'tools/choose_recipe.py (margin {args.margin}, tolerance {args.tolerance}).\n\n{text}\n\n'
                         f'Written by `{command}`.\n<!-- {key} end -->')

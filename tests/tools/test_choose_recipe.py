@@ -95,6 +95,13 @@ def test_the_table_goes_into_its_section_of_a_document_and_replaces_it_there(dat
     assert '| old | recipe not recorded | 2 | 0.8000 | 0 | - | lesion DI 0.8000 < 0.9050 needed |' in text
     assert '| new | released recipe | 2 | 0.9000 | 0 | - | released -> release |' in text
     assert 'Written by `python -m tools.choose_recipe --dataroot' in text and '--released new' in text
+    _choose(dataroot, results, 'old', 'new', '--doc', str(doc), '--section', 'Toy, later')
+    later = doc.read_text()
+    assert later.startswith(text.rstrip('\n')) and later.count('### Recipe candidates, Toy') == 2  # kept beside
+    assert '<!-- recipes Toy, later start -->\n### Recipe candidates, Toy, later\n' in later
+    verdict = 'lesion DI 0.9000 >= 0.8050, normals with a lesion not higher -> release'
+    assert later.index(f'| new | recipe not recorded | 2 | 0.9000 | 0 | - | {verdict} |') > \
+        later.index('<!-- recipes Toy, later start -->')
 
 
 def test_fewer_false_lesions_on_normals_may_cost_up_to_the_tolerance(dataroot, tmp_path):
