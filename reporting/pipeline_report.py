@@ -2,6 +2,7 @@
 command, the commit, every step's time and machine, the round the rule chose, and val + testA scores
 before and after the CRF (testA scored once, by the pipeline's release steps)."""
 import os
+import shlex
 
 from data.image_io import write_text_atomic
 
@@ -46,7 +47,7 @@ def section(dataset, out, record, release_run, command):
              + ', '.join(f'`{c}`' for c in commits) + f' in {total / 60:.0f} min on '
              + '; '.join(machines) + '.', '',
              '| step | command | minutes |', '|---|---|---|',
-             *[f"| {name} | `python {' '.join(step['argv'])}` | {step.get('seconds', 0) / 60:.1f} |"
+             *[f"| {name} | `python {shlex.join(step['argv'])}` | {step.get('seconds', 0) / 60:.1f} |"
                for name, step in steps.items()], '']
     if chosen:
         lines += ['Stage-2 rounds by val DI after the CRF (the rule keeps the best): '

@@ -16,6 +16,7 @@ Pipelines that chose on different lesion images are not compared.
 import argparse
 import json
 import os
+import shlex
 import sys
 import tomllib
 
@@ -157,7 +158,7 @@ def main(argv=None):
     text = table(released, candidates, chosen, reasons)
     print(text)
     print(f'release: {chosen}' + (' (the released recipe stays)' if chosen == args.released else ''))
-    command = ' '.join(['python -m tools.choose_recipe'] + [str(arg) for arg in (argv or sys.argv[1:])])
+    command = shlex.join(['python', '-m', 'tools.choose_recipe'] + [str(arg) for arg in (argv or sys.argv[1:])])
     if args.out:
         write_json_atomic(args.out, {'released': released, 'candidates': candidates, 'margin': args.margin,
                                      'tolerance': args.tolerance, 'reasons': reasons, 'chosen': chosen,

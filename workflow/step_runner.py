@@ -7,6 +7,7 @@ pipeline.py, tools/benchmark.py and start_train.sh's stage-2 chain (workflow/sta
 with it: one freshness rule everywhere.
 """
 import contextlib
+import shlex
 import shutil
 import signal
 import sys
@@ -95,7 +96,7 @@ class StepRunner:
         print(f"[{step.name}] up to date ({done['seconds']:.0f} s), skipped")
 
     def starting(self, step, resume):
-        print(f"[{step.name}] {'continuing' if resume else 'running'}: python {' '.join(step.argv)}", flush=True)
+        print(f"[{step.name}] {'continuing' if resume else 'running'}: python {shlex.join(step.argv)}", flush=True)
 
     def failed(self, step, code):
         """Stop the chain: Stopped when a signal stopped the step, else one line saying how to go on."""

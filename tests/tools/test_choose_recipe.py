@@ -99,6 +99,7 @@ def test_the_table_goes_into_its_section_of_a_document_and_replaces_it_there(dat
     later = doc.read_text()
     assert later.startswith(text.rstrip('\n')) and later.count('### Recipe candidates, Toy') == 2  # kept beside
     assert '<!-- recipes Toy, later start -->\n### Recipe candidates, Toy, later\n' in later
+    assert "--section 'Toy, later'`" in later  # the command as it runs, quotes and all
     verdict = 'lesion DI 0.9000 >= 0.8050, normals with a lesion not higher -> release'
     assert later.index(f'| new | recipe not recorded | 2 | 0.9000 | 0 | - | {verdict} |') > \
         later.index('<!-- recipes Toy, later start -->')
