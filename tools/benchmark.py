@@ -492,9 +492,20 @@ def pipeline_training(run):
     training['note'] = None if 'stage1' in steps else \
         f"stage 2 only: stage 1 from {_flag(steps['stage1_test']['argv'], '--weights')}"
     training['setting'] += f"; round {choice['chosen']} of {len(choice['ranking'])}, by {choice['rule']}"
-    if training['backbone']:  # the chosen round's U-Net; stage 1 is CLTNet's generator, which has no encoder
-        training['backbone'] += ' (stage-2 U-Net)'
+    parts = ((_stage1_backbone(steps), 'stage 1'), (training['backbone'], 'stage-2 U-Net'))
+    training['backbone'] = ', '.join(f'{encoder} ({stage})' for encoder, stage in parts if encoder) or None
     return training
+
+
+def _stage1_backbone(steps):
+    """The stage-1 encoder of the two-stage file a pipeline's release step served (its architecture holds both
+    stages'), or None when the record names no such file or it is gone."""
+    served = _flag(steps.get('release_test', {}).get('argv', []), '--weights')
+    if not served or not os.path.isfile(served):
+        return None
+    architecture = read_state(served)['architecture']
+    stage1_class = find_model_class(architecture.get('stage1_model') or 'cltnet')
+    return architecture.get('encoder', stage1_class.optional_architecture.get('encoder'))
 
 
 def _checkpoint_training(run_dir):

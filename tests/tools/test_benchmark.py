@@ -18,6 +18,7 @@ from records import record_io as records
 from records import run_folder as rf
 from records.run_folder import benchmark_timing_path, list_checkpoints
 from evaluation.metrics import SCORE_NAMES
+from models.base_model import CHECKPOINT_FORMAT
 
 # Stage 1 runs once for the module: CLTNet refined by the CRF, and Otsu as the baseline. Stage 2 adds the
 # few-shot U-Net on the CLTNet run's pseudo-masks (its plain twin differs only by that flag). Every script
@@ -374,6 +375,13 @@ def test_pipeline_training_counts_a_stage_1_it_trained(bench, tmp_path):
     training = benchmark.training_record(benchmark.Run(opt, TINY_DATASET, 'cltnet_pipeline'))
     assert training['seconds'] == 1110.0 and training['note'] is None
     assert (training['step'], training['planned']) == (12, 12)
+    # The backbone of each stage: stage 1's from the two-stage file the release step served.
+    served = tmp_path / 'cascade.pt'
+    torch.save({'format': CHECKPOINT_FORMAT, 'architecture': {'model': 'cascade', 'encoder': benchmark.LITE0}}, served)
+    record['steps']['release_test']['argv'] = ['test.py', '--weights', str(served)]
+    write_json(os.path.join(_run_dir(results, 'p'), 'pipeline.json'), record)
+    training = benchmark.training_record(benchmark.Run(opt, TINY_DATASET, 'cltnet_pipeline'))
+    assert training['backbone'] == f'{benchmark.LITE0} (stage 1), scratch (stage-2 U-Net)'
 
 
 @pytest.mark.slow

@@ -99,7 +99,7 @@ def test_weights_hold_the_chosen_checkpoints_A_to_B_generator(released, run_fold
     assert not all(torch.equal(value, trained['G_BA'][key].to(value.dtype)) for key, value in generator.items())
 
 
-@pytest.mark.parametrize('name', ['ISIC.pt', 'ISIC_stage1.pt', 'BraTS.pt', 'BraTS_stage1.pt'])
+@pytest.mark.parametrize('name', ['ISIC.pt', 'ISIC_stage1.pt', 'ISIC_stage1_lite0.pt', 'BraTS.pt', 'BraTS_stage1.pt'])
 def test_shipped_weights_serve_a_folder_with_their_stored_choices(name, bare_dataroot, tiny_test_argv, tmp_path):
     """Each file of weights/ loads into today's code and applies what val chose when it was exported."""
     weights = os.path.join(REPO_ROOT, 'weights', name)
