@@ -21,8 +21,10 @@ def verdict(released, candidate, margin, tolerance):
     """(passes, reason) of ``candidate`` against ``released`` (tools/choose_recipe.py's pipeline_scores
     dicts) under the rule."""
     ours, theirs = released['normals_with_lesion'], candidate['normals_with_lesion']
-    # Not measured counts as higher when the released pipeline measured it.
-    higher = ours is not None and (theirs is None or theirs > ours)
+    # Not measured counts as higher: a candidate that holds no normal images out cannot show that it marks no
+    # more of them (on lesion images alone, val may choose a rule, e.g. an Otsu threshold, that marks some
+    # pixels of every image).
+    higher = theirs is None or (ours is not None and theirs > ours)
     needed = released['lesion_DI'] + margin
     if candidate['lesion_DI'] >= needed and not higher:
         return True, f"lesion DI {candidate['lesion_DI']:.4f} >= {needed:.4f}, normals with a lesion not higher"
@@ -30,8 +32,10 @@ def verdict(released, candidate, margin, tolerance):
     if ours is not None and theirs is not None and theirs < ours and candidate['lesion_DI'] >= floor:
         return True, (f"normals with a lesion {theirs:.2f} < {ours:.2f}, "
                       f"lesion DI {candidate['lesion_DI']:.4f} >= {floor:.4f}")
+    if theirs is None:
+        return False, 'normals with a lesion not measured (the recipe holds no normal images out: hold_out_normals)'
     if higher:
-        return False, f"normals with a lesion {'not measured' if theirs is None else f'{theirs:.2f}'} > {ours:.2f}"
+        return False, f'normals with a lesion {theirs:.2f} > {ours:.2f}'
     return False, f"lesion DI {candidate['lesion_DI']:.4f} < {needed:.4f} needed"
 
 

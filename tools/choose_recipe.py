@@ -9,7 +9,7 @@ release run's per-image val scores after the CRF (``crf/val/metrics.csv``) it ta
 selection set's lesion images and the share of the normal images held out of B_weak (``hold_out_normals``)
 given any lesion pixel. A candidate replaces the released recipe when its lesion DI is at least
 ``--margin`` above the released one's and its share of normals with a lesion is not higher (not measured
-counts as higher when the released pipeline measured it), or when that share is lower (both measured)
+counts as higher: a candidate that holds no normal images out cannot win), or when that share is lower (both measured)
 and its lesion DI at most ``--tolerance`` below; of several such candidates the highest lesion DI wins.
 Pipelines that chose on different lesion images are not compared.
 """

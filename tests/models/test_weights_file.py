@@ -40,9 +40,9 @@ def test_a_cascade_whose_unet_works_at_twice_the_size_feeds_each_stage_its_own_s
     state = read_state(path)
     seg_state = dict(state, architecture={'model': 'seg', 'img_size': 256, 'img_ch': 3,
                                           'ch': state['architecture']['seg_ch']})
-    stage1_path = os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1_lite0.pt')  # the stage 1 inside ISIC.pt
-    stage1 = read_state(stage1_path)
-    twice = dict(state, architecture=cascade_state(seg_state, stage1_path)['architecture'])
+    stage1 = read_state(os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))
+    twice = dict(state, architecture=cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))
+                 ['architecture'])
     assert twice['architecture']['img_size'] == stage1['architecture']['img_size'] == 128
     assert twice['architecture']['seg_img_size'] == 256
     whole = build_model(OPT, twice, path)
@@ -64,7 +64,7 @@ def test_a_cascade_of_one_size_records_no_second_size():
     state = read_state(path)
     assert 'seg_img_size' not in state['architecture'] and build_model(OPT, state, path).opt.img_size == 128
     seg_state = dict(state, architecture={'model': 'seg', 'img_size': 128, 'img_ch': 3, 'ch': 24})
-    architecture = cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1_lite0.pt'))['architecture']
+    architecture = cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))['architecture']
     assert architecture == dict(state['architecture'], seg_ch=24)
 
 
