@@ -43,6 +43,7 @@ import time
 from data.image_io import write_json_atomic, write_text_atomic
 from evaluation.metrics import SCORE_NAMES
 from models import find_model_class
+from models.cascade_model import split_architecture
 from models.weights_file import read_state
 from options.base_options import default_folder
 from records.pipeline_record import PipelineRecord
@@ -503,9 +504,8 @@ def _stage1_backbone(steps):
     served = _flag(steps.get('release_test', {}).get('argv', []), '--weights')
     if not served or not os.path.isfile(served):
         return None
-    architecture = read_state(served)['architecture']
-    stage1_class = find_model_class(architecture.get('stage1_model') or 'cltnet')
-    return architecture.get('encoder', stage1_class.optional_architecture.get('encoder'))
+    stage1_architecture, _ = split_architecture(read_state(served)['architecture'])
+    return backbone({'architecture': stage1_architecture})
 
 
 def _checkpoint_training(run_dir):

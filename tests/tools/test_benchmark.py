@@ -377,7 +377,8 @@ def test_pipeline_training_counts_a_stage_1_it_trained(bench, tmp_path):
     assert (training['step'], training['planned']) == (12, 12)
     # The backbone of each stage: stage 1's from the two-stage file the release step served.
     served = tmp_path / 'cascade.pt'
-    torch.save({'format': CHECKPOINT_FORMAT, 'architecture': {'model': 'cascade', 'encoder': benchmark.LITE0}}, served)
+    architecture = {'model': 'cascade', 'img_size': 32, 'img_ch': 3, 'seg_ch': 4, 'encoder': benchmark.LITE0}
+    torch.save({'format': CHECKPOINT_FORMAT, 'architecture': architecture}, served)
     record['steps']['release_test']['argv'] = ['test.py', '--weights', str(served)]
     write_json(os.path.join(_run_dir(results, 'p'), 'pipeline.json'), record)
     training = benchmark.training_record(benchmark.Run(opt, TINY_DATASET, 'cltnet_pipeline'))
