@@ -9,6 +9,9 @@ DEFAULT_MARGIN = 0.005
 # What a candidate that gives fewer held-out normals a lesion may lose in lesion DI (the false lesions on
 # normal images are the other half of the quality targets).
 DEFAULT_TOLERANCE = 0.01
+# The share of held-out normals given a lesion that a candidate may show when the released recipe measured
+# none (the quality target for normal images): a measured gate replaces an unmeasured one only at or below it.
+DEFAULT_NORMALS_TARGET = 0.10
 
 
 def best_round(ranking):
@@ -17,29 +20,45 @@ def best_round(ranking):
     return max(range(len(ranking)), key=lambda i: (ranking[i]['val_DI_after_crf'], -i))
 
 
-def verdict(released, candidate, margin, tolerance):
+def _normals_share(scores, other):
+    """``scores``' share of held-out normals given a lesion as the rule counts it against ``other``: None (not
+    measured) when it held none out, or when ``other`` held out whole patients and it held out single images:
+    its images then came from patients whose other images trained stage 2, whom the gate has already seen."""
+    if other['normals_by'] and not scores['normals_by']:
+        return None
+    return scores['normals_with_lesion']
+
+
+def verdict(released, candidate, margin, tolerance, normals_target=DEFAULT_NORMALS_TARGET):
     """(passes, reason) of ``candidate`` against ``released`` (tools/choose_recipe.py's pipeline_scores
     dicts) under the rule."""
-    ours, theirs = released['normals_with_lesion'], candidate['normals_with_lesion']
-    # Not measured counts as higher: a candidate that holds no normal images out cannot show that it marks no
-    # more of them (on lesion images alone, val may choose a rule, e.g. an Otsu threshold, that marks some
-    # pixels of every image).
-    higher = theirs is None or (ours is not None and theirs > ours)
+    ours, theirs = _normals_share(released, candidate), _normals_share(candidate, released)
+    if theirs is None:
+        # Not measured counts as higher: a candidate that holds no normal images out cannot show that it marks no
+        # more of them (on lesion images alone, val may choose a rule, e.g. an Otsu threshold, that marks some
+        # pixels of every image).
+        if released['normals_by'] and candidate['normals_with_lesion'] is not None:
+            return False, ('normals with a lesion not measured on held-out patients (the recipe holds single '
+                           'images out: hold_out_group)')
+        return False, 'normals with a lesion not measured (the recipe holds no normal images out: hold_out_normals)'
+    # The same the other way: a released recipe that cannot show its false lesions is held to the target.
+    bound, bound_name = (ours, f'{ours:.2f}') if ours is not None else \
+        (normals_target, f"{normals_target:.2f} (the target; the released recipe's not measured)")
+    if theirs > bound:
+        return False, f'normals with a lesion {theirs:.2f} > {bound_name}'
     needed = released['lesion_DI'] + margin
-    if candidate['lesion_DI'] >= needed and not higher:
+    if candidate['lesion_DI'] >= needed:
         return True, f"lesion DI {candidate['lesion_DI']:.4f} >= {needed:.4f}, normals with a lesion not higher"
     floor = released['lesion_DI'] - tolerance
-    if ours is not None and theirs is not None and theirs < ours and candidate['lesion_DI'] >= floor:
-        return True, (f"normals with a lesion {theirs:.2f} < {ours:.2f}, "
+    if (theirs < bound or ours is None) and candidate['lesion_DI'] >= floor:
+        relation = '<' if theirs < bound else '<='
+        return True, (f"normals with a lesion {theirs:.2f} {relation} {bound_name}, "
                       f"lesion DI {candidate['lesion_DI']:.4f} >= {floor:.4f}")
-    if theirs is None:
-        return False, 'normals with a lesion not measured (the recipe holds no normal images out: hold_out_normals)'
-    if higher:
-        return False, f'normals with a lesion {theirs:.2f} > {ours:.2f}'
     return False, f"lesion DI {candidate['lesion_DI']:.4f} < {needed:.4f} needed"
 
 
-def choose(released, candidates, margin=DEFAULT_MARGIN, tolerance=DEFAULT_TOLERANCE):
+def choose(released, candidates, margin=DEFAULT_MARGIN, tolerance=DEFAULT_TOLERANCE,
+           normals_target=DEFAULT_NORMALS_TARGET):
     """The name to release and {candidate name: reason}: the passing candidate of highest lesion DI, else
     the released pipeline. Exit with one line when a candidate chose on other lesion images."""
     reasons, passing = {}, []
@@ -48,7 +67,7 @@ def choose(released, candidates, margin=DEFAULT_MARGIN, tolerance=DEFAULT_TOLERA
             raise SystemExit(f"error: {candidate['name']} and {released['name']} were chosen on different lesion "
                              f"images ({len(candidate['lesion_images'])} vs {len(released['lesion_images'])}); "
                              'compare pipelines with the same select_few and data')
-        passes, reasons[candidate['name']] = verdict(released, candidate, margin, tolerance)
+        passes, reasons[candidate['name']] = verdict(released, candidate, margin, tolerance, normals_target)
         if passes:
             passing.append(candidate)
     best = max(passing, key=lambda candidate: candidate['lesion_DI'], default=released)

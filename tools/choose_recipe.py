@@ -9,8 +9,11 @@ release run's per-image val scores after the CRF (``crf/val/metrics.csv``) it ta
 selection set's lesion images and the share of the normal images held out of B_weak (``hold_out_normals``)
 given any lesion pixel. A candidate replaces the released recipe when its lesion DI is at least
 ``--margin`` above the released one's and its share of normals with a lesion is not higher (not measured
-counts as higher: a candidate that holds no normal images out cannot win), or when that share is lower (both measured)
-and its lesion DI at most ``--tolerance`` below; of several such candidates the highest lesion DI wins.
+counts as higher: a candidate that holds no normal images out cannot win), or when its lesion DI is at most
+``--tolerance`` below and that share is lower, or at most ``--normals_target`` where the released recipe
+measured none; of several such candidates the highest lesion DI wins. Where one of the two held out whole
+patients (``hold_out_group``) and the other single images, the other's share counts as not measured: its
+normals were slices of patients that stage 2 trained on.
 Pipelines that chose on different lesion images are not compared.
 """
 import argparse
@@ -22,7 +25,7 @@ import tomllib
 
 from data.image_io import write_json_atomic
 from data.layout import LayoutError, held_out_normals, hold_out_spec
-from evaluation.release_rules import DEFAULT_MARGIN, DEFAULT_TOLERANCE, choose
+from evaluation.release_rules import DEFAULT_MARGIN, DEFAULT_NORMALS_TARGET, DEFAULT_TOLERANCE, choose
 from records.record_io import RecordError, read_record, require_record
 from records.run_folder import (crf_record_path, metrics_path, pipeline_record_path, pipeline_run_name,
                                 pipeline_snapshot_path, run_in, runs_folder, split_folder, test_record_path)
@@ -33,7 +36,8 @@ from reporting.report_cells import read_metrics
 def pipeline_scores(result_folder, data_dir, name):
     """Selection-set scores after the CRF of finished pipeline ``name`` under ``result_folder``:
     {'name', 'recipe' (flattened), 'lesion_DI', 'lesion_images' (sorted names), 'normals',
-    'normals_with_lesion' (share, None when it held out none)}."""
+    'normals_with_lesion' (share, None when it held out none), 'normals_by' (the hold_out_group pattern that
+    held out whole patients, '' for single images)}."""
     release = run_in(result_folder, pipeline_run_name(name, 'release'))
     hint = f'finish the pipeline first (python pipeline.py ... --name {name})'
     require_record(pipeline_record_path(run_in(result_folder, name)), hint)
@@ -55,6 +59,7 @@ def pipeline_scores(result_folder, data_dir, name):
     return {'name': name, 'recipe': _recipe(pipeline_snapshot_path(run_in(result_folder, name))),
             'lesion_DI': sum(float(row['DI']) for row in lesions) / len(lesions),
             'lesion_images': sorted(row['name'] for row in lesions), 'normals': len(normals),
+            'normals_by': held.get('hold_out_group', ''),
             'normals_with_lesion': (sum(int(row['TP']) + int(row['FP']) > 0 for row in normals) / len(normals)
                                     if normals else None)}
 
@@ -102,8 +107,9 @@ def table(released, candidates, chosen, reasons):
         if scores['name'] == chosen:
             verdict_text += ' -> release'
         change = 'released recipe' if scores is released else recipe_changes(released, scores)
+        held = f"{scores['normals']} of whole patients" if scores['normals_by'] else scores['normals']
         lines.append(f"| {scores['name']} | {change} | {len(scores['lesion_images'])} | "
-                     f"{scores['lesion_DI']:.4f} | {scores['normals']} | {'-' if share is None else f'{share:.2f}'} | "
+                     f"{scores['lesion_DI']:.4f} | {held} | {'-' if share is None else f'{share:.2f}'} | "
                      f"{verdict_text} |")
     return '\n'.join(lines)
 
@@ -125,6 +131,10 @@ def parse_args(argv=None):
     parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
                         help='lesion DI a candidate may lose when it gives fewer held-out normals a lesion '
                              '(default %(default)s)')
+    parser.add_argument('--normals_target', type=float, default=DEFAULT_NORMALS_TARGET,
+                        help='highest share of held-out normals with a lesion at which a candidate replaces a '
+                             'released recipe that measured none, at most --tolerance less lesion DI (default '
+                             '%(default)s, the quality target for normal images)')
     parser.add_argument('--out', default=None, metavar='FILE.json',
                         help='also write the figures and the choice there (atomically)')
     parser.add_argument('--doc', default=None, metavar='FILE.md',
@@ -137,7 +147,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.section and not args.doc:
         parser.error('--section names a section of the --doc file: give --doc too (e.g. docs/RECIPES.md)')
-    for flag in ('margin', 'tolerance'):
+    for flag in ('margin', 'tolerance', 'normals_target'):
         if getattr(args, flag) < 0:
             parser.error(f'--{flag} must be at least 0, got {getattr(args, flag)}')
     return args
@@ -154,21 +164,23 @@ def main(argv=None):
                          'e.g. docs/RECIPES.md')
     released = pipeline_scores(result_folder, data_dir, args.released)
     candidates = [pipeline_scores(result_folder, data_dir, name) for name in args.candidates.split(',') if name]
-    chosen, reasons = choose(released, candidates, args.margin, args.tolerance)
+    chosen, reasons = choose(released, candidates, args.margin, args.tolerance, args.normals_target)
     text = table(released, candidates, chosen, reasons)
     print(text)
     print(f'release: {chosen}' + (' (the released recipe stays)' if chosen == args.released else ''))
     command = shlex.join(['python', '-m', 'tools.choose_recipe'] + [str(arg) for arg in (argv or sys.argv[1:])])
     if args.out:
         write_json_atomic(args.out, {'released': released, 'candidates': candidates, 'margin': args.margin,
-                                     'tolerance': args.tolerance, 'reasons': reasons, 'chosen': chosen,
+                                     'tolerance': args.tolerance, 'normals_target': args.normals_target,
+                                     'reasons': reasons, 'chosen': chosen,
                                      'command': command})
     if args.doc:
         title = args.section or args.dataset
         key = f'recipes {title}'
         replace_section(args.doc, key, f'<!-- {key} start -->\n### Recipe candidates, {title}\n\n'
                         f'Val figures of each finished pipeline (testA not read); the verdict is the rule of '
-                        f'tools/choose_recipe.py (margin {args.margin}, tolerance {args.tolerance}).\n\n{text}\n\n'
+                        f'tools/choose_recipe.py (margin {args.margin}, tolerance {args.tolerance}, normals target '
+                        f'{args.normals_target}).\n\n{text}\n\n'
                         f'Written by `{command}`.\n<!-- {key} end -->')
     return chosen
 

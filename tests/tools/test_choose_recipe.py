@@ -23,10 +23,10 @@ def dataroot(tmp_path):
     return tmp_path / 'data'
 
 
-def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0, recipe=None, overrides=None):
+def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0, recipe=None, overrides=None, group=''):
     """A finished pipeline's records: per-image val rows after the CRF (lesion DI as given; each held-out
-    normal image predicted with the given lesion pixel count) and, when given, the recipe it ran and what its
-    command set instead."""
+    normal image predicted with the given lesion pixel count, held out by patient with ``group``) and, when
+    given, the recipe it ran and what its command set instead."""
     folder = results / 'Toy' / 'toy_1'
     (folder / name).mkdir(parents=True)
     (folder / name / 'pipeline.json').write_text(json.dumps({'steps': {}}))
@@ -35,7 +35,8 @@ def _pipeline(results, name, lesion_dice, normal_pixels=(), held=0, recipe=None,
         (folder / name / 'steps.json').write_text(json.dumps(snapshot))
     release = folder / f'{name}_release'
     (release / 'test').mkdir(parents=True)
-    (release / 'test' / 'selection.json').write_text(json.dumps({'selection': {'hold_out_normals': held}}))
+    held_out = {'hold_out_normals': held} | ({'hold_out_group': group} if group else {})
+    (release / 'test' / 'selection.json').write_text(json.dumps({'selection': held_out}))
     (release / 'crf' / 'val').mkdir(parents=True)
     (release / 'crf' / 'selection.json').write_text(json.dumps({'selection': {}}))
     rows = [dict.fromkeys(CSV_COLUMNS, 0) | {'name': les, 'DI': dice, 'TP': 1}
@@ -115,9 +116,36 @@ def test_fewer_false_lesions_on_normals_may_cost_up_to_the_tolerance(dataroot, t
     assert _choose(dataroot, results, 'old', 'gated_worse,no_normals,gated') == 'gated'
     assert _choose(dataroot, results, 'old', 'gated_worse,no_normals') == 'old'
     assert _choose(dataroot, results, 'old', 'gated', '--tolerance', '0') == 'old'
-    # A released pipeline that held out no normals: only the margin on lesion DI counts.
-    assert _choose(dataroot, results, 'no_normals', 'gated') == 'no_normals'
-    assert _choose(dataroot, results, 'no_normals', 'old') == 'old'
+    # A released pipeline that held out no normals cannot show its false lesions either: a candidate that shows
+    # at most --normals_target of them a lesion may cost the tolerance; one that shows more never wins.
+    assert _choose(dataroot, results, 'no_normals', 'gated') == 'gated'
+    assert _choose(dataroot, results, 'no_normals', 'gated_worse') == 'no_normals'  # 0.78 < 0.782
+    out = tmp_path / 'choice.json'
+    assert _choose(dataroot, results, 'no_normals', 'old', '--out', str(out)) == 'no_normals'  # 0.80 >= 0.797
+    reason = json.loads(out.read_text())['reasons']['old']
+    assert reason == "normals with a lesion 1.00 > 0.10 (the target; the released recipe's not measured)"
+
+
+def test_normals_of_training_patients_count_as_not_measured_against_whole_held_out_patients(dataroot, tmp_path,
+                                                                                           capsys):
+    results = tmp_path / 'runs'
+    patient = '^(norm_[0-9])'  # one image a patient here: the same two images held out either way
+    _pipeline(results, 'by_image', [0.80, 0.80], normal_pixels=(0, 0), held=2)
+    _pipeline(results, 'by_patient', [0.795, 0.795], normal_pixels=(0, 0), held=2, group=patient)
+    _pipeline(results, 'by_patient_fp', [0.83, 0.83], normal_pixels=(0, 4), held=2, group=patient)
+    out = tmp_path / 'choice.json'
+    assert _choose(dataroot, results, 'by_image', 'by_patient_fp,by_patient', '--out', str(out)) == 'by_patient'
+    record = json.loads(out.read_text())
+    assert record['released']['normals_by'] == '' and record['candidates'][1]['normals_by'] == patient
+    assert record['reasons']['by_patient_fp'].startswith('normals with a lesion 0.50 > 0.10 (the target')
+    assert '| by_patient | same recipe' not in capsys.readouterr().out
+    # The other way round, the candidate's normals (0.00, images of training patients) do not count.
+    assert _choose(dataroot, results, 'by_patient', 'by_image', '--out', str(out)) == 'by_patient'
+    assert json.loads(out.read_text())['reasons']['by_image'] == (
+        'normals with a lesion not measured on held-out patients (the recipe holds single images out: '
+        'hold_out_group)')
+    assert '| by_patient | released recipe | 2 | 0.7950 | 2 of whole patients | 0.00 | released -> release |' in \
+        capsys.readouterr().out
 
 
 def test_pipelines_chosen_on_other_images_or_unfinished_are_refused_in_one_line(dataroot, tmp_path):
