@@ -1019,10 +1019,21 @@ def _has_mapped(pid, library):
 def test_ctrl_c_during_start_up_prints_one_line_and_exits_130(script, workspace, tmp_path):
     root, results = workspace
     log = tmp_path / 'run.log'
-    process = _started(script, run_argv(script, root, results), log, start_new_session=True)
-    # numpy comes right after the Ctrl-C handler in every script, and seconds before its main starts.
-    assert wait_until(lambda: _has_mapped(process.pid, '_multiarray_umath'), timeout_s=60)
+    for _ in range(5):
+        process = _started(script, run_argv(script, root, results), log, start_new_session=True)
+        # numpy comes right after the Ctrl-C handler in every script, and torch (seconds) before its main starts.
+        assert wait_until(lambda: _has_mapped(process.pid, '_multiarray_umath'), timeout_s=60)
+        # Frozen, it is surely still starting up when torch is not loaded yet; a small run can otherwise
+        # finish between this check and the signal.
+        os.killpg(process.pid, signal.SIGSTOP)
+        if process.poll() is None and not _has_mapped(process.pid, 'libtorch'):
+            break
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    else:
+        pytest.fail(f'{script}.py loaded torch before it could be frozen, 5 times')
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
+    os.killpg(process.pid, signal.SIGCONT)
     status = process.wait(timeout=60)
     line = f'{script}.py: stopped by Ctrl-C; every file written so far is complete\n'
     assert (status, log.read_text()) == (130, line)
