@@ -42,8 +42,10 @@ def verdict(released, candidate, margin, tolerance, normals_target=DEFAULT_NORMA
                            'images out: hold_out_group)')
         return False, 'normals with a lesion not measured (the recipe holds no normal images out: hold_out_normals)'
     # The same the other way: a released recipe that cannot show its false lesions is held to the target.
+    unmeasured = ('normals are images of training patients' if released['normals_with_lesion'] is not None
+                  else 'not measured')
     bound, bound_name = (ours, f'{ours:.2f}') if ours is not None else \
-        (normals_target, f"{normals_target:.2f} (the target; the released recipe's not measured)")
+        (normals_target, f"{normals_target:.2f} (the target; the released recipe's {unmeasured})")
     if theirs > bound:
         return False, f'normals with a lesion {theirs:.2f} > {bound_name}'
     needed = released['lesion_DI'] + margin

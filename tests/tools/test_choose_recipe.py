@@ -137,7 +137,9 @@ def test_normals_of_training_patients_count_as_not_measured_against_whole_held_o
     assert _choose(dataroot, results, 'by_image', 'by_patient_fp,by_patient', '--out', str(out)) == 'by_patient'
     record = json.loads(out.read_text())
     assert record['released']['normals_by'] == '' and record['candidates'][1]['normals_by'] == patient
-    assert record['reasons']['by_patient_fp'].startswith('normals with a lesion 0.50 > 0.10 (the target')
+    assert record['reasons']['by_patient_fp'] == \
+        "normals with a lesion 0.50 > 0.10 (the target; the released recipe's normals are images of training " \
+        'patients)'
     assert '| by_patient | same recipe' not in capsys.readouterr().out
     # The other way round, the candidate's normals (0.00, images of training patients) do not count.
     assert _choose(dataroot, results, 'by_patient', 'by_image', '--out', str(out)) == 'by_patient'
