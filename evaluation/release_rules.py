@@ -20,32 +20,32 @@ def best_round(ranking):
     return max(range(len(ranking)), key=lambda i: (ranking[i]['val_DI_after_crf'], -i))
 
 
-def _normals_share(scores, other):
-    """``scores``' share of held-out normals given a lesion as the rule counts it against ``other``: None (not
-    measured) when it held none out, or when ``other`` held out whole patients and it held out single images:
-    its images then came from patients whose other images trained stage 2, whom the gate has already seen."""
+def _counted_share(scores, other):
+    """(share, why) of ``scores``' held-out normals given a lesion as the rule counts it against ``other``:
+    (None, why) when it does not count: it held none out, or ``other`` held out whole patients and it single
+    images, which came from patients whose other images trained stage 2."""
+    if scores['normals_with_lesion'] is None:
+        return None, 'not measured'
     if other['normals_by'] and not scores['normals_by']:
-        return None
-    return scores['normals_with_lesion']
+        return None, 'normals are images of training patients'
+    return scores['normals_with_lesion'], ''
 
 
 def verdict(released, candidate, margin, tolerance, normals_target=DEFAULT_NORMALS_TARGET):
     """(passes, reason) of ``candidate`` against ``released`` (tools/choose_recipe.py's pipeline_scores
     dicts) under the rule."""
-    ours, theirs = _normals_share(released, candidate), _normals_share(candidate, released)
+    (ours, ours_why), (theirs, theirs_why) = _counted_share(released, candidate), _counted_share(candidate, released)
     if theirs is None:
         # Not measured counts as higher: a candidate that holds no normal images out cannot show that it marks no
         # more of them (on lesion images alone, val may choose a rule, e.g. an Otsu threshold, that marks some
         # pixels of every image).
-        if released['normals_by'] and candidate['normals_with_lesion'] is not None:
+        if theirs_why != 'not measured':
             return False, ('normals with a lesion not measured on held-out patients (the recipe holds single '
                            'images out: hold_out_group)')
         return False, 'normals with a lesion not measured (the recipe holds no normal images out: hold_out_normals)'
     # The same the other way: a released recipe that cannot show its false lesions is held to the target.
-    unmeasured = ('normals are images of training patients' if released['normals_with_lesion'] is not None
-                  else 'not measured')
     bound, bound_name = (ours, f'{ours:.2f}') if ours is not None else \
-        (normals_target, f"{normals_target:.2f} (the target; the released recipe's {unmeasured})")
+        (normals_target, f"{normals_target:.2f} (the target; the released recipe's {ours_why})")
     if theirs > bound:
         return False, f'normals with a lesion {theirs:.2f} > {bound_name}'
     needed = released['lesion_DI'] + margin
