@@ -3,7 +3,6 @@ two-stage file whose stages work at different sizes feeds each its own."""
 import argparse
 import os
 
-import pytest
 import torch
 
 from conftest import REPO_ROOT
@@ -16,7 +15,7 @@ OPT = argparse.Namespace(device='cpu', amp='off', channels_last=True, compile=Fa
 
 
 def test_a_cascade_file_serving_one_map_builds_that_stage_alone():
-    path = os.path.join(REPO_ROOT, 'weights', 'ISIC.pt')
+    path = os.path.join(REPO_ROOT, 'weights', 'BraTS.pt')
     state = read_state(path)
     whole = build_model(OPT, state, path)
     images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -34,37 +33,33 @@ def test_a_cascade_file_serving_one_map_builds_that_stage_alone():
     assert type(build_model(OPT, unet_alone, path, serve_map='seg')).__name__ == 'SegModel'
 
 
-@pytest.mark.slow
 def test_a_cascade_whose_unet_works_at_twice_the_size_feeds_each_stage_its_own_size():
+    """weights/ISIC.pt: the generator at 128 px, the U-Net on pretrained features at 256 px."""
     path = os.path.join(REPO_ROOT, 'weights', 'ISIC.pt')
     state = read_state(path)
-    seg_state = dict(state, architecture={'model': 'seg', 'img_size': 256, 'img_ch': 3,
-                                          'ch': state['architecture']['seg_ch']})
     stage1 = read_state(os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))
-    twice = dict(state, architecture=cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))
-                 ['architecture'])
-    assert twice['architecture']['img_size'] == stage1['architecture']['img_size'] == 128
-    assert twice['architecture']['seg_img_size'] == 256
-    whole = build_model(OPT, twice, path)
-    assert whole.opt.img_size == 256 and whole.architecture() == twice['architecture']
+    assert state['architecture']['img_size'] == stage1['architecture']['img_size'] == 128
+    assert state['architecture']['seg_img_size'] == 256
+    whole = build_model(OPT, state, path)
+    assert whole.opt.img_size == 256 and whole.architecture() == state['architecture']
     images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
     both = whole.infer(images)
     assert both['maps']['seg'].shape == (2, 256, 256) and both['maps']['cam'].shape[-1] < 256
-    seg = build_model(OPT, twice, path, serve_map='seg')
+    seg = build_model(OPT, state, path, serve_map='seg')
     assert seg.opt.img_size == 256
     torch.testing.assert_close(seg.infer(images)['maps']['seg'], both['maps']['seg'])
-    generator = build_model(OPT, twice, path, serve_map='cam')
+    generator = build_model(OPT, state, path, serve_map='cam')
     assert generator.opt.img_size == 128
     alone = generator.infer(resize_square(images.reshape(-1, 256, 256), 128).reshape(2, 3, 128, 128))
     torch.testing.assert_close(alone['score'], both['score'])
 
 
 def test_a_cascade_of_one_size_records_no_second_size():
-    path = os.path.join(REPO_ROOT, 'weights', 'ISIC.pt')
+    path = os.path.join(REPO_ROOT, 'weights', 'BraTS.pt')
     state = read_state(path)
     assert 'seg_img_size' not in state['architecture'] and build_model(OPT, state, path).opt.img_size == 128
     seg_state = dict(state, architecture={'model': 'seg', 'img_size': 128, 'img_ch': 3, 'ch': 24})
-    architecture = cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'ISIC_stage1.pt'))['architecture']
+    architecture = cascade_state(seg_state, os.path.join(REPO_ROOT, 'weights', 'BraTS_stage1.pt'))['architecture']
     assert architecture == dict(state['architecture'], seg_ch=24)
 
 

@@ -43,7 +43,7 @@ def test_outside_foreground_stays_zero():
     assert not mask[~foreground_mask(raw)].any() and mask[foreground_mask(raw)].all()
 
 
-# ISIC.pt's stored CRF: colour model, CRF and post-processing, chosen on 256-px val images.
+# A CRF of the kind val chose for an earlier weights/ISIC.pt (colour model, CRF, post-processing, at 256 px).
 RELEASED_CRF = CRFParams(alpha=2, sxy=20, srgb=10, bi_compat=10, n_iter=10, colour=2, postprocess='central+fill')
 
 
