@@ -27,7 +27,9 @@ method alone: --method_train_args "seam=--batch_size 4;BraTS/psa=--batch_size 1"
 The method cltnet_pipeline is the released two-stage file as pipeline.py builds it; this tool never
 trains or tests it, it reads the pipeline's record <name>/pipeline.json and its release run
 <name>_release/ (test.py and crf.py with --weights on the two-stage file; testA scored there once).
-Run pipeline.py first: without them the benchmark stops before anything runs, naming the command.
+cam_pipeline reads a pipeline whose stage 1 is the CAM classifier ([stage1] model = "cam") the same way;
+each stops with one line when the pipeline's stage 1 is the other model. Run pipeline.py first: without
+them the benchmark stops before anything runs, naming the command.
 With ``--readme README.md`` a short headline table from the same rows goes between the README's
 ``<!-- results start -->`` and ``<!-- results end -->`` markers.
 """
@@ -59,7 +61,10 @@ from workflow.run_script import run_script
 from workflow.step_runner import Step, StepRunner
 
 PIPELINE = 'cltnet_pipeline'
-METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', PIPELINE)
+# Read-only methods, each a finished pipeline.py run (its release) whose stage 1 is that localisation model:
+# the paper's path (CLTNet) and the same stage 2 on the pretrained CAM classifier's maps.
+PIPELINES = {PIPELINE: 'cltnet', 'cam_pipeline': 'cam'}
+METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn', 'otsu', 'cltnet_stage2', 'cltnet_stage2_few', *PIPELINES)
 STAGE1_METHODS = ('cltnet', 'cam', 'pcm', 'seam', 'psa', 'irn')  # trained from the weak labels alone, like stage 1
 # The weakly supervised baselines of the paper's table (the README headline names the best of them).
 CAM_FAMILY = tuple(method for method in STAGE1_METHODS if method != 'cltnet')
@@ -68,7 +73,7 @@ CAM_BASED = {'psa': '--psa_cam_weights', 'irn': '--irn_cam_weights'}
 # Each method's name in the comparison table and the figure (the paper's names; "+crf" rows add "+CRF").
 NAMES = {'cltnet': 'CLTNet stage 1', 'cam': 'CAM', 'pcm': 'PCM', 'seam': 'SEAM', 'psa': 'PSA', 'irn': 'IRN',
          'otsu': 'Otsu', 'cltnet_stage2': 'CLTNet stage 2', 'cltnet_stage2_few': 'CLTNet stage 2 + few labels',
-         PIPELINE: 'CLTNet (released file)'}
+         PIPELINE: 'CLTNet (released file)', 'cam_pipeline': 'CAM + U-Net (pipeline)'}
 # Stage 2 (a U-Net on the cltnet run's pseudo-masks; "_few" adds the --few_sample labelled images):
 # method -> its train.py flags beyond --stage 2 --pseudo <cltnet run>.
 STAGE2 = {'cltnet_stage2': [], 'cltnet_stage2_few': ['--few_sample', '{few_sample}']}
@@ -115,13 +120,15 @@ def build_parser():
                              'cltnet_stage2 (a U-Net trained on the cltnet run\'s pseudo-masks, pseudo.py), '
                              'cltnet_stage2_few (the same plus the --few_sample labelled images) and '
                              'cltnet_pipeline (the release of a finished pipeline.py run of that --names name, '
-                             'read, never trained or tested here); the stage-2 methods need cltnet in the list '
-                             'before them')
+                             'read, never trained or tested here) and cam_pipeline (the same for a pipeline whose '
+                             'stage 1 is the CAM classifier, [stage1] model = "cam"); the stage-2 methods need '
+                             'cltnet in the list before them')
     parser.add_argument('--few_sample', default='stage2_50',
                         help='few-shot folder (few_sample/<NAME>) of the cltnet_stage2_few method')
-    parser.add_argument('--crf', default='cltnet,cam,pcm,seam,psa,irn,cltnet_stage2,cltnet_stage2_few,cltnet_pipeline',
+    parser.add_argument('--crf', default='cltnet,cam,pcm,seam,psa,irn,cltnet_stage2,cltnet_stage2_few,cltnet_pipeline,'
+                                         'cam_pipeline',
                         help='comma-separated methods whose maps also go through crf.py (their "+crf" rows; '
-                             'cltnet_pipeline: the pipeline\'s own crf.py outputs)')
+                             'cltnet_pipeline, cam_pipeline: the pipeline\'s own crf.py outputs)')
     parser.add_argument('--result_dir', default='results', help='root of the run folders (as train.py)')
     parser.add_argument('--names', default='',
                         help='run name per method as METHOD=NAME pairs, e.g. "cltnet=cpu1200", or per dataset '
@@ -208,7 +215,7 @@ def parse(argv):
         if method in STAGE2:
             if 'cltnet' not in opt.methods[:opt.methods.index(method)]:
                 parser.error(f'--methods: {method} trains on the pseudo-masks of the cltnet run; list cltnet before it')
-        elif method == PIPELINE:
+        elif method in PIPELINES:
             pass  # built by pipeline.py: nothing of it runs here
         elif method in CAM_BASED and 'cam' in opt.methods[opt.methods.index(method):]:
             parser.error(f'--methods: {method} trains on the CAM test.py chose in the cam run; list cam before it')
@@ -278,11 +285,11 @@ def chosen_cam_checkpoint(run):
     return path
 
 
-def pipeline_command(opt, dataset, name):
+def pipeline_command(opt, dataset, name, method=PIPELINE):
     """The pipeline.py command that builds pipeline ``name`` where this tool looks for it (with the
-    dataset's recipe when the repository has one)."""
+    dataset's recipe when the repository has one and the method is its path, cltnet_pipeline)."""
     recipe = os.path.join('recipes', f'{dataset}.toml')
-    if not os.path.isfile(os.path.join(ROOT, recipe)):
+    if method != PIPELINE or not os.path.isfile(os.path.join(ROOT, recipe)):
         recipe = 'RECIPE.toml'
     return 'python ' + shlex.join(['pipeline.py', '--dataroot', opt.dataroot, '--dataset', dataset,
                                    '--recipe', recipe, '--name', name, '--result_dir', opt.result_dir])
@@ -290,7 +297,7 @@ def pipeline_command(opt, dataset, name):
 
 class Run:
     """One (dataset, method): its run folder and the argument lists of the three scripts. A pipeline
-    (cltnet_pipeline) is read only: its folder is the release run <name>_release/, its record
+    (cltnet_pipeline, cam_pipeline) is read only: its folder is the release run <name>_release/, its record
     <name>/pipeline.json."""
 
     def __init__(self, opt, dataset, method):
@@ -298,10 +305,10 @@ class Run:
         self.folder = default_folder(dataset)
         self.name = run_name(opt.names, dataset, method)
         self.root = runs_folder(opt.result_dir, dataset, self.folder)
-        self.pipeline = method == PIPELINE
+        self.pipeline = method in PIPELINES
         self.dir = run_in(self.root, pipeline_run_name(self.name, 'release') if self.pipeline else self.name)
         self.record = pipeline_record_path(run_in(self.root, self.name)) if self.pipeline else None
-        self.command = pipeline_command(opt, dataset, self.name) if self.pipeline else None
+        self.command = pipeline_command(opt, dataset, self.name, method) if self.pipeline else None
         model = 'cascade' if self.pipeline else 'seg' if method in STAGE2 else method
         self.trained = not self.pipeline and getattr(find_model_class(model), 'needs_checkpoint', True)
         base = ['--dataroot', opt.dataroot, '--dataset', dataset, '--folder', self.folder,
@@ -459,6 +466,12 @@ def read_pipeline(run, opt):
     if unfinished or 'choose' not in record:
         what = f'step {unfinished} has not finished' if unfinished else 'no round chosen yet'
         raise SystemExit(f'error: {run.record}: {what}: run the pipeline to its end: {run.command}')
+    stage1 = _served_stage1(record['steps'])
+    expected = PIPELINES[run.method]
+    if stage1 and stage1['model'] != expected:
+        other = next(method for method, model in PIPELINES.items() if model == stage1['model'])
+        raise SystemExit(f"error: pipeline {run.name}'s stage 1 is --model {stage1['model']}, not {run.method}'s "
+                         f'{expected}: name it with --names {run.dataset}/{other}={run.name}')
     return record
 
 
@@ -498,14 +511,19 @@ def pipeline_training(run):
     return training
 
 
-def _stage1_backbone(steps):
-    """The stage-1 encoder of the two-stage file a pipeline's release step served (its architecture holds both
-    stages'), or None when the record names no such file or it is gone."""
+def _served_stage1(steps):
+    """The stage-1 architecture of the two-stage file a pipeline's release step served (its architecture holds
+    both stages'), or None when the record names no such file or it is gone."""
     served = _flag(steps.get('release_test', {}).get('argv', []), '--weights')
     if not served or not os.path.isfile(served):
         return None
-    stage1_architecture, _ = split_architecture(read_state(served)['architecture'])
-    return backbone({'architecture': stage1_architecture})
+    return split_architecture(read_state(served)['architecture'])[0]
+
+
+def _stage1_backbone(steps):
+    """The stage-1 encoder of the two-stage file a pipeline's release step served, or None (_served_stage1)."""
+    stage1 = _served_stage1(steps)
+    return backbone({'architecture': stage1}) if stage1 else None
 
 
 def _checkpoint_training(run_dir):
@@ -696,12 +714,14 @@ def render(tables, opt, started, finished):
              'the pseudo-masks of the cltnet run (pseudo.py, then train.py --stage 2), **cltnet_stage2_few** the '
              'same with the --few_sample labelled images in its training; this command trains and tests these '
              '(or reuses them with --reuse). **cltnet_pipeline** is the released two-stage file as `pipeline.py` '
-             'builds it from a recipe (`recipes/<dataset>.toml`): this command only reads it. Its scores are its '
-             'release run\'s (test.py and crf.py with --weights on the two-stage file; testA scored there once), '
-             'its training time the sum of its training steps in `pipeline.json` (stage 1 when the pipeline '
-             'trained it, then every round\'s train.py; "stage 2 only: stage 1 from FILE" when the recipe started '
-             'from a released stage-1 file, whose training is not counted), its iterations and setting those of '
-             'the round the pipeline chose, its chosen step the release test record\'s. The baselines: **cam**, '
+             'builds it from a recipe (`recipes/<dataset>.toml`), and **cam_pipeline** a pipeline of the same '
+             'steps whose stage 1 is the CAM classifier (`[stage1] model = "cam"`, its maps making the stage-2 '
+             'pseudo-masks): this command only reads them. A pipeline\'s scores are its release run\'s (test.py '
+             'and crf.py with --weights on the two-stage file; testA scored there once), its training time the sum '
+             'of its training steps in `pipeline.json` (stage 1 when the pipeline trained it, then every round\'s '
+             'train.py; "stage 2 only: stage 1 from FILE" when the recipe started from a released stage-1 file, '
+             'whose training is not counted), its iterations and setting those of the round the pipeline chose, '
+             'its chosen step the release test record\'s. The baselines: **cam**, '
              'the class activation map of an image classifier trained on the same weak labels '
              '(models/cam_model.py); **pcm** and **seam**, the CAM refined by pixel correlations and SEAM\'s '
              'siamese equivariant CAM (models/pcm_model.py, models/seam_model.py); **psa** and **irn**, '

@@ -26,7 +26,7 @@ from data.layout import LayoutError, check_split
 from options.base_options import default_folder
 from records.run_folder import image_path, pipeline_run_name, run_folder, split_folder
 from reporting.overlay import draw_overlay
-from tools.benchmark import METHODS, NAMES, PIPELINE, method_pairs, run_name
+from tools.benchmark import METHODS, NAMES, PIPELINE, PIPELINES, method_pairs, run_name
 
 SPLIT = 'testA'
 PAD = 2
@@ -45,7 +45,7 @@ def build_parser():
                         help='comma-separated datasets, each in its default folder (ISIC: isic_1, BraTS: brats_1)')
     parser.add_argument('--methods', default='cltnet,psa,seam,irn,cam',
                         help=f'comma-separated columns after image and ground truth, from {", ".join(METHODS)} '
-                             f'({PIPELINE}: the release run <name>_release of a pipeline.py run)')
+                             f'({", ".join(PIPELINES)}: the release run <name>_release of a pipeline.py run)')
     parser.add_argument('--names', default='',
                         help='run name per method as METHOD=NAME or DATASET/METHOD=NAME pairs (the latter wins), '
                              'as tools/benchmark.py takes them; default: the method name')
@@ -85,7 +85,7 @@ def mask_folder(opt, dataset, method):
     """(split folder, 'crf' or 'test') of the masks shown for ``method``: crf.py's where it wrote testA masks."""
     name = run_name(opt.names, dataset, method)
     run = run_folder(opt.result_dir, dataset, default_folder(dataset),
-                     pipeline_run_name(name, 'release') if method == PIPELINE else name)
+                     pipeline_run_name(name, 'release') if method in PIPELINES else name)
     for stage in ('crf', 'test'):
         split = split_folder(run, stage, SPLIT)
         if os.path.isdir(os.path.join(split, 'masks')):

@@ -304,12 +304,12 @@ def test_names_per_dataset_win_over_names_per_method(tmp_path, capsys):
     assert (brats.name, brats.pseudo_source) == ('u', 's1b')
     for bad in ('ISIC/unknown=x', '/cltnet=x', 'ISIC/cltnet='):
         assert f"error: --names: expected [DATASET/]METHOD=VALUE pairs with METHOD in cltnet, cam, pcm, seam, psa, " \
-            f"irn, otsu, cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, got '{bad}'" in usage_error(
+            f"irn, otsu, cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, cam_pipeline, got '{bad}'" in usage_error(
                 capsys, benchmark.parse, ['--names', bad])
     # Training budgets are per method only: a dataset prefix is refused.
     message = usage_error(capsys, benchmark.parse, ['--iteration', 'ISIC/cltnet=5'])
     assert "error: --iteration: expected METHOD=VALUE pairs with METHOD in cltnet, cam, pcm, seam, psa, irn, otsu, " \
-        "cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, got 'ISIC/cltnet=5'" in message
+        "cltnet_stage2, cltnet_stage2_few, cltnet_pipeline, cam_pipeline, got 'ISIC/cltnet=5'" in message
     # A pipeline's run is its release run, beside its record; the command to build it names the dataset's recipe.
     opt = benchmark.parse(['--result_dir', str(tmp_path), '--names', 'BraTS/cltnet_pipeline=brats'])
     pipeline = benchmark.Run(opt, 'BraTS', 'cltnet_pipeline')
@@ -318,6 +318,47 @@ def test_names_per_dataset_win_over_names_per_method(tmp_path, capsys):
     assert pipeline.command == (f'python pipeline.py --dataroot ./dataset --dataset BraTS --recipe recipes/BraTS.toml '
                                 f'--name brats --result_dir {tmp_path}')
     assert benchmark.Run(opt, 'ISIC', 'cltnet_pipeline').name == 'cltnet_pipeline'
+    # The CAM path's pipeline is read the same way; its recipe is the user's, not the released one.
+    opt = benchmark.parse(['--result_dir', str(tmp_path), '--names', 'BraTS/cam_pipeline=cam_path'])
+    cam_path = benchmark.Run(opt, 'BraTS', 'cam_pipeline')
+    assert cam_path.pipeline and not cam_path.trained
+    assert cam_path.dir == os.path.join(str(tmp_path), 'BraTS', 'brats_1', 'cam_path_release')
+    assert ' --recipe RECIPE.toml --name cam_path ' in cam_path.command
+
+
+def _finished_pipeline(results, name, stage1_model):
+    """A finished pipeline's record and release summaries under ``results`` whose release step served a two-stage
+    file with that stage-1 model (only what read_pipeline reads)."""
+    served = os.path.join(results, f'{name}.pt')
+    architecture = {'model': 'cascade', 'img_size': 32, 'img_ch': 3, 'seg_ch': 4,
+                    **({} if stage1_model == 'cltnet' else {'stage1_model': stage1_model})}
+    torch.save({'format': CHECKPOINT_FORMAT, 'architecture': architecture}, served)
+    record = {'steps': {'release_test': {'argv': ['test.py', '--weights', served], 'status': 'done', 'seconds': 1.0}},
+              'choose': {'chosen': f'{name}_r1'}}
+    write_json(os.path.join(_run_dir(results, name), 'pipeline.json'), record)
+    release = _run_dir(results, f'{name}_release')
+    for stage, path in (('test', rf.test_record_path(release)), ('crf', rf.crf_record_path(release))):
+        write_json(path, {'selection': {}})
+        for split in ('testA', 'testB'):
+            write_json(os.path.join(release, stage, split, 'summary.json'), {})
+
+
+def test_a_pipeline_read_as_the_other_path_stops_naming_the_method_it_is(tmp_path):
+    results = str(tmp_path)
+    _finished_pipeline(results, 'from_cam', 'cam')
+    _finished_pipeline(results, 'from_cltnet', 'cltnet')
+    opt = benchmark.parse(['--result_dir', results, '--datasets', TINY_DATASET,
+                           '--names', 'cam_pipeline=from_cam,cltnet_pipeline=from_cltnet'])
+    for method in ('cam_pipeline', 'cltnet_pipeline'):
+        assert benchmark.read_pipeline(benchmark.Run(opt, TINY_DATASET, method), opt)['choose']
+    swapped = benchmark.parse(['--result_dir', results, '--datasets', TINY_DATASET,
+                               '--names', 'cam_pipeline=from_cltnet,cltnet_pipeline=from_cam'])
+    for method, name, model, fix in (('cltnet_pipeline', 'from_cam', 'cam', 'cam_pipeline'),
+                                     ('cam_pipeline', 'from_cltnet', 'cltnet', 'cltnet_pipeline')):
+        with pytest.raises(SystemExit) as info:
+            benchmark.read_pipeline(benchmark.Run(swapped, TINY_DATASET, method), swapped)
+        assert str(info.value) == (f"error: pipeline {name}'s stage 1 is --model {model}, not {method}'s "
+                                   f"{benchmark.PIPELINES[method]}: name it with --names {TINY_DATASET}/{fix}={name}")
 
 
 README_BEFORE = '# Project\n\nIntro, kept as it is.\n\n'
