@@ -957,7 +957,10 @@ import os
 parent = os.getppid()
 sockets = set()
 for fd in os.listdir(f'/proc/{parent}/fd'):
-    target = os.readlink(f'/proc/{parent}/fd/{fd}')
+    try:
+        target = os.readlink(f'/proc/{parent}/fd/{fd}')
+    except FileNotFoundError:  # the launcher closed it since the listing: not a listening socket
+        continue
     if target.startswith('socket:['):
         sockets.add(target[len('socket:['):-1])
 for table in ('tcp', 'tcp6'):
