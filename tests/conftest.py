@@ -143,14 +143,14 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_until(condition, timeout_s=15.0):
-    """Poll condition() until it is truthy; returns its last value."""
+def wait_until(condition, timeout_s=15.0, interval_s=0.1):
+    """Poll condition() every ``interval_s`` until it is truthy; returns its last value."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value or time.monotonic() > deadline:
             return value
-        time.sleep(0.1)
+        time.sleep(interval_s)
 
 
 class VisdomServer:

@@ -1018,26 +1018,18 @@ def _has_mapped(pid, library):
         return False
 
 
-def _freeze_once_mapped(process, library, timeout_s=60.0):
-    """SIGSTOP ``process``'s group as soon as it has mapped ``library``: polled every millisecond, since the
-    next import can follow within a tenth of a second once the files are in the page cache."""
-    deadline = time.monotonic() + timeout_s
-    while not _has_mapped(process.pid, library):
-        assert process.poll() is None and time.monotonic() < deadline, f'{library} never mapped'
-        time.sleep(0.001)
-    os.killpg(process.pid, signal.SIGSTOP)
-
-
 @pytest.mark.parametrize('script', [*SCRIPTS, 'pseudo'])
 def test_ctrl_c_during_start_up_prints_one_line_and_exits_130(script, workspace, tmp_path):
     root, results = workspace
     log = tmp_path / 'run.log'
     for _ in range(5):
         process = _started(script, run_argv(script, root, results), log, start_new_session=True)
-        # numpy comes right after the Ctrl-C handler in every script, and torch (seconds) before its main starts.
+        # numpy comes right after the Ctrl-C handler in every script, and torch (seconds) before its main starts;
+        # polled every millisecond, since with the files in the page cache torch can follow within 0.1 s.
+        assert wait_until(lambda: _has_mapped(process.pid, '_multiarray_umath'), timeout_s=60, interval_s=0.001)
         # Frozen, it is surely still starting up when torch is not loaded yet; a small run can otherwise
         # finish between this check and the signal.
-        _freeze_once_mapped(process, '_multiarray_umath')
+        os.killpg(process.pid, signal.SIGSTOP)
         if process.poll() is None and not _has_mapped(process.pid, 'libtorch'):
             break
         os.killpg(process.pid, signal.SIGKILL)
